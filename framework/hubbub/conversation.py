@@ -1,0 +1,316 @@
+"""The conversation engine: conversations owned by principals, and replies produced by models.
+
+:meth:`ConversationEngine.send` stores the user's message; :meth:`ConversationEngine.reply` asks
+the model, streams the answer as events (``typing``, ``status``, ``message.created``,
+``message.delta``, ``tool.started``/``tool.finished``, ``message.completed``, ``usage``), runs the
+tools the model asks for (up to ``[llm] max_tool_rounds`` rounds), and stores every message.
+A conversation belongs to its creator; to anyone else it does not exist (:class:`NotFoundError`).
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from typing import Any
+
+from hubbub.contracts import MemoryStore, ToolContext
+from hubbub.errors import HubbubError, InvalidRequestError, NotFoundError
+from hubbub.events import (
+    ConversationUpdated,
+    ErrorEvent,
+    EventBus,
+    MessageCompleted,
+    MessageCreated,
+    MessageDelta,
+    Status,
+    ToolFinished,
+    ToolStarted,
+    Typing,
+    UsageRecorded,
+)
+from hubbub.llm import LLMClient
+from hubbub.log import log_context
+from hubbub.models import (
+    ChatRequest,
+    Conversation,
+    Health,
+    Message,
+    Page,
+    Principal,
+    ToolCall,
+    ToolSpec,
+    Usage,
+    now,
+)
+from hubbub.tools import ToolRegistry
+
+__all__ = ["ConversationEngine"]
+
+logger = logging.getLogger("hubbub.conversation")
+
+MAX_TITLE = 200
+
+
+class ConversationEngine:
+    """Conversations, messages and replies, on top of the memory store, LLM client and tools."""
+
+    def __init__(
+        self,
+        memory: MemoryStore,
+        llm: LLMClient,
+        tools: ToolRegistry,
+        events: EventBus,
+        *,
+        max_tool_rounds: int = 5,
+        history_limit: int = 1000,
+    ) -> None:
+        self.memory = memory
+        self.llm = llm
+        self.tools = tools
+        self.events = events
+        self.max_tool_rounds = max_tool_rounds
+        self.history_limit = history_limit
+
+    async def start(self) -> None:
+        """Nothing to acquire: the engine uses components the runtime started before it."""
+
+    async def health(self) -> Health:
+        return Health()
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    # -- conversations -----------------------------------------------------------------------
+
+    async def create(
+        self, owner: Principal, *, title: str = "", model: str | None = None
+    ) -> Conversation:
+        """Start a conversation owned by ``owner``."""
+        if model is not None:
+            self.llm.resolve(model)
+        conversation = await self.memory.create_conversation(
+            Conversation(owner=owner.id, title=_title(title), model=model)
+        )
+        self.events.publish(
+            ConversationUpdated(
+                change="created",
+                conversation=conversation,
+                conversation_id=conversation.id,
+                owner=owner.id,
+            )
+        )
+        return conversation
+
+    async def get(self, owner: Principal, conversation_id: str) -> Conversation:
+        """The conversation, if ``owner`` owns it; else :class:`NotFoundError`."""
+        conversation = await self.memory.get_conversation(conversation_id)
+        if conversation is None or conversation.owner != owner.id:
+            raise NotFoundError(f"no conversation {conversation_id!r}")
+        return conversation
+
+    async def list_conversations(
+        self, owner: Principal, *, limit: int = 50, cursor: str | None = None
+    ) -> Page:
+        """``owner``'s conversations, most recently updated first."""
+        return await self.memory.list_conversations(owner.id, limit=limit, cursor=cursor)
+
+    async def update(
+        self,
+        owner: Principal,
+        conversation_id: str,
+        *,
+        title: str | None = None,
+        model: str | None = None,
+    ) -> Conversation:
+        """Rename a conversation or change its model."""
+        conversation = await self.get(owner, conversation_id)
+        if title is not None:
+            conversation.title = _title(title)
+        if model is not None:
+            self.llm.resolve(model)
+            conversation.model = model
+        conversation = await self.memory.update_conversation(conversation)
+        self.events.publish(
+            ConversationUpdated(
+                change="updated",
+                conversation=conversation,
+                conversation_id=conversation.id,
+                owner=owner.id,
+            )
+        )
+        return conversation
+
+    async def delete(self, owner: Principal, conversation_id: str) -> None:
+        """Delete a conversation and its messages."""
+        await self.get(owner, conversation_id)
+        await self.memory.delete_conversation(conversation_id)
+        self.events.publish(
+            ConversationUpdated(change="deleted", conversation_id=conversation_id, owner=owner.id)
+        )
+
+    async def messages(
+        self, owner: Principal, conversation_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        """The conversation's messages, oldest first."""
+        await self.get(owner, conversation_id)
+        return await self.memory.list_messages(conversation_id, limit=limit, cursor=cursor)
+
+    # -- messages and replies ------------------------------------------------------------------
+
+    async def send(self, owner: Principal, conversation_id: str, content: str) -> Message:
+        """Store the user's message (the reply is :meth:`reply`'s job)."""
+        if not content.strip():
+            raise InvalidRequestError("content must not be empty", field="content")
+        conversation = await self.get(owner, conversation_id)
+        message = await self.memory.append_message(
+            Message(
+                role="user",
+                content=content,
+                conversation_id=conversation.id,
+                name=owner.name or None,
+            )
+        )
+        self.events.publish(
+            MessageCreated(message=message, conversation_id=conversation.id, owner=owner.id)
+        )
+        return message
+
+    async def reply(
+        self,
+        owner: Principal,
+        conversation_id: str,
+        *,
+        model: str | None = None,
+        request_id: str | None = None,
+    ) -> Message:
+        """Produce, stream (as events) and store the assistant's reply; return the last message.
+
+        Errors are published as an ``error`` event and re-raised.
+        """
+        conversation = await self.get(owner, conversation_id)
+        model_id = model or conversation.model or self.llm.default_model
+        with log_context(conversation_id=conversation_id, model=model_id):
+            publish = _Publisher(self.events, conversation_id, owner.id)
+            publish(Typing(active=True))
+            try:
+                return await self._reply(owner, conversation, model_id, request_id, publish)
+            except HubbubError as exc:
+                publish(ErrorEvent(code=exc.code, message=str(exc)))
+                raise
+            except Exception as exc:
+                logger.exception("reply failed")
+                publish(
+                    ErrorEvent(
+                        code="internal_error", message=f"the reply failed: {type(exc).__name__}"
+                    )
+                )
+                raise
+            finally:
+                publish(Typing(active=False))
+                publish(Status(state="idle"))
+
+    async def _reply(
+        self,
+        owner: Principal,
+        conversation: Conversation,
+        model_id: str,
+        request_id: str | None,
+        publish: _Publisher,
+    ) -> Message:
+        page = await self.memory.list_messages(conversation.id, limit=self.history_limit)
+        history: list[Message] = list(page.items)
+        specs = self.tools.specs() or None
+        context = ToolContext(
+            principal=owner, conversation_id=conversation.id, request_id=request_id
+        )
+        for round_number in range(self.max_tool_rounds + 1):
+            offer_tools = specs if round_number < self.max_tool_rounds else None
+            publish(Status(state="thinking", detail=model_id))
+            message = await self._stream_one(
+                owner, conversation, model_id, history, offer_tools, request_id, publish
+            )
+            history.append(message)
+            if not message.tool_calls:
+                return message
+            for call in message.tool_calls:
+                history.append(await self._run_tool(call, conversation, context, publish))
+        raise AssertionError("unreachable: the last round offers no tools")  # pragma: no cover
+
+    async def _stream_one(
+        self,
+        owner: Principal,
+        conversation: Conversation,
+        model_id: str,
+        history: list[Message],
+        tools: list[ToolSpec] | None,
+        request_id: str | None,
+        publish: _Publisher,
+    ) -> Message:
+        message = Message(role="assistant", conversation_id=conversation.id, model=model_id)
+        publish(MessageCreated(message=message))
+        request = ChatRequest(
+            model=model_id,
+            messages=history,
+            tools=tools,
+            user=owner.id,
+            metadata={"conversation_id": conversation.id, "request_id": request_id},
+        )
+        parts: list[str] = []
+        calls: list[ToolCall] = []
+        usage = Usage()
+        async for chunk in self.llm.stream(request):
+            if chunk.delta:
+                parts.append(chunk.delta)
+                publish(MessageDelta(message_id=message.id, delta=chunk.delta))
+            calls.extend(chunk.tool_calls or ())
+            usage = chunk.usage or usage
+        message.content = "".join(parts)
+        message.tool_calls = calls or None
+        message.usage = usage
+        message.created_at = now()
+        stored = await self.memory.append_message(message)
+        publish(MessageCompleted(message=stored))
+        publish(UsageRecorded(model=model_id, usage=usage))
+        return stored
+
+    async def _run_tool(
+        self, call: ToolCall, conversation: Conversation, context: ToolContext, publish: _Publisher
+    ) -> Message:
+        publish(Status(state="calling_tool", detail=call.name))
+        publish(ToolStarted(call=call))
+        started = time.perf_counter()
+        result = await self.tools.call(call, context)
+        publish(ToolFinished(result=result, duration_ms=(time.perf_counter() - started) * 1000))
+        message = await self.memory.append_message(
+            Message(
+                role="tool",
+                content=result.content,
+                name=call.name,
+                tool_call_id=call.id,
+                conversation_id=conversation.id,
+                metadata={"is_error": True} if result.is_error else {},
+            )
+        )
+        publish(MessageCreated(message=message))
+        return message
+
+
+class _Publisher:
+    """Publishes events stamped with one conversation and owner."""
+
+    def __init__(self, bus: EventBus, conversation_id: str, owner: str) -> None:
+        self._bus = bus
+        self._conversation_id = conversation_id
+        self._owner = owner
+
+    def __call__(self, event: Any) -> None:
+        event.conversation_id = self._conversation_id
+        event.owner = self._owner
+        self._bus.publish(event)
+
+
+def _title(title: str) -> str:
+    title = " ".join(title.split())
+    if len(title) > MAX_TITLE:
+        raise InvalidRequestError(f"title is longer than {MAX_TITLE} characters", field="title")
+    return title

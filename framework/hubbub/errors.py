@@ -1,0 +1,140 @@
+"""Exceptions hubbub raises. Each carries a message meant for the person who has to act on it.
+
+The reference server maps them to HTTP problems by class (``status`` below), so a plugin that
+raises :class:`NotFoundError` gets a 404 without knowing anything about HTTP.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import msgspec
+
+__all__ = [
+    "AuthenticationError",
+    "ComponentError",
+    "ConfigError",
+    "ConfigIssue",
+    "ConflictError",
+    "HubbubError",
+    "InvalidRequestError",
+    "NotFoundError",
+    "PermissionDeniedError",
+    "PluginError",
+    "ProviderError",
+    "ProviderTimeoutError",
+    "UnknownModelError",
+]
+
+
+class HubbubError(Exception):
+    """Base class of every error hubbub raises on purpose."""
+
+    status: int = 500
+    """The HTTP status the reference server answers with."""
+    code: str = "internal_error"
+    """A stable machine-readable name for the error."""
+
+
+class ConfigIssue(msgspec.Struct, frozen=True):
+    """One problem in a configuration: where it is and what is wrong."""
+
+    path: str
+    """Dotted TOML path, e.g. ``cache.fallback``."""
+    message: str
+    line: int | None = None
+    """1-based line in the configuration file, when the key can be located."""
+    source: str | None = None
+    """The file (or ``environment``) the value came from."""
+
+    def __str__(self) -> str:
+        where = ""
+        if self.source and self.line:
+            where = f"{self.source}:{self.line}: "
+        elif self.source:
+            where = f"{self.source}: "
+        return f"{where}{self.path}: {self.message}" if self.path else f"{where}{self.message}"
+
+
+class ConfigError(HubbubError):
+    """The configuration is invalid. ``issues`` lists every problem found, each with its path."""
+
+    code = "config_error"
+
+    def __init__(self, issues: Sequence[ConfigIssue]) -> None:
+        self.issues = list(issues)
+        super().__init__("\n".join(str(issue) for issue in self.issues))
+
+
+class PluginError(HubbubError):
+    """A plugin could not be loaded or misbehaved in a hook; the message names it and its
+    distribution."""
+
+    code = "plugin_error"
+
+
+class ComponentError(HubbubError):
+    """A component failed to build or start."""
+
+    code = "component_error"
+    status = 503
+
+
+class InvalidRequestError(HubbubError):
+    """The caller asked for something malformed; ``field`` names the offending part."""
+
+    status = 422
+    code = "invalid_request"
+
+    def __init__(self, message: str, *, field: str | None = None) -> None:
+        self.field = field
+        super().__init__(message)
+
+
+class UnknownModelError(InvalidRequestError):
+    """No configured provider serves the requested model."""
+
+    status = 404
+    code = "model_not_found"
+
+
+class NotFoundError(HubbubError):
+    """The thing asked for does not exist (or the caller may not know that it does)."""
+
+    status = 404
+    code = "not_found"
+
+
+class ConflictError(HubbubError):
+    """The request conflicts with existing state."""
+
+    status = 409
+    code = "conflict"
+
+
+class AuthenticationError(HubbubError):
+    """Credentials were missing, malformed, expired, revoked or forged."""
+
+    status = 401
+    code = "unauthenticated"
+
+
+class PermissionDeniedError(HubbubError):
+    """The caller is known but may not do this."""
+
+    status = 403
+    code = "forbidden"
+
+
+class ProviderError(HubbubError):
+    """An LLM provider failed to answer."""
+
+    status = 502
+    code = "provider_error"
+
+
+class ProviderTimeoutError(ProviderError):
+    """An LLM provider did not answer in time."""
+
+    status = 504
+    code = "provider_timeout"

@@ -1,0 +1,119 @@
+"""Checking a configuration against what the loaded plugins registered.
+
+The structural checks happen when the TOML is decoded (:func:`hubbub.config.load_config`); this
+module does the rest, which needs the plugins: every backend, method, provider and sink named in
+the configuration exists, and every ``[plugins.<name>]`` table decodes into the settings struct its
+plugin declared. All problems are reported at once, each with its path.
+"""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+import msgspec
+
+from hubbub.config import Config, decode_settings
+from hubbub.errors import ConfigError, ConfigIssue, PluginError
+from hubbub.plugins import Plugins
+from hubbub.registry import Kind, Registry
+
+__all__ = ["check_config", "selected_names"]
+
+
+def _one_of(registry: Registry, value: str) -> str:
+    names = registry.names()
+    if not names:
+        return f"no {registry.kind} plugin is loaded, so {value!r} cannot be used"
+    message = "expected one of " + ", ".join(repr(n) for n in names) + f", got {value!r}"
+    close = difflib.get_close_matches(value, names, n=1)
+    return message + (f" (did you mean {close[0]!r}?)" if close else "")
+
+
+def selected_names(config: Config, registries: Mapping[Kind, Registry]) -> dict[Kind, list[str]]:
+    """The registered names the configuration selects, by kind (valid or not)."""
+
+    def all_or(names: list[str] | None, kind: Kind) -> list[str]:
+        return list(names) if names is not None else registries[kind].names()
+
+    return {
+        "events": list(config.events.sinks),
+        "cache": [n for n in (config.cache.backend, config.cache.fallback) if n],
+        "memory": [n for n in (config.memory.backend, config.memory.fallback) if n],
+        "auth": list(config.auth.methods),
+        "llm": all_or(config.llm.providers, "llm"),
+        "tools": all_or(config.tools.providers, "tools"),
+        "routes": registries["routes"].names(),
+    }
+
+
+def _settings_types(registries: Mapping[Kind, Registry]) -> dict[str, type[msgspec.Struct]]:
+    types: dict[str, type[msgspec.Struct]] = {}
+    for registry in registries.values():
+        for registration in registry:
+            if registration.settings is None:
+                continue
+            known = types.setdefault(registration.plugin, registration.settings)
+            if known is not registration.settings:
+                raise PluginError(
+                    f"plugin {registration.plugin!r} declares two settings types "
+                    f"({known.__name__} and {registration.settings.__name__}); a plugin has one"
+                )
+    return types
+
+
+def check_config(config: Config, plugins: Plugins) -> dict[str, Any]:
+    """Validate ``config`` against the plugins' registrations.
+
+    :returns: the decoded settings struct of each plugin that declares one and is used (or has a
+        ``[plugins.<name>]`` table), by plugin name.
+    :raises ConfigError: listing every problem.
+    """
+    registries = plugins.registries()
+    issues: list[ConfigIssue] = []
+    fields: dict[Kind, tuple[str, Iterable[str] | None]] = {
+        "events": ("events.sinks", config.events.sinks),
+        "auth": ("auth.methods", config.auth.methods),
+        "llm": ("llm.providers", config.llm.providers),
+        "tools": ("tools.providers", config.tools.providers),
+    }
+    for kind, (path, names) in fields.items():
+        for index, name in enumerate(names or ()):
+            if name not in registries[kind]:
+                issues.append(config.issue(f"{path}[{index}]", _one_of(registries[kind], name)))
+    for kind, section in (("cache", config.cache), ("memory", config.memory)):
+        for key in ("backend", "fallback"):
+            value = getattr(section, key)
+            if value is not None and value not in registries[kind]:
+                issues.append(config.issue(f"{kind}.{key}", _one_of(registries[kind], value)))
+        if section.fallback is not None and section.fallback == section.backend:
+            issues.append(config.issue(f"{kind}.fallback", "must differ from backend"))
+
+    types = _settings_types(registries)
+    used = {
+        registration.plugin
+        for kind, names in selected_names(config, registries).items()
+        for name in names
+        if (registration := registries[kind].get(name)) is not None
+    }
+    settings: dict[str, Any] = {}
+    for plugin in sorted(set(config.plugins.settings) | (used & set(types))):
+        if plugin not in types:
+            if plugin in plugins.info:
+                message = "this plugin takes no settings"
+            else:
+                loaded = sorted(name for name, info in plugins.info.items() if not info.error)
+                close = difflib.get_close_matches(plugin, loaded, n=1)
+                message = "no plugin of this name is loaded" + (
+                    f" (did you mean {close[0]!r}?)" if close else ""
+                )
+            issues.append(config.issue(f"plugins.{plugin}", message))
+            continue
+        try:
+            settings[plugin] = decode_settings(config, plugin, types[plugin])
+        except ConfigError as exc:
+            issues.extend(exc.issues)
+    if issues:
+        raise ConfigError(issues)
+    return settings

@@ -1,0 +1,83 @@
+"""Tool provider ``basic``: small, safe tools that work offline.
+
+* ``current_time``: the current date and time, in UTC or a named IANA time zone.
+* ``calculator``: evaluates an arithmetic expression (numbers, ``+ - * / // % **`` and
+  parentheses only; no names, no calls).
+"""
+
+from __future__ import annotations
+
+import ast
+import datetime
+import operator
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from hubbub import hookimpl
+from hubbub.tools import function_tools
+
+if TYPE_CHECKING:
+    from hubbub.registry import ComponentContext, Registrar
+    from hubbub.tools import StaticToolProvider
+
+_OPERATORS: dict[type, Callable[..., Any]] = {
+    ast.Add: operator.add,
+    ast.Sub: operator.sub,
+    ast.Mult: operator.mul,
+    ast.Div: operator.truediv,
+    ast.FloorDiv: operator.floordiv,
+    ast.Mod: operator.mod,
+    ast.Pow: operator.pow,
+    ast.USub: operator.neg,
+    ast.UAdd: operator.pos,
+}
+MAX_EXPONENT = 10_000
+MAX_LENGTH = 500
+
+
+def _evaluate(node: ast.AST) -> float | int:
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if (
+        isinstance(node, ast.Constant)
+        and isinstance(node.value, int | float)
+        and not isinstance(node.value, bool)
+    ):
+        return node.value
+    if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
+        return _OPERATORS[type(node.op)](_evaluate(node.operand))  # type: ignore[no-any-return]
+    if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
+        left, right = _evaluate(node.left), _evaluate(node.right)
+        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
+            raise ValueError(f"exponent larger than {MAX_EXPONENT}")
+        return _OPERATORS[type(node.op)](left, right)  # type: ignore[no-any-return]
+    raise ValueError(f"unsupported expression element: {type(node).__name__}")
+
+
+async def calculator(expression: str) -> str:
+    """Evaluate an arithmetic expression such as "2 * (3 + 4) / 5". Supports + - * / // % **
+    and parentheses."""
+    if len(expression) > MAX_LENGTH:
+        return f"error: expression longer than {MAX_LENGTH} characters"
+    try:
+        return str(_evaluate(ast.parse(expression, mode="eval")))
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError) as exc:
+        return f"error: {exc}"
+
+
+async def current_time(timezone: str = "UTC") -> str:
+    """The current date and time in ISO 8601, in the given IANA time zone (default UTC)."""
+    try:
+        zone = ZoneInfo(timezone)
+    except (ZoneInfoNotFoundError, ValueError):
+        return f"error: unknown time zone {timezone!r}"
+    return datetime.datetime.now(zone).isoformat(timespec="seconds")
+
+
+@hookimpl
+def register_tools(register: Registrar) -> None:
+    def build(context: ComponentContext) -> StaticToolProvider:
+        return function_tools(calculator, current_time)
+
+    register("basic", build, description="calculator and current_time")

@@ -1,0 +1,258 @@
+"""SQLite memory store ``sqlite``: conversations and messages in one file.
+
+The default store: nothing to install or run. Every database call runs on one dedicated thread
+(never on the event loop), which serialises writers within the process; WAL mode and a busy
+timeout let several processes share the file. The schema is created on first start.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import sqlite3
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, TypeVar
+
+import msgspec
+
+from hubbub import hookimpl
+from hubbub.errors import InvalidRequestError, NotFoundError
+from hubbub.models import Conversation, Health, Message, Page, now
+
+if TYPE_CHECKING:
+    from hubbub.registry import ComponentContext, Registrar
+
+T = TypeVar("T")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations (owner, updated_at, id);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, seq);
+PRAGMA user_version = 1;
+"""
+
+
+class SQLiteStoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Settings of the ``sqlite_store`` plugin (``[plugins.sqlite_store]``)."""
+
+    path: str | None = None
+    """Database file; default ``hubbub.sqlite3`` in the data directory. ``:memory:`` keeps
+    everything in memory (lost on exit)."""
+    busy_timeout: float = 5.0
+    """Seconds to wait for another process's write lock before failing."""
+
+
+_encode = msgspec.json.Encoder().encode
+_decode_conversation = msgspec.json.Decoder(Conversation).decode
+_decode_message = msgspec.json.Decoder(Message).decode
+
+
+def _cursor_out(*parts: object) -> str:
+    return base64.urlsafe_b64encode(msgspec.json.encode(parts)).decode()
+
+
+def _cursor_in(cursor: str) -> list[Any]:
+    try:
+        parts = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
+    except (ValueError, msgspec.DecodeError):
+        raise InvalidRequestError("cursor is not one this server issued", field="cursor") from None
+    if not isinstance(parts, list):
+        raise InvalidRequestError("cursor is not one this server issued", field="cursor")
+    return parts
+
+
+class SQLiteStore:
+    """A :class:`hubbub.contracts.MemoryStore` in a SQLite file."""
+
+    def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
+        self.path = path
+        self.busy_timeout = busy_timeout
+        self._executor: ThreadPoolExecutor | None = None
+        self._db: sqlite3.Connection | None = None
+
+    async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        if self._executor is None or self._db is None:
+            raise RuntimeError("the SQLite store is not started")
+        db = self._db
+
+        def call() -> T:
+            with db:  # one transaction per call: committed, or rolled back on error
+                return func(db)
+
+        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+
+    async def start(self) -> None:
+        if self.path != ":memory:":
+            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubbub-sqlite")
+
+        def connect() -> sqlite3.Connection:
+            db = sqlite3.connect(
+                self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None
+            )
+            db.execute("PRAGMA journal_mode = WAL")
+            db.execute("PRAGMA foreign_keys = ON")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.executescript(SCHEMA)
+            db.isolation_level = "DEFERRED"
+            return db
+
+        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+
+    async def health(self) -> Health:
+        await self._run(lambda db: db.execute("SELECT 1").fetchone())
+        return Health(detail=self.path)
+
+    async def aclose(self) -> None:
+        executor, db = self._executor, self._db
+        self._executor = self._db = None
+        if executor is not None:
+            if db is not None:
+                await asyncio.get_running_loop().run_in_executor(executor, db.close)
+            executor.shutdown(wait=False)
+
+    # -- conversations ------------------------------------------------------------------------
+
+    async def create_conversation(self, conversation: Conversation) -> Conversation:
+        def insert(db: sqlite3.Connection) -> None:
+            db.execute(
+                "INSERT INTO conversations (id, owner, updated_at, data) VALUES (?, ?, ?, ?)",
+                (
+                    conversation.id,
+                    conversation.owner,
+                    conversation.updated_at,
+                    _encode(conversation),
+                ),
+            )
+
+        await self._run(insert)
+        return conversation
+
+    async def get_conversation(self, conversation_id: str) -> Conversation | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT data FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+        )
+        return _decode_conversation(row[0]) if row else None
+
+    async def list_conversations(
+        self, owner: str, *, limit: int = 50, cursor: str | None = None
+    ) -> Page:
+        after = _cursor_in(cursor) if cursor else None
+
+        def select(db: sqlite3.Connection) -> list[Any]:
+            if after is None:
+                return db.execute(
+                    "SELECT data, updated_at, id FROM conversations WHERE owner = ? "
+                    "ORDER BY updated_at DESC, id DESC LIMIT ?",
+                    (owner, limit + 1),
+                ).fetchall()
+            return db.execute(
+                "SELECT data, updated_at, id FROM conversations WHERE owner = ? "
+                "AND (updated_at < ? OR (updated_at = ? AND id < ?)) "
+                "ORDER BY updated_at DESC, id DESC LIMIT ?",
+                (owner, after[0], after[0], after[1], limit + 1),
+            ).fetchall()
+
+        rows = await self._run(select)
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[_decode_conversation(r[0]) for r in rows],
+            next_cursor=_cursor_out(rows[-1][1], rows[-1][2]) if more else None,
+        )
+
+    async def update_conversation(self, conversation: Conversation) -> Conversation:
+        conversation.updated_at = now()
+
+        def update(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "UPDATE conversations SET updated_at = ?, data = ? WHERE id = ?",
+                (conversation.updated_at, _encode(conversation), conversation.id),
+            ).rowcount
+
+        if not await self._run(update):
+            raise NotFoundError(f"no conversation {conversation.id!r}")
+        return conversation
+
+    async def delete_conversation(self, conversation_id: str) -> bool:
+        deleted = await self._run(
+            lambda db: (
+                db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
+            )
+        )
+        return bool(deleted)
+
+    # -- messages -----------------------------------------------------------------------------
+
+    async def append_message(self, message: Message) -> Message:
+        conversation_id = message.conversation_id
+        if conversation_id is None:
+            raise InvalidRequestError("message has no conversation_id", field="conversation_id")
+
+        def insert(db: sqlite3.Connection) -> None:
+            row = db.execute(
+                "SELECT data FROM conversations WHERE id = ?", (conversation_id,)
+            ).fetchone()
+            if row is None:
+                raise NotFoundError(f"no conversation {conversation_id!r}")
+            db.execute(
+                "INSERT INTO messages (id, conversation_id, data) VALUES (?, ?, ?)",
+                (message.id, conversation_id, _encode(message)),
+            )
+            conversation = _decode_conversation(row[0])
+            conversation.updated_at = max(now(), conversation.updated_at)
+            db.execute(
+                "UPDATE conversations SET updated_at = ?, data = ? WHERE id = ?",
+                (conversation.updated_at, _encode(conversation), conversation_id),
+            )
+
+        await self._run(insert)
+        return message
+
+    async def list_messages(
+        self, conversation_id: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page:
+        after = int(_cursor_in(cursor)[0]) if cursor else 0
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT data, seq FROM messages WHERE conversation_id = ? AND seq > ? "
+                "ORDER BY seq LIMIT ?",
+                (conversation_id, after, limit + 1),
+            ).fetchall()
+        )
+        more = len(rows) > limit
+        rows = rows[:limit]
+        return Page(
+            items=[_decode_message(r[0]) for r in rows],
+            next_cursor=_cursor_out(rows[-1][1]) if more else None,
+        )
+
+
+@hookimpl
+def register_memory_stores(register: Registrar) -> None:
+    def build(context: ComponentContext) -> SQLiteStore:
+        settings: SQLiteStoreSettings = context.settings
+        path = settings.path or str(context.data_dir / "hubbub.sqlite3")
+        return SQLiteStore(path, busy_timeout=settings.busy_timeout)
+
+    register(
+        "sqlite",
+        build,
+        settings=SQLiteStoreSettings,
+        description="conversations and messages in a SQLite file",
+    )
