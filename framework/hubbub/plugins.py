@@ -195,8 +195,8 @@ class Plugins:
 
     # -- calling ---------------------------------------------------------------------------
 
-    def _implementers(self, hook_name: str) -> list[str]:
-        """Plugin names implementing ``hook_name``, in pluggy's call order."""
+    def implementers(self, hook_name: str) -> list[str]:
+        """Names of the plugins implementing ``hook_name``, in pluggy's call order."""
         hook = getattr(self.pm.hook, hook_name)
         return [impl.plugin_name for impl in reversed(hook.get_hookimpls())]
 
@@ -209,37 +209,40 @@ class Plugins:
             self._callers[key] = caller
         return caller
 
+    def call_one(self, plugin_name: str, hook_name: str, **kwargs: Any) -> list[Any]:
+        """Call one plugin's implementation of ``hook_name``; an exception becomes a
+        :class:`PluginError` that names the plugin and its distribution."""
+        try:
+            return list(self._caller(hook_name, plugin_name)(**kwargs))
+        except PluginError:
+            raise
+        except Exception as exc:
+            raise PluginError(
+                f"{self.describe(plugin_name)} failed in {hook_name}: {type(exc).__name__}: {exc}"
+            ) from exc
+
     def call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call ``hook_name`` on each implementing plugin separately, returning
-        ``(plugin_name, result)`` pairs; an exception becomes a :class:`PluginError` that names
-        the plugin and its distribution."""
-        results: list[tuple[str, Any]] = []
-        for plugin_name in self._implementers(hook_name):
-            try:
-                outcome = self._caller(hook_name, plugin_name)(**kwargs)
-            except PluginError:
-                raise
-            except Exception as exc:
-                raise PluginError(
-                    f"{self.describe(plugin_name)} failed in {hook_name}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
-            results.extend((plugin_name, value) for value in outcome)
-        return results
+        """Call ``hook_name`` on each implementing plugin in turn; return ``(plugin, result)``
+        pairs. Errors name the plugin (see :meth:`call_one`)."""
+        return [
+            (plugin_name, value)
+            for plugin_name in self.implementers(hook_name)
+            for value in self.call_one(plugin_name, hook_name, **kwargs)
+        ]
 
     async def acall_each(self, hook_name: str, **kwargs: Any) -> None:
-        """:meth:`call_each`, awaiting each result; errors name the plugin."""
-        for plugin_name in self._implementers(hook_name):
-            try:
-                for value in self._caller(hook_name, plugin_name)(**kwargs):
+        """:meth:`call_each`, awaiting each result (the async rule); errors name the plugin."""
+        for plugin_name in self.implementers(hook_name):
+            for value in self.call_one(plugin_name, hook_name, **kwargs):
+                try:
                     await maybe_await(value)
-            except PluginError:
-                raise
-            except Exception as exc:
-                raise PluginError(
-                    f"{self.describe(plugin_name)} failed in {hook_name}: "
-                    f"{type(exc).__name__}: {exc}"
-                ) from exc
+                except PluginError:
+                    raise
+                except Exception as exc:
+                    raise PluginError(
+                        f"{self.describe(plugin_name)} failed in {hook_name}: "
+                        f"{type(exc).__name__}: {exc}"
+                    ) from exc
 
     def has_implementations(self, hook_name: str) -> bool:
         return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
@@ -250,17 +253,8 @@ class Plugins:
             registries: dict[Kind, Registry] = {}
             for kind, hook_name in KINDS.items():
                 registry = Registry(kind)
-                for plugin_name in self._implementers(hook_name):
-                    register = Registrar(registry, plugin_name)
-                    try:
-                        self._caller(hook_name, plugin_name)(register=register)
-                    except PluginError:
-                        raise
-                    except Exception as exc:
-                        raise PluginError(
-                            f"{self.describe(plugin_name)} failed in {hook_name}: "
-                            f"{type(exc).__name__}: {exc}"
-                        ) from exc
+                for plugin_name in self.implementers(hook_name):
+                    self.call_one(plugin_name, hook_name, register=Registrar(registry, plugin_name))
                 registries[kind] = registry
             self._registries = registries
         return self._registries

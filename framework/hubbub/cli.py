@@ -1,0 +1,195 @@
+"""The ``hubbub`` command line.
+
+Core commands live here: ``version``, ``plugins``, ``config check|show|init``. Plugins add more
+through the ``register_commands`` hook (the reference server adds ``serve`` that way). A plugin
+that fails to load or to add its commands is reported and skipped, so every other command, and
+``hubbub plugins`` to see what is wrong, keeps working.
+
+Exit codes: 0 success, 1 failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import json
+import platform
+import sys
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any, TypeVar
+
+import click
+
+from hubbub.config import Config, encode_config, load_config
+from hubbub.errors import ConfigError, HubbubError, PluginError
+from hubbub.plugins import Plugins, load_plugins
+from hubbub.tomlout import dump_toml
+
+__all__ = ["ConfigProblem", "cli", "config_option", "load_for_cli", "main"]
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ConfigProblem(click.ClickException):
+    """A configuration error: every issue on its own line, exit code 2."""
+
+    exit_code = 2
+
+    def __init__(self, error: ConfigError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+    def show(self, file: Any = None) -> None:
+        for issue in self.error.issues:
+            click.echo(f"error: {issue}", err=True)
+
+
+def config_option(func: F) -> F:
+    """The ``--config FILE`` option every command that reads the configuration takes."""
+    return click.option(
+        "--config",
+        "config_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="Configuration file (default: $HUBBUB_CONFIG, else ./hubbub.toml if present).",
+    )(func)
+
+
+def load_for_cli(config_path: str | None) -> tuple[Config, Plugins]:
+    """Load the configuration and its plugins, validate both, and turn problems into CLI errors
+    (exit 2 for configuration, 1 for plugins)."""
+    try:
+        config = load_config(config_path)
+        plugins = load_plugins(disabled=config.plugins.disabled)
+        plugins.raise_for_failures()
+        from hubbub.selection import check_config
+
+        check_config(config, plugins)
+    except ConfigError as exc:
+        raise ConfigProblem(exc) from None
+    except HubbubError as exc:
+        raise click.ClickException(str(exc)) from None
+    return config, plugins
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="hubbub", message="hubbub %(version)s")
+def cli() -> None:
+    """Hubbub: a plugin-based framework for conversational LLM back ends."""
+
+
+@cli.command()
+def version() -> None:
+    """Show the versions of hubbub and Python."""
+    from hubbub import __version__
+
+    click.echo(f"hubbub {__version__}")
+    click.echo(f"python {platform.python_version()} ({sys.executable})")
+
+
+@cli.command(name="plugins")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON for machines.")
+@config_option
+def plugins_command(as_json: bool, config_path: str | None) -> None:
+    """List plugins: name, version, source, hooks and what each provides."""
+    try:
+        disabled = load_config(config_path).plugins.disabled
+    except ConfigError:
+        disabled = []  # show the plugins anyway; `hubbub config check` explains the config
+    plugins = load_plugins(disabled=disabled)
+    provides: dict[str, list[str]] = {}
+    registration_error = None
+    try:
+        for kind, registry in plugins.registries().items():
+            for registration in registry:
+                provides.setdefault(registration.plugin, []).append(f"{kind}:{registration.name}")
+    except PluginError as exc:
+        registration_error = str(exc)
+    rows = [
+        {
+            "name": info.name,
+            "version": info.version,
+            "source": info.source,
+            "distribution": info.distribution,
+            "hooks": info.hooks,
+            "provides": provides.get(info.name, []),
+            "error": info.error,
+        }
+        for info in sorted(plugins.info.values(), key=lambda i: (i.source != "built-in", i.name))
+    ]
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+    else:
+        for row in rows:
+            click.echo(f"{row['name']} {row['version'] or ''} ({row['source']})".replace("  ", " "))
+            if row["error"]:
+                click.echo(f"  error: {row['error']}")
+            if row["hooks"]:
+                click.echo(f"  hooks: {', '.join(row['hooks'])}")
+            if row["provides"]:
+                click.echo(f"  provides: {', '.join(row['provides'])}")
+        if not rows:
+            click.echo("no plugins loaded (is HUBBUB_LOAD_PLUGINS set to an empty list?)")
+    if registration_error:
+        click.echo(f"error: {registration_error}", err=True)
+    if registration_error or plugins.failures:
+        sys.exit(1)
+
+
+@cli.group(name="config")
+def config_group() -> None:
+    """Check, show or create the configuration."""
+
+
+@config_group.command(name="check")
+@config_option
+def config_check(config_path: str | None) -> None:
+    """Validate the configuration against the installed plugins."""
+    config, _ = load_for_cli(config_path)
+    click.echo(f"ok: {config.source or 'built-in defaults'} is valid")
+
+
+@config_group.command(name="show")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON instead of TOML.")
+@config_option
+def config_show(as_json: bool, config_path: str | None) -> None:
+    """Print the effective configuration (file, environment and defaults), secrets redacted."""
+    config, plugins = load_for_cli(config_path)
+    from hubbub.selection import check_config
+
+    data = encode_config(config, check_config(config, plugins))
+    click.echo(json.dumps(data, indent=2) if as_json else dump_toml(data), nl=as_json)
+
+
+@config_group.command(name="init")
+@click.argument("path", type=click.Path(dir_okay=False), default="hubbub.toml")
+@click.option("--force", is_flag=True, help="Overwrite an existing file.")
+def config_init(path: str, force: bool) -> None:
+    """Write a commented example configuration covering every section."""
+    from hubbub.config_reference import render_example_toml
+
+    target = Path(path)
+    if target.exists() and not force:
+        raise click.UsageError(f"{path} exists; pass --force to overwrite it")
+    target.write_text(render_example_toml(), encoding="utf-8")
+    click.echo(f"wrote {path}")
+
+
+def _add_plugin_commands(group: click.Group) -> None:
+    try:
+        disabled = load_config().plugins.disabled
+    except ConfigError:
+        disabled = []
+    plugins = load_plugins(disabled=disabled)
+    for info in plugins.failures:
+        click.echo(f"warning: {info.describe()} is not loaded: {info.error}", err=True)
+    for plugin_name in plugins.implementers("register_commands"):
+        try:
+            plugins.call_one(plugin_name, "register_commands", cli=group)
+        except PluginError as exc:
+            click.echo(f"warning: {exc}", err=True)
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point of the ``hubbub`` console script."""
+    _add_plugin_commands(cli)
+    cli.main(args=argv, prog_name="hubbub")

@@ -1,0 +1,261 @@
+"""The configuration reference and the example ``hubbub.toml``, generated from the config structs.
+
+Both are made from :mod:`hubbub.config` itself (field types and defaults through
+:mod:`msgspec.inspect`, descriptions from the attribute docstrings under each field), so they
+cannot drift from the code. :func:`render_markdown` is the documentation site's configuration page;
+:func:`render_example_toml` is what ``hubbub config init`` writes.
+"""
+
+from __future__ import annotations
+
+import ast
+import functools
+import inspect
+import itertools
+import json
+import re
+import textwrap
+from typing import Any
+
+import msgspec
+import msgspec.inspect as mi
+
+from hubbub.config import Config, PluginsConfig, Secret
+
+__all__ = ["field_docs", "render_example_toml", "render_markdown"]
+
+_SKIPPED = {(PluginsConfig, "settings")}
+"""Fields not written as keys: ``[plugins] settings`` holds the ``[plugins.<name>]`` tables."""
+
+
+@functools.cache
+def _own_docs(cls: type) -> dict[str, str]:
+    """Attribute docstrings written in ``cls``'s own body."""
+    try:
+        source = textwrap.dedent(inspect.getsource(cls))
+    except (OSError, TypeError):
+        return {}
+    body = next(n for n in ast.parse(source).body if isinstance(n, ast.ClassDef)).body
+    docs = {}
+    for node, after in itertools.pairwise(body):
+        if (
+            isinstance(node, ast.AnnAssign)
+            and isinstance(node.target, ast.Name)
+            and isinstance(after, ast.Expr)
+            and isinstance(after.value, ast.Constant)
+            and isinstance(after.value.value, str)
+        ):
+            docs[node.target.id] = inspect.cleandoc(after.value.value)
+    return docs
+
+
+def field_docs(struct_type: type[msgspec.Struct]) -> dict[str, str]:
+    """The attribute docstring of each documented field of ``struct_type`` (inherited ones
+    included), by field name."""
+    docs: dict[str, str] = {}
+    for cls in reversed(struct_type.__mro__):
+        docs.update(_own_docs(cls))
+    return {name: docs[name] for name in struct_type.__struct_fields__ if name in docs}
+
+
+# -- shared helpers ----------------------------------------------------------------------------
+
+
+def _fields(struct_type: type[msgspec.Struct]) -> list[mi.Field]:
+    info = mi.type_info(struct_type)
+    assert isinstance(info, mi.StructType)
+    return [f for f in info.fields if (struct_type, f.name) not in _SKIPPED]
+
+
+def _sections() -> tuple[list[mi.Field], list[tuple[str, type[msgspec.Struct]]]]:
+    """Config's top-level keys, and its tables as ``(name, struct)``."""
+    keys, tables = [], []
+    for field in _fields(Config):
+        if isinstance(field.type, mi.StructType):
+            tables.append((field.name, field.type.cls))
+        else:
+            keys.append(field)
+    return keys, tables
+
+
+def _default(field: mi.Field) -> Any:
+    if field.default_factory is not msgspec.NODEFAULT:
+        return field.default_factory()
+    return None if field.default is msgspec.NODEFAULT else field.default
+
+
+def _text(doc: str) -> str:
+    """reST inline markup to Markdown: ````x```` to ```x```, ``:role:`x``` to ```x```."""
+    return re.sub(r"(?::[a-z]+:)?``?([^`]+)``?", r"`\1`", doc)
+
+
+def _toml(value: Any) -> str:
+    """``value`` as a TOML literal."""
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, str):
+        return json.dumps(value, ensure_ascii=False)
+    if isinstance(value, list | tuple | set | frozenset):
+        return "[" + ", ".join(_toml(v) for v in value) + "]"
+    if isinstance(value, dict):
+        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+    raise TypeError(f"no TOML literal for {value!r}")
+
+
+def _type_name(t: mi.Type) -> str:
+    """A TOML-flavoured name for a field type."""
+    if isinstance(t, mi.UnionType):
+        named = [_type_name(m) for m in t.types if not isinstance(m, mi.NoneType)]
+        return " or ".join(named) + (" (optional)" if t.includes_none else "")
+    if isinstance(t, mi.LiteralType):
+        return "one of " + ", ".join(_toml(v) for v in t.values)
+    if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        return f"array of {_type_name(t.item_type)}"
+    if isinstance(t, mi.CustomType) and t.cls is Secret:
+        return "secret"
+    simple = {
+        mi.StrType: "string",
+        mi.IntType: "integer",
+        mi.FloatType: "float",
+        mi.BoolType: "boolean",
+        mi.DictType: "table",
+        mi.StructType: "table",
+    }
+    return simple.get(type(t), "any")
+
+
+def _placeholder(t: mi.Type) -> str:
+    """An illustrative value for a key whose default is unset."""
+    if isinstance(t, mi.UnionType):
+        t = next(m for m in t.types if not isinstance(m, mi.NoneType))
+    if isinstance(t, mi.LiteralType):
+        return _toml(t.values[0])
+    if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        return f"[{_placeholder(t.item_type)}]"
+    return {mi.IntType: "0", mi.FloatType: "0.0", mi.BoolType: "false"}.get(type(t), '"..."')
+
+
+# -- Markdown ----------------------------------------------------------------------------------
+
+_INTRO = """\
+Hubbub reads one TOML file. Values come from, later ones winning:
+
+1. the defaults listed below (`hubbub serve` with no file runs on them);
+2. the file: `--config FILE`, else `$HUBBUB_CONFIG`, else `./hubbub.toml` when it exists;
+3. environment variables `HUBBUB_<SECTION>__<KEY>` (two underscores between levels). A value is
+   read as a TOML literal when it parses as one (`8080`, `true`, `["log"]`), else as a string:
+   `HUBBUB_CACHE__BACKEND=redis`, `HUBBUB_SERVER__PORT=8080`,
+   `HUBBUB_PLUGINS__SQLITE_STORE__PATH=/data/hubbub.db`. `$HUBBUB_HOME` sets `home`.
+
+Unknown keys are errors, reported with the TOML path and line and the valid keys
+(`hubbub.toml:3: cache.fallback: ...`); `hubbub config check` validates a file without starting
+anything, and `hubbub config show` prints the effective configuration with secrets redacted.
+
+**Secrets** (API keys, passwords, signing keys) are never written in clear. A secret setting takes
+`{ env = "NAME" }` (read from an environment variable) or `{ file = "/run/secrets/name" }` (read
+from a file, surrounding whitespace stripped); a literal string works too, for development.
+`hubbub config show` prints secrets as `********`.
+
+**Plugin settings** live in a `[plugins.<name>]` table per plugin, named as `hubbub plugins` lists
+it. The table is decoded into the settings struct the plugin declared when it registered its
+components, so a misspelled key or a wrong type is an error naming `plugins.<name>.<key>` at
+startup. Each plugin documents its own keys.
+"""
+
+
+def _cell(text: str) -> str:
+    return " ".join(text.split()).replace("|", "\\|")
+
+
+def _table(struct_type: type[msgspec.Struct], fields: list[mi.Field]) -> list[str]:
+    docs = field_docs(struct_type)
+    lines = ["| Key | Type | Default | Description |", "| --- | --- | --- | --- |"]
+    for field in fields:
+        value = _default(field)
+        default = "unset" if value is None else f"`{_toml(value)}`"
+        description = _cell(_text(docs.get(field.name, "")))
+        lines.append(
+            f"| `{field.name}` | {_type_name(field.type)} | {_cell(default)} | {description} |"
+        )
+    return lines
+
+
+def render_markdown() -> str:
+    """The configuration reference, as Markdown (level-2 headings and below)."""
+    keys, tables = _sections()
+    out = [_INTRO, "## Top-level keys", "", *_table(Config, keys), ""]
+    for name, struct_type in tables:
+        out += [f"## `[{name}]`", "", _text(inspect.getdoc(struct_type) or ""), ""]
+        out += [*_table(struct_type, _fields(struct_type)), ""]
+        out += [f"Environment: `HUBBUB_{name.upper()}__<KEY>`.", ""]
+        if struct_type is PluginsConfig:
+            out += [
+                "### `[plugins.<name>]`",
+                "",
+                "One table per plugin that takes settings, decoded into the struct the plugin",
+                "declared (see *Plugin settings* above). Environment:",
+                "`HUBBUB_PLUGINS__<NAME>__<KEY>`.",
+                "",
+                "```toml",
+                "[plugins.example]",
+                'api_key = { env = "EXAMPLE_API_KEY" }',
+                "```",
+                "",
+            ]
+    return "\n".join(out)
+
+
+# -- example TOML ------------------------------------------------------------------------------
+
+_TOML_HEADER = """\
+# hubbub.toml: the configuration of a hubbub instance (written by `hubbub config init`).
+#
+# Every key is shown with its default value; keys whose default is unset are commented out.
+# Environment variables override the file: HUBBUB_<SECTION>__<KEY>=value, for instance
+# HUBBUB_SERVER__PORT=8080. Secrets take { env = "NAME" } or { file = "/run/secrets/name" }.
+"""
+
+_TOML_PLUGINS = """\
+# Each plugin's settings go in a table named after the plugin, decoded into the settings
+# struct the plugin declares (unknown keys are errors). For example:
+#
+# [plugins.example]
+# api_key = { env = "EXAMPLE_API_KEY" }
+"""
+
+
+def _comment(doc: str) -> list[str]:
+    lines: list[str] = []
+    for paragraph in _text(doc).split("\n\n"):
+        if lines:
+            lines.append("#")
+        text = " ".join(paragraph.split())
+        lines += textwrap.wrap(text, 98, initial_indent="# ", subsequent_indent="# ")
+    return lines
+
+
+def _keys(struct_type: type[msgspec.Struct], fields: list[mi.Field]) -> list[str]:
+    docs = field_docs(struct_type)
+    out: list[str] = []
+    for field in fields:
+        value = _default(field)
+        out += ["", *_comment(docs.get(field.name, ""))]
+        if value is None:
+            out.append(f"# {field.name} = {_placeholder(field.type)}")
+        else:
+            out.append(f"{field.name} = {_toml(value)}")
+    return out
+
+
+def render_example_toml() -> str:
+    """A commented ``hubbub.toml`` with every key at its default value."""
+    keys, tables = _sections()
+    out = _TOML_HEADER.splitlines() + _keys(Config, keys)
+    for name, struct_type in tables:
+        out += ["", "", *_comment(inspect.getdoc(struct_type) or ""), f"[{name}]"]
+        out += _keys(struct_type, _fields(struct_type))
+        if struct_type is PluginsConfig:
+            out += ["", *_TOML_PLUGINS.splitlines()]
+    return "\n".join(out) + "\n"
