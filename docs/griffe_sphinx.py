@@ -14,7 +14,9 @@ from typing import Any
 import griffe
 
 _ROLE = re.compile(r":(?P<role>class|func|meth|attr|data|mod|exc|obj):`(?P<target>[^`]+)`")
-_VERSION = re.compile(r"^[ \t]*\.\. version(?P<kind>added|changed):: *(?P<version>\S+)[ \t]*\n?", re.M)
+_VERSION = re.compile(
+    r"^[ \t]*\.\. version(?P<kind>added|changed):: *(?P<version>\S+)[ \t]*\n?", re.M
+)
 _FIELD = re.compile(r"^:(param|type|raises?|returns?|rtype|var|ivar|cvar)\b", re.M)
 
 

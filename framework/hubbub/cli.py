@@ -14,6 +14,7 @@ import json
 import platform
 import sys
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -24,7 +25,7 @@ from hubbub.errors import ConfigError, HubbubError, PluginError
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.tomlout import dump_toml
 
-__all__ = ["ConfigProblem", "cli", "config_option", "load_for_cli", "main"]
+__all__ = ["ConfigProblem", "Loaded", "cli", "config_option", "load_for_cli", "main"]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -54,21 +55,30 @@ def config_option(func: F) -> F:
     )(func)
 
 
-def load_for_cli(config_path: str | None) -> tuple[Config, Plugins]:
+@dataclass
+class Loaded:
+    """A validated configuration, its plugins, and each plugin's decoded settings."""
+
+    config: Config
+    plugins: Plugins
+    settings: dict[str, Any]
+
+
+def load_for_cli(config_path: str | None) -> Loaded:
     """Load the configuration and its plugins, validate both, and turn problems into CLI errors
     (exit 2 for configuration, 1 for plugins)."""
+    from hubbub.selection import check_config
+
     try:
         config = load_config(config_path)
         plugins = load_plugins(disabled=config.plugins.disabled)
         plugins.raise_for_failures()
-        from hubbub.selection import check_config
-
-        check_config(config, plugins)
+        settings = check_config(config, plugins)
     except ConfigError as exc:
         raise ConfigProblem(exc) from None
     except HubbubError as exc:
         raise click.ClickException(str(exc)) from None
-    return config, plugins
+    return Loaded(config, plugins, settings)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -144,7 +154,7 @@ def config_group() -> None:
 @config_option
 def config_check(config_path: str | None) -> None:
     """Validate the configuration against the installed plugins."""
-    config, _ = load_for_cli(config_path)
+    config = load_for_cli(config_path).config
     click.echo(f"ok: {config.source or 'built-in defaults'} is valid")
 
 
@@ -153,10 +163,8 @@ def config_check(config_path: str | None) -> None:
 @config_option
 def config_show(as_json: bool, config_path: str | None) -> None:
     """Print the effective configuration (file, environment and defaults), secrets redacted."""
-    config, plugins = load_for_cli(config_path)
-    from hubbub.selection import check_config
-
-    data = encode_config(config, check_config(config, plugins))
+    loaded = load_for_cli(config_path)
+    data = encode_config(loaded.config, loaded.settings)
     click.echo(json.dumps(data, indent=2) if as_json else dump_toml(data), nl=as_json)
 
 

@@ -174,8 +174,12 @@ class MemoryConfig(_Section):
 class AuthConfig(_Section):
     """Authentication."""
 
-    methods: list[str] = msgspec.field(default_factory=list)
+    methods: list[str] = msgspec.field(default_factory=lambda: ["api_key"])
     """Auth methods to enable, tried in this order."""
+    local_mode: bool = True
+    """While no enabled method is provisioned (no API key, user or identity provider yet),
+    serve callers without credentials as a local user. The server allows this only when bound
+    to loopback, and warns; bound elsewhere it refuses to start instead."""
 
 
 class LLMConfig(_Section):

@@ -130,6 +130,11 @@ class AuthMethod(Component, Protocol):
         recognise them. Raise :class:`hubbub.errors.AuthenticationError` for credentials it
         recognises but rejects (expired, revoked, forged), so no other method is tried."""
 
+    async def is_provisioned(self) -> bool:
+        """Whether this method can authenticate anyone yet (at least one API key, user or
+        identity provider is set up). While no enabled method is, a server bound to loopback
+        serves a local user without credentials; any other server refuses to start."""
+
 
 class LLMProvider(Component, Protocol):
     """A source of chat completions (a local model, an API through litellm, the offline model)."""

@@ -61,7 +61,7 @@ _REQUIRED: dict[Kind, tuple[str, ...]] = {
         "append_message",
         "list_messages",
     ),
-    "auth": ("start", "health", "aclose", "authenticate"),
+    "auth": ("start", "health", "aclose", "authenticate", "is_provisioned"),
     "llm": ("start", "health", "aclose", "list_models", "complete"),
     "tools": ("start", "health", "aclose"),
     "events": ("start", "health", "aclose", "handle"),

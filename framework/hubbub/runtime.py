@@ -2,7 +2,8 @@
 stops them in reverse.
 
 Start order (each later component may use the earlier ones through the runtime):
-event bus and sinks → cache → memory store → auth methods → LLM providers and client → tool
+event bus and sinks → cache → memory store → auth methods and authenticator → LLM providers and
+client → tool
 providers and registry → conversation engine → ``on_startup`` hooks.
 
 ::
@@ -28,6 +29,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
+from hubbub.auth import Authenticator
 from hubbub.config import Config, load_config
 from hubbub.contracts import AuthMethod, CacheBackend, EventSink, LLMProvider, MemoryStore
 from hubbub.conversation import ConversationEngine
@@ -134,6 +136,7 @@ class Runtime:
         self._failed: list[_Failed] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._cache: CacheBackend | None = None
+        self._auth: Authenticator | None = None
         self._memory: MemoryStore | None = None
         self._llm: LLMClient | None = None
         self._tools: ToolRegistry | None = None
@@ -172,6 +175,11 @@ class Runtime:
     def memory(self) -> MemoryStore:
         """The memory store serving now."""
         return self._require(self._memory, "memory store")
+
+    @property
+    def auth(self) -> Authenticator:
+        """Authenticates callers with the enabled auth methods."""
+        return self._require(self._auth, "authenticator")
 
     @property
     def llm(self) -> LLMClient:
@@ -325,6 +333,8 @@ class Runtime:
                 component = self.build("auth", method)
                 await self._start_one(f"auth.{method}", method, component, critical=True)
                 self.auth_methods[method] = component
+            self._auth = Authenticator(self.auth_methods, allow_local=config.auth.local_mode)
+            await self._start_one("auth", "authenticator", self._auth, critical=True)
             registries = self.plugins.registries()
             providers: dict[str, LLMProvider] = {}
             for name in (
@@ -442,6 +452,7 @@ class Runtime:
                 extra={"component": entry.label},
             )
         self._cache = self._memory = None
+        self._auth = None
         self._llm = None
         self._tools = None
         self._conversations = None

@@ -1,30 +1,25 @@
 """SQLite memory store ``sqlite``: conversations and messages in one file.
 
-The default store: nothing to install or run. Every database call runs on one dedicated thread
-(never on the event loop), which serialises writers within the process; WAL mode and a busy
-timeout let several processes share the file. The schema is created on first start.
+The default store: nothing to install or run. Database calls run on a dedicated thread
+(:class:`hubbub.sqlite.SQLiteDatabase`), never on the event loop; several processes can share the
+file. The schema is created on first start.
 """
 
 from __future__ import annotations
 
-import asyncio
 import base64
 import sqlite3
-from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Any
 
 import msgspec
 
 from hubbub import hookimpl
 from hubbub.errors import InvalidRequestError, NotFoundError
 from hubbub.models import Conversation, Health, Message, Page, now
+from hubbub.sqlite import SQLiteDatabase
 
 if TYPE_CHECKING:
     from hubbub.registry import ComponentContext, Registrar
-
-T = TypeVar("T")
 
 SCHEMA = """
 CREATE TABLE IF NOT EXISTS conversations (
@@ -78,51 +73,18 @@ class SQLiteStore:
     """A :class:`hubbub.contracts.MemoryStore` in a SQLite file."""
 
     def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
-        self.path = path
-        self.busy_timeout = busy_timeout
-        self._executor: ThreadPoolExecutor | None = None
-        self._db: sqlite3.Connection | None = None
-
-    async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
-        if self._executor is None or self._db is None:
-            raise RuntimeError("the SQLite store is not started")
-        db = self._db
-
-        def call() -> T:
-            with db:  # one transaction per call: committed, or rolled back on error
-                return func(db)
-
-        return await asyncio.get_running_loop().run_in_executor(self._executor, call)
+        self.db = SQLiteDatabase(path, schema=SCHEMA, busy_timeout=busy_timeout)
+        self._run = self.db.run
 
     async def start(self) -> None:
-        if self.path != ":memory:":
-            Path(self.path).parent.mkdir(parents=True, exist_ok=True)
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="hubbub-sqlite")
-
-        def connect() -> sqlite3.Connection:
-            db = sqlite3.connect(
-                self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None
-            )
-            db.execute("PRAGMA journal_mode = WAL")
-            db.execute("PRAGMA foreign_keys = ON")
-            db.execute("PRAGMA synchronous = NORMAL")
-            db.executescript(SCHEMA)
-            db.isolation_level = "DEFERRED"
-            return db
-
-        self._db = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
+        await self.db.open()
 
     async def health(self) -> Health:
         await self._run(lambda db: db.execute("SELECT 1").fetchone())
-        return Health(detail=self.path)
+        return Health(detail=self.db.path)
 
     async def aclose(self) -> None:
-        executor, db = self._executor, self._db
-        self._executor = self._db = None
-        if executor is not None:
-            if db is not None:
-                await asyncio.get_running_loop().run_in_executor(executor, db.close)
-            executor.shutdown(wait=False)
+        await self.db.close()
 
     # -- conversations ------------------------------------------------------------------------
 
@@ -227,7 +189,9 @@ class SQLiteStore:
     async def list_messages(
         self, conversation_id: str, *, limit: int = 100, cursor: str | None = None
     ) -> Page:
-        after = int(_cursor_in(cursor)[0]) if cursor else 0
+        after = _cursor_in(cursor)[0] if cursor else 0
+        if not isinstance(after, int):
+            raise InvalidRequestError("cursor is not one this server issued", field="cursor")
         rows = await self._run(
             lambda db: db.execute(
                 "SELECT data, seq FROM messages WHERE conversation_id = ? AND seq > ? "

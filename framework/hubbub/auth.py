@@ -1,0 +1,97 @@
+"""Authentication across the enabled auth methods.
+
+:class:`Authenticator` tries the methods of ``[auth] methods`` in order. A method returns a
+:class:`~hubbub.models.Principal` for credentials it accepts, ``None`` for credentials it does not
+recognise (the next method is tried) and raises :class:`~hubbub.errors.AuthenticationError` for
+credentials it recognises but rejects (expired, revoked, forged: no other method is tried).
+
+**Local mode.** Until any enabled method is provisioned (has a key, a user or an identity
+provider), a caller without credentials may be served as :data:`LOCAL_PRINCIPAL`, if the host
+allows it: the reference server does so only when bound to loopback, and warns.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping
+
+from hubbub.contracts import AuthMethod, Credentials
+from hubbub.errors import AuthenticationError
+from hubbub.models import Health, Principal
+
+__all__ = ["LOCAL_PRINCIPAL", "Authenticator"]
+
+logger = logging.getLogger("hubbub.auth")
+
+LOCAL_PRINCIPAL = Principal(
+    id="local", name="local user", roles=frozenset({"admin"}), auth_method="local-mode"
+)
+"""Who an unauthenticated caller is in local mode."""
+
+
+class Authenticator:
+    """Authenticates callers with the enabled auth methods, in order."""
+
+    def __init__(
+        self,
+        methods: Mapping[str, AuthMethod],
+        *,
+        allow_local: bool = False,
+        provisioning_ttl: float = 2.0,
+    ) -> None:
+        self.methods = dict(methods)
+        self.allow_local = allow_local
+        """Whether local mode may apply at all (the host decides: loopback only)."""
+        self.provisioning_ttl = provisioning_ttl
+        self._provisioned: tuple[float, bool] | None = None
+
+    async def start(self) -> None:
+        """Nothing to acquire: the methods are components of their own."""
+
+    async def health(self) -> Health:
+        mode = "local mode (no credentials set up)" if await self.local_mode() else "enforced"
+        return Health(detail=f"{len(self.methods)} methods; {mode}")
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+    async def is_provisioned(self) -> bool:
+        """Whether any enabled method can authenticate someone (cached for a moment)."""
+        loop = asyncio.get_running_loop()
+        cached = self._provisioned
+        if cached is not None and loop.time() - cached[0] < self.provisioning_ttl:
+            return cached[1]
+        provisioned = False
+        for method in self.methods.values():
+            if await method.is_provisioned():
+                provisioned = True
+                break
+        self._provisioned = (loop.time(), provisioned)
+        return provisioned
+
+    async def local_mode(self) -> bool:
+        """Whether callers without credentials are served as :data:`LOCAL_PRINCIPAL` now."""
+        return self.allow_local and not await self.is_provisioned()
+
+    async def authenticate(self, credentials: Credentials) -> Principal:
+        """The caller these credentials prove, :data:`LOCAL_PRINCIPAL` in local mode, or
+        :class:`AuthenticationError`."""
+        presented = credentials.bearer is not None or credentials.username is not None
+        if presented:
+            for name, method in self.methods.items():
+                principal = await method.authenticate(credentials)
+                if principal is not None:
+                    if not principal.auth_method:
+                        principal = Principal(
+                            id=principal.id,
+                            name=principal.name,
+                            roles=principal.roles,
+                            auth_method=name,
+                        )
+                    return principal
+        if await self.local_mode():
+            return LOCAL_PRINCIPAL
+        if presented:
+            raise AuthenticationError("the credentials were not accepted")
+        raise AuthenticationError("authentication required: send Authorization: Bearer <key>")

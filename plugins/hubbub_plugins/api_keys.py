@@ -1,0 +1,257 @@
+"""Auth method ``api_key``: bearer API keys, and the ``hubbub keys`` commands that manage them.
+
+A key reads ``hbk_<id>_<secret>``. Only a SHA-256 digest of the secret is stored (the secret has
+192 random bits, so a slow password hash would add cost and no safety); the key itself is shown
+once, when it is created. A well-formed key that is unknown, revoked or wrong is rejected outright;
+any other bearer token is left to the next auth method.
+
+    hubbub keys create --user alice --name laptop   # prints the key alone on its last line
+    hubbub keys list [--user alice]
+    hubbub keys revoke <id>
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import hmac
+import re
+import secrets
+import sqlite3
+from typing import TYPE_CHECKING, Any
+
+import click
+import msgspec
+
+from hubbub import hookimpl
+from hubbub.contracts import Credentials
+from hubbub.errors import AuthenticationError, NotFoundError
+from hubbub.models import Health, Principal, now
+from hubbub.sqlite import SQLiteDatabase
+
+if TYPE_CHECKING:
+    from hubbub.registry import ComponentContext, Registrar
+
+PLUGIN = "api_keys"
+METHOD = "api_key"
+_KEY = re.compile(r"^hbk_(?P<id>[0-9a-f]{16})_(?P<secret>[A-Za-z0-9_\-]{32,64})$")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS api_keys (
+    id TEXT PRIMARY KEY,
+    principal TEXT NOT NULL,
+    name TEXT NOT NULL DEFAULT '',
+    digest TEXT NOT NULL,
+    roles TEXT NOT NULL DEFAULT '',
+    created_at REAL NOT NULL,
+    last_used_at REAL,
+    revoked_at REAL
+);
+CREATE INDEX IF NOT EXISTS api_keys_by_principal ON api_keys (principal);
+"""
+
+
+class ApiKeySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Settings of the ``api_keys`` plugin (``[plugins.api_keys]``)."""
+
+    path: str | None = None
+    """Database of keys; default ``api_keys.sqlite3`` in the data directory."""
+
+
+class ApiKeyInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An API key as listed (never with its secret)."""
+
+    id: str
+    principal: str
+    name: str = ""
+    roles: list[str] = msgspec.field(default_factory=list)
+    created_at: float
+    last_used_at: float | None = None
+    revoked_at: float | None = None
+
+
+def _digest(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
+
+
+class ApiKeys:
+    """The ``api_key`` :class:`hubbub.contracts.AuthMethod`, and key management."""
+
+    def __init__(self, path: str) -> None:
+        self.db = SQLiteDatabase(path, schema=SCHEMA)
+
+    async def start(self) -> None:
+        await self.db.open()
+
+    async def health(self) -> Health:
+        active = await self.db.run(
+            lambda c: c.execute(
+                "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"
+            ).fetchone()[0]
+        )
+        return Health(detail=f"{active} active keys")
+
+    async def aclose(self) -> None:
+        await self.db.close()
+
+    async def is_provisioned(self) -> bool:
+        row = await self.db.run(
+            lambda c: c.execute(
+                "SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1"
+            ).fetchone()
+        )
+        return row is not None
+
+    async def authenticate(self, credentials: Credentials) -> Principal | None:
+        match = _KEY.match(credentials.bearer or "")
+        if match is None:
+            return None
+        key_id, secret = match.group("id"), match.group("secret")
+        row = await self.db.run(
+            lambda c: c.execute(
+                "SELECT principal, digest, roles, revoked_at FROM api_keys WHERE id = ?", (key_id,)
+            ).fetchone()
+        )
+        # Compare a digest even for unknown ids, so timing does not reveal which ids exist.
+        expected = row[1] if row else _digest("")
+        if not hmac.compare_digest(expected, _digest(secret)) or row is None:
+            raise AuthenticationError("invalid API key")
+        if row[3] is not None:
+            raise AuthenticationError("this API key has been revoked")
+        return Principal(
+            id=row[0],
+            name=row[0],
+            auth_method=METHOD,
+            roles=frozenset(r for r in row[2].split(",") if r),
+        )
+
+    async def create(
+        self, principal: str, *, name: str = "", roles: tuple[str, ...] = ()
+    ) -> tuple[ApiKeyInfo, str]:
+        """Create a key for ``principal``; return its description and the key (shown once)."""
+        key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
+        info = ApiKeyInfo(
+            id=key_id, principal=principal, name=name, roles=list(roles), created_at=now()
+        )
+        await self.db.run(
+            lambda c: c.execute(
+                "INSERT INTO api_keys (id, principal, name, digest, roles, created_at) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (key_id, principal, name, _digest(secret), ",".join(roles), info.created_at),
+            )
+        )
+        return info, f"hbk_{key_id}_{secret}"
+
+    async def revoke(self, key_id: str) -> None:
+        """Revoke a key; :class:`NotFoundError` if there is no such active key."""
+        changed = await self.db.run(
+            lambda c: (
+                c.execute(
+                    "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
+                    (now(), key_id),
+                ).rowcount
+            )
+        )
+        if not changed:
+            raise NotFoundError(f"no active API key {key_id!r}")
+
+    async def list(self, principal: str | None = None) -> list[ApiKeyInfo]:
+        """Keys, newest first, optionally of one principal."""
+
+        def select(c: sqlite3.Connection) -> list[Any]:
+            query = (
+                "SELECT id, principal, name, roles, created_at, last_used_at, revoked_at "
+                "FROM api_keys"
+            )
+            if principal is None:
+                return c.execute(query + " ORDER BY created_at DESC").fetchall()
+            return c.execute(
+                query + " WHERE principal = ? ORDER BY created_at DESC", (principal,)
+            ).fetchall()
+
+        return [
+            ApiKeyInfo(
+                id=r[0],
+                principal=r[1],
+                name=r[2],
+                roles=[x for x in r[3].split(",") if x],
+                created_at=r[4],
+                last_used_at=r[5],
+                revoked_at=r[6],
+            )
+            for r in await self.db.run(select)
+        ]
+
+
+def _path(context: ComponentContext) -> str:
+    settings: ApiKeySettings = context.settings
+    return settings.path or str(context.data_dir / "api_keys.sqlite3")
+
+
+@hookimpl
+def register_auth_methods(register: Registrar) -> None:
+    register(
+        METHOD,
+        lambda context: ApiKeys(_path(context)),
+        settings=ApiKeySettings,
+        description="bearer API keys (hubbub keys create)",
+    )
+
+
+async def _with_keys(config_path: str | None, action: Any) -> Any:
+    from hubbub.cli import load_for_cli
+
+    loaded = load_for_cli(config_path)
+    settings = loaded.settings.get(PLUGIN) or ApiKeySettings()
+    keys = ApiKeys(settings.path or str(loaded.config.data_dir / "api_keys.sqlite3"))
+    await keys.start()
+    try:
+        return await action(keys)
+    finally:
+        await keys.aclose()
+
+
+@hookimpl
+def register_commands(cli: click.Group) -> None:
+    from hubbub.cli import config_option
+
+    @cli.group()
+    def keys() -> None:
+        """Create, list and revoke API keys."""
+
+    @keys.command()
+    @click.option("--user", required=True, help="The principal the key authenticates as.")
+    @click.option("--name", default="", help="A label to recognise the key by.")
+    @click.option("--admin", is_flag=True, help="Give the key the admin role.")
+    @config_option
+    def create(user: str, name: str, admin: bool, config_path: str | None) -> None:
+        """Create a key; it is printed alone on the last line, and only this once."""
+        roles = ("admin",) if admin else ()
+        info, key = asyncio.run(
+            _with_keys(config_path, lambda k: k.create(user, name=name, roles=roles))
+        )
+        click.echo(
+            f"created API key {info.id} for {user}" + (f" ({name})" if name else ""), err=True
+        )
+        click.echo("store it now: it cannot be shown again", err=True)
+        click.echo(key)
+
+    @keys.command(name="list")
+    @click.option("--user", default=None, help="Only this principal's keys.")
+    @config_option
+    def list_keys(user: str | None, config_path: str | None) -> None:
+        """List keys (never their secrets)."""
+        for info in asyncio.run(_with_keys(config_path, lambda k: k.list(user))):
+            state = "revoked" if info.revoked_at else "active"
+            click.echo(f"{info.id}  {info.principal}  {state}  {info.name}".rstrip())
+
+    @keys.command()
+    @click.argument("key_id")
+    @config_option
+    def revoke(key_id: str, config_path: str | None) -> None:
+        """Revoke a key at once."""
+        try:
+            asyncio.run(_with_keys(config_path, lambda k: k.revoke(key_id)))
+        except NotFoundError as exc:
+            raise click.ClickException(str(exc)) from None
+        click.echo(f"revoked API key {key_id}")
