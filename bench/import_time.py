@@ -24,8 +24,7 @@ SUBJECT = (
     "assert not plugins.failures, plugins.failures\n"
 )
 CHECK = SUBJECT + (
-    "import sys, json\n"
-    f"print(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
+    f"import sys, json\nprint(json.dumps([m for m in {HEAVY!r} if m in sys.modules]))\n"
 )
 
 
@@ -40,8 +39,12 @@ def median_ms(code: str, runs: int) -> float:
 
 def self_reported_ms() -> float:
     """Cumulative import time of hubbub and the plugin modules, from ``-X importtime``."""
-    result = subprocess.run([sys.executable, "-X", "importtime", "-c", SUBJECT],
-                            check=True, capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-X", "importtime", "-c", SUBJECT],
+        check=True,
+        capture_output=True,
+        text=True,
+    )
     total = 0
     for line in result.stderr.splitlines():
         parts = [p.strip() for p in line.split("|")]
@@ -60,8 +63,11 @@ def main() -> None:
     subprocess.run([sys.executable, "-c", SUBJECT], check=True)  # warm the bytecode cache
     base = median_ms(BASELINE, args.runs)
     subject = median_ms(SUBJECT, args.runs)
-    heavy = subprocess.run([sys.executable, "-c", CHECK], check=True, capture_output=True,
-                           text=True).stdout.strip().splitlines()[-1]
+    heavy = (
+        subprocess.run([sys.executable, "-c", CHECK], check=True, capture_output=True, text=True)
+        .stdout.strip()
+        .splitlines()[-1]
+    )
     print(f"import time, median of {args.runs} fresh interpreters")
     print(f"  baseline  python -c pass                    {base:8.1f} ms")
     print(f"  hubbub    import + load every built-in plugin {subject:6.1f} ms")

@@ -26,7 +26,12 @@ _context: contextvars.ContextVar[dict[str, Any]] = contextvars.ContextVar(
 )
 
 # Attributes every LogRecord has; anything else on a record came from ``extra=``.
-_STANDARD = set(vars(logging.makeLogRecord({}))) | {"message", "asctime", "hubbub_context"}
+_STANDARD = set(vars(logging.makeLogRecord({}))) | {
+    "message",
+    "asctime",
+    "hubbub_context",
+    "color_message",  # uvicorn's coloured duplicate
+}
 
 
 @contextlib.contextmanager

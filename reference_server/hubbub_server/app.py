@@ -1,0 +1,156 @@
+"""The Litestar app: :class:`HubbubPlugin` bridges a runtime into any Litestar app, and
+:func:`create_app` builds the reference server with it.
+
+The plugin adds the routes (the built-in ones and every ``register_routes`` registration), the
+``runtime`` and ``principal`` dependencies, problem+json error handlers, the request middleware
+(request id, metrics, draining), the body size limit, and a lifespan that starts the runtime
+(unless the caller already did, as ``hubbub serve`` does) and stops it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import ipaddress
+import logging
+from collections.abc import AsyncIterator, Iterable
+from typing import Any
+
+from litestar import Litestar
+from litestar.config.app import AppConfig
+from litestar.di import Provide
+from litestar.middleware import DefineMiddleware
+from litestar.openapi import OpenAPIConfig
+from litestar.plugins import InitPlugin
+
+from hubbub import __version__
+from hubbub.config import Config, load_config
+from hubbub.errors import ComponentError
+from hubbub.plugins import Plugins, load_plugins
+from hubbub.runtime import Runtime
+from hubbub_server.metrics import Metrics
+from hubbub_server.middleware import RequestMiddleware
+from hubbub_server.problems import EXCEPTION_HANDLERS
+from hubbub_server.routes import ROUTES
+from hubbub_server.security import provide_principal, provide_runtime
+
+__all__ = ["HubbubPlugin", "app_from_env", "check_exposure", "create_app", "is_loopback"]
+
+logger = logging.getLogger("hubbub.server")
+
+
+def is_loopback(host: str) -> bool:
+    """Whether ``host`` only accepts connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False
+
+
+async def check_exposure(runtime: Runtime, host: str) -> None:
+    """Apply the local-mode rule: without provisioned credentials, serve a local user on
+    loopback (with a warning) and refuse to serve anywhere else."""
+    loopback = is_loopback(host)
+    runtime.auth.allow_local = loopback and runtime.config.auth.local_mode
+    if await runtime.auth.is_provisioned():
+        return
+    if not loopback:
+        raise ComponentError(
+            f"refusing to serve on {host} without authentication: create an API key "
+            "(hubbub keys create --user NAME) or enable an auth method, or bind 127.0.0.1"
+        )
+    if runtime.auth.allow_local:
+        logger.warning(
+            "no credentials are set up: every request is served as the local user "
+            "(fine on loopback; create a key with: hubbub keys create --user NAME)"
+        )
+
+
+class HubbubPlugin(InitPlugin):
+    """Serve a hubbub runtime from a Litestar app."""
+
+    def __init__(self, runtime: Runtime, *, metrics: Metrics | None = None) -> None:
+        self.runtime = runtime
+        self.metrics = metrics or Metrics()
+
+    @contextlib.asynccontextmanager
+    async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
+        owned = self.runtime.state == "new"
+        app.state.drain = asyncio.Event()
+        if owned:
+            await self.runtime.start()
+        try:
+            if owned:
+                await check_exposure(self.runtime, self.runtime.config.server.host)
+            yield
+        finally:
+            app.state.drain.set()
+            if owned:
+                await self.runtime.stop()
+
+    def _plugin_routes(self) -> list[Any]:
+        handlers: list[Any] = []
+        for registration in self.runtime.plugins.registries()["routes"]:
+            built = registration.factory(self.runtime.context(registration))
+            handlers.extend(built if isinstance(built, Iterable) else [built])
+        return handlers
+
+    def on_app_init(self, app_config: AppConfig) -> AppConfig:
+        app_config.route_handlers.extend([*ROUTES, *self._plugin_routes()])
+        app_config.dependencies.update(
+            {
+                "runtime": Provide(provide_runtime, sync_to_thread=False),
+                "principal": Provide(provide_principal),
+            }
+        )
+        app_config.exception_handlers.update(EXCEPTION_HANDLERS)
+        app_config.state.update(
+            {"runtime": self.runtime, "metrics": self.metrics, "draining": False}
+        )
+        app_config.middleware.insert(
+            0, DefineMiddleware(RequestMiddleware, metrics=self.metrics, state=app_config.state)
+        )
+        app_config.lifespan.append(self._lifespan)
+        app_config.request_max_body_size = self.runtime.config.server.max_body_bytes
+        return app_config
+
+
+def create_app(
+    config: Config | None = None,
+    *,
+    plugins: Plugins | None = None,
+    extra_plugins: Iterable[object] = (),
+    runtime: Runtime | None = None,
+) -> Litestar:
+    """Build the reference server's app. The runtime starts with the app's lifespan unless it was
+    started already.
+
+    :param config: the configuration (default: :func:`hubbub.config.load_config`).
+    :param plugins: loaded plugins (default: entry points, minus ``[plugins] disabled``).
+    :param extra_plugins: plugin objects to register in addition (tests, embedding).
+    :param runtime: an existing runtime to serve instead of building one.
+    """
+    metrics = Metrics()
+    if runtime is None:
+        config = config if config is not None else load_config()
+        if plugins is None:
+            plugins = load_plugins(disabled=config.plugins.disabled, extra=extra_plugins)
+        plugins.register(metrics, "hubbub_server.metrics")
+        runtime = Runtime.from_config(config, plugins=plugins)
+    return Litestar(
+        plugins=[HubbubPlugin(runtime, metrics=metrics)],
+        openapi_config=OpenAPIConfig(title="Hubbub", version=__version__, path="/schema"),
+        logging_config=None,
+    )
+
+
+def app_from_env() -> Litestar:
+    """App factory for ``uvicorn --factory`` and multi-worker serving: configuration from
+    ``$HUBBUB_CONFIG`` and the environment."""
+    from hubbub.log import configure_logging
+
+    config = load_config()
+    configure_logging(config.logging.level, config.logging.format)
+    return create_app(config)

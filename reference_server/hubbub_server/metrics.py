@@ -1,0 +1,74 @@
+"""Prometheus metrics of one app (its own registry: nothing global).
+
+Requests (count and latency by route and status), streams open now, LLM tokens and cost by model
+(recorded through the ``after_llm_response`` hook, like any plugin would), and component health.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from hubbub import hookimpl
+from hubbub.models import ChatRequest, ChatResponse, RuntimeHealth
+
+__all__ = ["Metrics"]
+
+_HEALTH_VALUE = {"ok": 1.0, "degraded": 0.5, "down": 0.0}
+
+
+class Metrics:
+    """The app's metrics; also a hubbub plugin (``after_llm_response``) counting tokens."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.requests = Counter(
+            "hubbub_http_requests",
+            "HTTP requests handled.",
+            ["method", "route", "status"],
+            registry=self.registry,
+        )
+        self.latency = Histogram(
+            "hubbub_http_request_duration_seconds",
+            "Time to the response's first byte.",
+            ["method", "route"],
+            registry=self.registry,
+            buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+        )
+        self.streams = Gauge(
+            "hubbub_active_streams", "Streaming responses open now.", registry=self.registry
+        )
+        self.tokens = Counter(
+            "hubbub_llm_tokens", "LLM tokens consumed.", ["model", "kind"], registry=self.registry
+        )
+        self.cost = Counter(
+            "hubbub_llm_cost_usd",
+            "Estimated LLM cost in US dollars.",
+            ["model"],
+            registry=self.registry,
+        )
+        self.health = Gauge(
+            "hubbub_component_health",
+            "Component health: 1 ok, 0.5 degraded, 0 down.",
+            ["component"],
+            registry=self.registry,
+        )
+
+    @hookimpl
+    def after_llm_response(self, request: ChatRequest, response: ChatResponse) -> None:
+        usage = response.usage
+        model = response.model
+        self.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
+        self.tokens.labels(model, "completion").inc(usage.completion_tokens)
+        if usage.cost_usd:
+            self.cost.labels(model).inc(usage.cost_usd)
+
+    def render(self, health: RuntimeHealth | None = None) -> bytes:
+        """The text exposition format, with component health refreshed from ``health``."""
+        if health is not None:
+            self.health.labels("runtime").set(_HEALTH_VALUE[health.status])
+            for name, component in health.components.items():
+                self.health.labels(name).set(_HEALTH_VALUE[component.status])
+        data: Any = generate_latest(self.registry)
+        return bytes(data)

@@ -1,0 +1,92 @@
+"""The ASGI middleware every request passes: request id, log context, metrics, draining.
+
+* ``X-Request-ID`` is taken from the request when it is sane (at most 128 visible ASCII
+  characters), else generated; it is bound to the log context and echoed in the response.
+* While the server drains for shutdown, new requests get 503 with ``Connection: close``.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+import time
+import uuid
+from typing import Any
+
+from litestar.types import ASGIApp, Message, Receive, Scope, Send
+
+from hubbub.log import log_context
+from hubbub_server.metrics import Metrics
+
+__all__ = ["RequestMiddleware"]
+
+logger = logging.getLogger("hubbub.server.access")
+
+_SANE_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+_DRAINING = (
+    b'{"type":"about:blank","title":"Service Unavailable","status":503,'
+    b'"detail":"the server is shutting down; retry on another instance","code":"draining"}'
+)
+
+
+class RequestMiddleware:
+    """Pure ASGI middleware (no per-request objects beyond what is needed)."""
+
+    def __init__(self, app: ASGIApp, metrics: Metrics, state: Any) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.state = state
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        request_id = None
+        for name, value in scope["headers"]:
+            if name == b"x-request-id":
+                text = value.decode("latin-1")
+                request_id = text if _SANE_ID.match(text) else None
+                break
+        request_id = request_id or uuid.uuid4().hex
+        header = (b"x-request-id", request_id.encode())
+        method = scope["method"]
+        if getattr(self.state, "draining", False):
+            await send(
+                {
+                    "type": "http.response.start",
+                    "status": 503,
+                    "headers": [
+                        (b"content-type", b"application/problem+json"),
+                        (b"connection", b"close"),
+                        header,
+                    ],
+                }
+            )
+            await send({"type": "http.response.body", "body": _DRAINING})
+            return
+        started = time.perf_counter()
+        status = 500
+
+        async def send_with_id(message: Message) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                message["headers"] = [*message.get("headers", ()), header]
+                route = scope.get("path_template") or "unmatched"
+                self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+            await send(message)
+
+        with log_context(request_id=request_id):
+            try:
+                await self.app(scope, receive, send_with_id)
+            finally:
+                route = scope.get("path_template") or "unmatched"
+                self.metrics.requests.labels(method, route, str(status)).inc()
+                if logger.isEnabledFor(logging.DEBUG):
+                    logger.debug(
+                        "%s %s -> %d in %.1f ms",
+                        method,
+                        scope["path"],
+                        status,
+                        (time.perf_counter() - started) * 1000,
+                    )

@@ -1,0 +1,19 @@
+"""Route handlers, one module per area of the public surface."""
+
+from hubbub_server.routes.conversations import ConversationsController
+from hubbub_server.routes.events import EventsController
+from hubbub_server.routes.health import HealthController
+from hubbub_server.routes.metrics import metrics_endpoint
+from hubbub_server.routes.openai import OpenAIController
+from hubbub_server.routes.tools import list_tools
+
+ROUTES = [
+    HealthController,
+    OpenAIController,
+    ConversationsController,
+    EventsController,
+    list_tools,
+    metrics_endpoint,
+]
+
+__all__ = ["ROUTES"]

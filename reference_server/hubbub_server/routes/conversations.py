@@ -1,0 +1,132 @@
+"""The native conversation API under ``/api/conversations``.
+
+Every conversation belongs to its creator; for anyone else it does not exist (404).
+``POST .../messages`` stores the user's message and starts the reply in the background (202):
+follow it on ``.../events`` (SSE), or send ``"wait": true`` to get the reply in the response.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+import msgspec
+from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.params import Parameter
+
+from hubbub.log import current_context
+from hubbub.models import Conversation, Message, Page, Principal
+from hubbub.runtime import Runtime
+from hubbub_server.routes.events import event_stream
+
+__all__ = ["ConversationsController"]
+
+Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size.")]
+Cursor = Annotated[str | None, Parameter(description="next_cursor of the previous page.")]
+
+
+class CreateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/conversations``."""
+
+    title: str = ""
+    model: str | None = None
+    """Model for replies; the server's default model when unset."""
+
+
+class UpdateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``PATCH /api/conversations/{id}``: the fields to change."""
+
+    title: str | None = None
+    model: str | None = None
+
+
+class SendMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Body of ``POST /api/conversations/{id}/messages``."""
+
+    content: str
+    model: str | None = None
+    """Model for this reply only."""
+    wait: bool = False
+    """Answer when the reply is complete (200, with ``reply``) instead of at once (202)."""
+
+
+class SentMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """The stored user message, and the reply when ``wait`` was set."""
+
+    message: Message
+    reply: Message | None = None
+
+
+class ConversationsController(Controller):
+    path = "/api/conversations"
+    tags = ["conversations"]
+
+    @post("/", summary="Start a conversation")
+    async def create_conversation(
+        self, runtime: Runtime, principal: Principal, data: CreateConversation
+    ) -> Conversation:
+        return await runtime.conversations.create(principal, title=data.title, model=data.model)
+
+    @get("/", summary="List your conversations, most recently active first")
+    async def list_conversations(
+        self, runtime: Runtime, principal: Principal, limit: Limit = 50, cursor: Cursor = None
+    ) -> Page:
+        return await runtime.conversations.list_conversations(principal, limit=limit, cursor=cursor)
+
+    @get("/{conversation_id:str}", summary="Get a conversation")
+    async def get_conversation(
+        self, runtime: Runtime, principal: Principal, conversation_id: str
+    ) -> Conversation:
+        return await runtime.conversations.get(principal, conversation_id)
+
+    @patch("/{conversation_id:str}", summary="Rename a conversation or change its model")
+    async def update_conversation(
+        self, runtime: Runtime, principal: Principal, conversation_id: str, data: UpdateConversation
+    ) -> Conversation:
+        return await runtime.conversations.update(
+            principal, conversation_id, title=data.title, model=data.model
+        )
+
+    @delete("/{conversation_id:str}", summary="Delete a conversation and its messages")
+    async def delete_conversation(
+        self, runtime: Runtime, principal: Principal, conversation_id: str
+    ) -> None:
+        await runtime.conversations.delete(principal, conversation_id)
+
+    @post("/{conversation_id:str}/messages", summary="Send a message; the reply follows")
+    async def send_message(
+        self, runtime: Runtime, principal: Principal, conversation_id: str, data: SendMessage
+    ) -> Response[SentMessage]:
+        engine = runtime.conversations
+        if data.model is not None:
+            runtime.llm.resolve(data.model)
+        message = await engine.send(principal, conversation_id, data.content)
+        request_id = current_context().get("request_id")
+        reply = engine.reply(principal, conversation_id, model=data.model, request_id=request_id)
+        if data.wait:
+            return Response(SentMessage(message=message, reply=await reply), status_code=200)
+        runtime.spawn(reply, name=f"reply {conversation_id}")
+        return Response(SentMessage(message=message), status_code=202)
+
+    @get("/{conversation_id:str}/messages", summary="List a conversation's messages")
+    async def list_messages(
+        self,
+        runtime: Runtime,
+        principal: Principal,
+        conversation_id: str,
+        limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
+        cursor: Cursor = None,
+    ) -> Page:
+        return await runtime.conversations.messages(
+            principal, conversation_id, limit=limit, cursor=cursor
+        )
+
+    @get("/{conversation_id:str}/events", summary="Server-sent events of one conversation")
+    async def conversation_events(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        principal: Principal,
+        conversation_id: str,
+    ) -> Any:
+        await runtime.conversations.get(principal, conversation_id)
+        return event_stream(request, runtime, principal, conversation_id)

@@ -1,0 +1,83 @@
+"""Server-sent events: ``GET /api/events`` (everything the caller may see) and the
+per-conversation stream.
+
+Each frame has ``id:`` (the event id), ``event:`` (its type) and ``data:`` (its JSON); a comment
+heartbeat keeps idle connections open. Streams end when the server drains for shutdown.
+Resuming with ``Last-Event-ID`` across processes arrives with the Redis event fan-out.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, get
+from litestar.response import ServerSentEvent
+from litestar.response.sse import ServerSentEventMessage
+
+from hubbub.events import Event, Subscription
+from hubbub.models import Principal
+from hubbub.runtime import Runtime
+from hubbub_server.sse import sse_response, with_heartbeat
+
+__all__ = ["EventsController", "event_stream"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+async def _frames(
+    subscription: Subscription, drain: asyncio.Event
+) -> AsyncIterator[ServerSentEventMessage]:
+    drained = asyncio.ensure_future(drain.wait())
+    try:
+        with subscription:
+            while True:
+                next_event = asyncio.ensure_future(subscription.get())
+                done, _ = await asyncio.wait(
+                    {next_event, drained}, return_when=asyncio.FIRST_COMPLETED
+                )
+                if next_event not in done:
+                    next_event.cancel()
+                    return
+                event: Event | None = next_event.result()
+                if event is None:
+                    return
+                yield ServerSentEventMessage(
+                    id=event.id, event=event.type, data=_encode(event).decode()
+                )
+    finally:
+        drained.cancel()
+
+
+def event_stream(
+    request: Request[Any, Any, Any],
+    runtime: Runtime,
+    principal: Principal,
+    conversation_id: str | None = None,
+) -> ServerSentEvent:
+    """An SSE response of the events ``principal`` may see (of one conversation, if given)."""
+
+    def visible(event: Event) -> bool:
+        return event.owner == principal.id and (
+            conversation_id is None or event.conversation_id == conversation_id
+        )
+
+    subscription = runtime.events.subscribe(visible)
+    state = request.app.state
+    frames = with_heartbeat(
+        _frames(subscription, state.drain), runtime.config.server.heartbeat_interval
+    )
+    return sse_response(frames, state.metrics)
+
+
+class EventsController(Controller):
+    path = "/api/events"
+    tags = ["events"]
+
+    @get("/", summary="Server-sent events of everything you may see")
+    async def events(
+        self, request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
+    ) -> ServerSentEvent:
+        return event_stream(request, runtime, principal)

@@ -1,0 +1,18 @@
+"""``GET /metrics`` (Prometheus text format)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request, Response, get
+from prometheus_client import CONTENT_TYPE_LATEST
+
+from hubbub.runtime import Runtime
+
+__all__ = ["metrics_endpoint"]
+
+
+@get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True)
+async def metrics_endpoint(request: Request[Any, Any, Any], runtime: Runtime) -> Response[bytes]:
+    body = request.app.state.metrics.render(await runtime.health())
+    return Response(body, media_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,79 @@
+"""The OpenAI-compatible API: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+
+Stateless, like OpenAI's: nothing is stored. Streams are SSE ``data:`` frames of
+``chat.completion.chunk`` objects ending with ``data: [DONE]``.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from litestar import Controller, Request, Response, get, post
+from litestar.response.sse import ServerSentEventMessage
+
+from hubbub.errors import HubbubError
+from hubbub.models import ChatChunk, ChatRequest, Principal, Usage, new_id
+from hubbub.runtime import Runtime
+from hubbub_server.openai_format import (
+    ChatCompletionRequest,
+    chunk_payload,
+    completion_payload,
+    models_payload,
+    to_chat_request,
+)
+from hubbub_server.sse import sse_response
+
+__all__ = ["OpenAIController"]
+
+_encode = msgspec.json.Encoder().encode
+
+
+class OpenAIController(Controller):
+    path = "/v1"
+    tags = ["openai"]
+
+    @get("/models", summary="Models available (OpenAI format)")
+    async def models(self, runtime: Runtime, principal: Principal) -> dict[str, Any]:
+        return models_payload(runtime.llm.models())
+
+    @post("/chat/completions", status_code=200, summary="Chat completion (OpenAI format)")
+    async def chat_completions(
+        self,
+        request: Request[Any, Any, Any],
+        runtime: Runtime,
+        principal: Principal,
+        data: ChatCompletionRequest,
+    ) -> Any:
+        chat = to_chat_request(data, principal.id)
+        runtime.llm.resolve(chat.model)  # an unknown model is a 404 before any stream starts
+        if not data.stream:
+            response = await runtime.llm.complete(chat)
+            return Response(_encode(completion_payload(response)), media_type="application/json")
+        include_usage = bool(data.stream_options and data.stream_options.include_usage)
+        return sse_response(_stream(runtime, chat, include_usage), request.app.state.metrics)
+
+
+async def _stream(
+    runtime: Runtime, chat: ChatRequest, include_usage: bool
+) -> AsyncIterator[ServerSentEventMessage]:
+    completion_id, created = new_id("chatcmpl-"), int(time.time())
+    usage = Usage()
+
+    def frame(payload: Any) -> ServerSentEventMessage:
+        return ServerSentEventMessage(data=_encode(payload).decode())
+
+    yield frame(chunk_payload(completion_id, chat.model, created, ChatChunk(), first=True))
+    try:
+        async for chunk in runtime.llm.stream(chat):
+            usage = chunk.usage or usage
+            if chunk.delta or chunk.tool_calls or chunk.finish_reason:
+                yield frame(chunk_payload(completion_id, chat.model, created, chunk))
+    except HubbubError as exc:  # headers are sent: report in-band, as OpenAI does
+        yield frame({"error": {"message": str(exc), "type": exc.code, "code": exc.status}})
+        return
+    if include_usage:
+        yield frame(chunk_payload(completion_id, chat.model, created, None, usage=usage))
+    yield ServerSentEventMessage(data="[DONE]")

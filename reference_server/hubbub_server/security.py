@@ -1,0 +1,29 @@
+"""Who is calling: the ``principal`` dependency every protected handler takes."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from litestar import Request
+
+from hubbub.contracts import Credentials
+from hubbub.models import Principal
+from hubbub.runtime import Runtime
+
+__all__ = ["provide_principal", "provide_runtime"]
+
+
+def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
+    """The app's runtime."""
+    runtime: Runtime = request.app.state.runtime
+    return runtime
+
+
+async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """Authenticate the caller from ``Authorization: Bearer ...`` (or serve the local user in
+    local mode); :class:`hubbub.errors.AuthenticationError` becomes 401."""
+    runtime: Runtime = request.app.state.runtime
+    header = request.headers.get("authorization", "")
+    scheme, _, token = header.partition(" ")
+    bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    return await runtime.auth.authenticate(Credentials(bearer=bearer))

@@ -1,0 +1,164 @@
+"""``hubbub serve``: run the reference server under uvicorn.
+
+One worker (the default) runs in this process: the runtime starts before the server accepts
+connections, so configuration and startup problems are one-line errors. On SIGINT/SIGTERM the
+server stops accepting, answers new requests on open connections with 503 and
+``Connection: close``, lets requests in flight finish within ``[server] grace_period``, ends
+event streams, then stops the runtime. Several workers (``--workers``) each run their own runtime
+through :func:`hubbub_server.app.app_from_env`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import sys
+from types import FrameType
+from typing import Any
+
+import click
+import uvicorn
+
+from hubbub.cli import ConfigProblem, config_option
+from hubbub.config import Config, load_config
+from hubbub.errors import ConfigError, HubbubError
+from hubbub.log import configure_logging
+from hubbub.runtime import Runtime
+from hubbub_server.app import check_exposure, create_app
+
+__all__ = ["serve"]
+
+logger = logging.getLogger("hubbub.server")
+
+
+class _DrainingServer(uvicorn.Server):
+    """A uvicorn server that tells the app to drain as soon as a stop signal arrives."""
+
+    def __init__(self, config: uvicorn.Config, state: Any) -> None:
+        super().__init__(config)
+        self.app_state = state
+
+    def handle_exit(self, sig: int, frame: FrameType | None) -> None:
+        if not self.app_state.draining:
+            logger.info(
+                "stopping: draining requests for up to %s s", self.config.timeout_graceful_shutdown
+            )
+        self.app_state.draining = True
+        drain = getattr(self.app_state, "drain", None)
+        if drain is not None:
+            drain.set()
+        super().handle_exit(sig, frame)
+
+
+def _describe(runtime: Runtime, url: str) -> None:
+    config = runtime.config
+    click.echo(
+        f"hubbub serving on {url}  (OpenAPI: {url}/schema, health: {url}/health/ready)", err=True
+    )
+    for label, section in (("cache", config.cache), ("memory", config.memory)):
+        fallback = f", fallback {section.fallback}" if section.fallback else ""
+        click.echo(f"  {label}: {section.backend}{fallback}", err=True)
+    click.echo(
+        f"  llm: default model {config.llm.default_model}; models: "
+        + ", ".join(m.id for m in runtime.llm.models()),
+        err=True,
+    )
+    click.echo(f"  auth: {', '.join(config.auth.methods) or 'none'}", err=True)
+    click.echo(f"  data: {config.data_dir}", err=True)
+
+
+async def _serve_one(config: Config, log_level: str) -> None:
+    app = create_app(config)
+    runtime: Runtime = app.state.runtime
+    try:
+        await runtime.start()
+        await check_exposure(runtime, config.server.host)
+    except HubbubError as exc:
+        await runtime.stop()
+        raise click.ClickException(str(exc)) from None
+    server = _DrainingServer(
+        uvicorn.Config(
+            app,
+            host=config.server.host,
+            port=config.server.port,
+            log_level=log_level.lower(),
+            access_log=False,
+            log_config=None,
+            timeout_graceful_shutdown=int(max(1, config.server.grace_period)),
+            lifespan="on",
+        ),
+        app.state,
+    )
+    _describe(runtime, f"http://{config.server.host}:{config.server.port}")
+    try:
+        await server.serve()
+    finally:
+        await runtime.stop()
+    if not server.started:
+        raise click.ClickException(f"could not listen on {config.server.host}:{config.server.port}")
+
+
+@click.command()
+@config_option
+@click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
+@click.option("--port", type=int, default=None, help="Port to listen on (default 8000).")
+@click.option("--workers", type=int, default=None, help="Worker processes (default 1).")
+@click.option(
+    "--log-level",
+    default=None,
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+)
+@click.option("--reload", is_flag=True, help="Restart when code changes (development).")
+def serve(
+    config_path: str | None,
+    host: str | None,
+    port: int | None,
+    workers: int | None,
+    log_level: str | None,
+    reload: bool,
+) -> None:
+    """Run the reference server."""
+    try:
+        config = load_config(config_path)
+    except ConfigError as exc:
+        raise ConfigProblem(exc) from None
+    if host is not None:
+        config.server.host = host
+    if port is not None:
+        config.server.port = port
+    if workers is not None:
+        config.server.workers = workers
+    if log_level is not None:
+        config.logging.level = log_level.upper()  # type: ignore[assignment]
+    configure_logging(config.logging.level, config.logging.format)
+    if config.server.workers > 1 or reload:
+        # Each worker builds its own runtime from the environment; pass the choices along.
+        if config.source:
+            os.environ["HUBBUB_CONFIG"] = str(config.source)
+        os.environ["HUBBUB_LOGGING__LEVEL"] = config.logging.level
+        click.echo(
+            f"hubbub serving on http://{config.server.host}:{config.server.port} with "
+            f"{config.server.workers} workers",
+            err=True,
+        )
+        uvicorn.run(
+            "hubbub_server.app:app_from_env",
+            factory=True,
+            host=config.server.host,
+            port=config.server.port,
+            workers=None if reload else config.server.workers,
+            reload=reload,
+            log_level=config.logging.level.lower(),
+            access_log=False,
+            timeout_graceful_shutdown=int(max(1, config.server.grace_period)),
+        )
+        return
+    try:
+        asyncio.run(_serve_one(config, config.logging.level))
+    except ConfigError as exc:
+        raise ConfigProblem(exc) from None
+    except HubbubError as exc:
+        raise click.ClickException(str(exc)) from None
+    except KeyboardInterrupt:  # a second Ctrl-C
+        sys.exit(130)

@@ -1,0 +1,103 @@
+"""Fixtures: a configuration and Runtime per test, rooted in ``tmp_path``."""
+
+from __future__ import annotations
+
+import textwrap
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from support import (
+    ACME_MODULE,
+    BROKEN_MODULE,
+    RecordingPlugin,
+    install_distribution,
+    recording_toml,
+    toml,
+)
+
+from hubbub.config import Config, load_config
+from hubbub.models import Principal
+from hubbub.plugins import load_plugins
+from hubbub.runtime import Runtime
+
+
+@pytest.fixture
+def home(tmp_path: Path) -> Path:
+    return tmp_path / "home"
+
+
+@pytest.fixture
+def make_config(home: Path) -> Callable[..., Config]:
+    """``make_config(text, env=...)``: the configuration for ``text`` (dedented, after
+    :data:`BASE_TOML`), with ``home`` in ``tmp_path`` and nothing read from ``os.environ``."""
+
+    def make(text: str = "", env: dict[str, str] | None = None) -> Config:
+        return load_config(text=toml(text), env={"HUBBUB_HOME": str(home), **(env or {})})
+
+    return make
+
+
+@pytest.fixture
+def make_runtime(make_config: Callable[..., Config]) -> Callable[..., Runtime]:
+    """``make_runtime(text, *plugins, entry_points=True)``: an unstarted Runtime over the real
+    entry points (unless ``entry_points=False``) plus ``plugins`` defined in the test."""
+
+    def make(text: str = "", *extra: object, entry_points: bool = True) -> Runtime:
+        config = make_config(text)
+        plugins = load_plugins(
+            disabled=config.plugins.disabled, extra=extra, entry_points=entry_points, env={}
+        )
+        return Runtime.from_config(config, plugins=plugins)
+
+    return make
+
+
+@pytest.fixture
+def principal() -> Principal:
+    return Principal(id="user-1", name="Ada")
+
+
+@pytest.fixture
+def recording_runtime(home: Path) -> Callable[..., Runtime]:
+    """``recording_runtime(log, runtime_toml="", **behaviour)``: a Runtime whose every
+    component comes from a :class:`RecordingPlugin` (no entry points)."""
+
+    def make(log: list[str], runtime_toml: str = "", **behaviour: Any) -> Runtime:
+        text = recording_toml() + textwrap.dedent(runtime_toml)
+        config = load_config(text=text, env={"HUBBUB_HOME": str(home)})
+        plugins = load_plugins(
+            extra=[RecordingPlugin(log, **behaviour)], entry_points=False, env={}
+        )
+        return Runtime.from_config(config, plugins=plugins)
+
+    return make
+
+
+@pytest.fixture(scope="session")
+def acme_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the installed distribution ``acme-hubbub`` 1.2.3, whose entry point
+    ``acme`` registers cache backend ``acme``."""
+    root = tmp_path_factory.mktemp("acme")
+    return install_distribution(
+        root,
+        "acme-hubbub",
+        "1.2.3",
+        {"acme_hubbub_plugin": ACME_MODULE},
+        {"acme": "acme_hubbub_plugin"},
+    )
+
+
+@pytest.fixture(scope="session")
+def broken_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the installed distribution ``broken-hubbub`` 0.0.1, whose entry point
+    ``broken`` fails to import."""
+    root = tmp_path_factory.mktemp("broken")
+    return install_distribution(
+        root,
+        "broken-hubbub",
+        "0.0.1",
+        {"acme_broken": BROKEN_MODULE},
+        {"broken": "acme_broken"},
+    )
