@@ -51,8 +51,7 @@ def self_reported_ms() -> float:
         if len(parts) == 3 and parts[1].isdigit():
             name = parts[2]
             if name in ("hubbub", "hubbub.runtime") or name.startswith("hubbub_plugins."):
-                if not name.startswith(" "):
-                    total += int(parts[1])
+                total += int(parts[1])
     return total / 1000
 
 

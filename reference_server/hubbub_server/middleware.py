@@ -38,9 +38,12 @@ class RequestMiddleware:
         self.state = state
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != "http":  # type: ignore[comparison-overlap]
             await self.app(scope, receive, send)
             return
+        await self._http(scope, receive, send)
+
+    async def _http(self, scope: Any, receive: Receive, send: Any) -> None:
         request_id = None
         for name, value in scope["headers"]:
             if name == b"x-request-id":

@@ -1,5 +1,7 @@
 """Route handlers, one module per area of the public surface."""
 
+from typing import Any
+
 from hubbub_server.routes.conversations import ConversationsController
 from hubbub_server.routes.events import EventsController
 from hubbub_server.routes.health import HealthController
@@ -7,7 +9,7 @@ from hubbub_server.routes.metrics import metrics_endpoint
 from hubbub_server.routes.openai import OpenAIController
 from hubbub_server.routes.tools import list_tools
 
-ROUTES = [
+ROUTES: list[Any] = [
     HealthController,
     OpenAIController,
     ConversationsController,
