@@ -61,14 +61,21 @@ def principal() -> Principal:
 
 @pytest.fixture
 def recording_runtime(home: Path) -> Callable[..., Runtime]:
-    """``recording_runtime(log, runtime_toml="", **behaviour)``: a Runtime whose every
-    component comes from a :class:`RecordingPlugin` (no entry points)."""
+    """``recording_runtime(log, *plugins, runtime_toml="", env=None, **behaviour)``: a Runtime
+    whose every component comes from a :class:`RecordingPlugin` writing to ``log`` (misbehaving
+    per kind as ``behaviour`` says), plus ``plugins``; no entry points."""
 
-    def make(log: list[str], runtime_toml: str = "", **behaviour: Any) -> Runtime:
+    def make(
+        log: list[str],
+        *extra: object,
+        runtime_toml: str = "",
+        env: dict[str, str] | None = None,
+        **behaviour: Any,
+    ) -> Runtime:
         text = recording_toml() + textwrap.dedent(runtime_toml)
-        config = load_config(text=text, env={"HUBBUB_HOME": str(home)})
+        config = load_config(text=text, env={"HUBBUB_HOME": str(home), **(env or {})})
         plugins = load_plugins(
-            extra=[RecordingPlugin(log, **behaviour)], entry_points=False, env={}
+            extra=[RecordingPlugin(log, **behaviour), *extra], entry_points=False, env={}
         )
         return Runtime.from_config(config, plugins=plugins)
 

@@ -44,6 +44,7 @@ class Behaviour(msgspec.Struct, kw_only=True):
     fail_start: bool = False
     hang_close: bool = False
     hang_health: bool = False
+    fail_health: bool = False
     health: Health | None = None
 
 
@@ -68,6 +69,8 @@ def recorded(base: type, label: str, log: list[str], behaviour: Behaviour | None
         async def health(self) -> Health:
             if how.hang_health:
                 await asyncio.sleep(3600)
+            if how.fail_health:
+                raise OSError("socket closed")
             if how.health is not None:
                 return how.health
             return await super().health()  # type: ignore[no-any-return]

@@ -85,7 +85,7 @@ def _default(field: mi.Field) -> Any:
 
 
 def _text(doc: str) -> str:
-    """reST inline markup to Markdown: ````x```` to ```x```, ``:role:`x``` to ```x```."""
+    """Rewrite reST literals (double backticks) and roles (``:class:`X```) as Markdown code."""
     return re.sub(r"(?::[a-z]+:)?``?([^`]+)``?", r"`\1`", doc)
 
 
@@ -100,8 +100,13 @@ def _toml(value: Any) -> str:
     if isinstance(value, list | tuple | set | frozenset):
         return "[" + ", ".join(_toml(v) for v in value) + "]"
     if isinstance(value, dict):
-        return "{ " + ", ".join(f"{k} = {_toml(v)}" for k, v in value.items()) + " }"
+        items = (f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items())
+        return "{ " + ", ".join(items) + " }"
     raise TypeError(f"no TOML literal for {value!r}")
+
+
+def _toml_key(key: str) -> str:
+    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
 
 
 def _type_name(t: mi.Type) -> str:

@@ -1,0 +1,40 @@
+"""Test helpers for the reference server, loaded by pytest automatically (entry point
+``pytest11``): ``hubbub_client``, an async HTTP client (httpx, in process) for an app serving
+``hubbub_runtime``. A plugin's routes, tools and models are reachable through it::
+
+    async def test_my_route(hubbub_client):
+        response = await hubbub_client.get("/api/tools")
+        assert "my_tool" in [tool["name"] for tool in response.json()["tools"]]
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+__all__: list[str] = []
+
+try:
+    import pytest_asyncio
+except ImportError:  # pragma: no cover - the async fixtures need pytest-asyncio
+
+    @pytest.fixture
+    def hubbub_client() -> Any:
+        """Needs pytest-asyncio."""
+        raise RuntimeError("the hubbub_client fixture needs pytest-asyncio: "
+                           "pip install 'hubbub[testing]'")
+
+else:
+
+    @pytest_asyncio.fixture
+    async def hubbub_client(hubbub_runtime: Any) -> AsyncIterator[Any]:
+        """An ``httpx.AsyncClient`` talking to an app that serves ``hubbub_runtime``."""
+        from litestar.testing import AsyncTestClient
+
+        from hubbub_server.app import create_app
+
+        app = create_app(runtime=hubbub_runtime)
+        async with AsyncTestClient(app, base_url="http://127.0.0.1") as client:
+            yield client
