@@ -22,7 +22,7 @@ import difflib
 import os
 import re
 import tomllib
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
 
@@ -220,33 +220,47 @@ class Config(_Section, dict=True):
     """Data directory (databases, keys). Default: ``$HUBBUB_HOME``, else
     ``$XDG_DATA_HOME/hubbub``, else ``~/.local/share/hubbub``."""
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    """The ``[logging]`` table."""
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    """The ``[server]`` table."""
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    """The ``[runtime]`` table."""
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
+    """The ``[events]`` table."""
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    """The ``[cache]`` table."""
     memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
+    """The ``[memory]`` table."""
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    """The ``[auth]`` table."""
     llm: LLMConfig = msgspec.field(default_factory=LLMConfig)
+    """The ``[llm]`` table."""
     tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
+    """The ``[tools]`` table."""
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    """The ``[plugins]`` table and its ``[plugins.<name>]`` tables."""
 
     # Class variables, not fields, so TOML cannot set them; load_config sets them per instance.
     source: ClassVar[str | None] = None
     """The file the configuration was read from, if any."""
     text: ClassVar[str | None] = None
     """That file's text, used to point errors at lines."""
+    env: ClassVar[Mapping[str, str] | None] = None
+    """The environment the configuration was loaded from; plugin settings read secrets from
+    it too (``None``: the process environment)."""
 
     @property
     def data_dir(self) -> Path:
         """The resolved data directory."""
         return Path(self.home or default_home()).expanduser()
 
+    overrides: ClassVar[tuple[str, ...]] = ()
+    """Dotted paths set by ``HUBBUB_*`` environment variables."""
+
     def issue(self, path: str, message: str) -> ConfigIssue:
-        """A :class:`ConfigIssue` at ``path``, with the file and line when they are known."""
-        line = locate_line(self.text, path) if self.text else None
-        return ConfigIssue(
-            path=path, message=message, line=line, source=self.source if line else None
-        )
+        """A :class:`ConfigIssue` at ``path``, naming where the value came from: the environment
+        variable that set it, or the file and line."""
+        return _issue(path, message, self.text, self.source, self.overrides)
 
 
 def default_home(env: Mapping[str, str] | None = None) -> str:
@@ -404,28 +418,39 @@ def load_config(
     except msgspec.ValidationError as exc:
         dotted, message = validation_issue(exc, Config)
         dotted = dotted.replace("plugins.settings.", "plugins.")
-        from_env = [p for p in overridden if dotted == p or dotted.startswith(p + ".")]
-        line = None if from_env or not text else locate_line(text, dotted)
-        where = source if line else None
-        if from_env:
-            where = f"environment variable {ENV_PREFIX}{from_env[0].upper().replace('.', '__')}"
-        raise ConfigError(
-            [ConfigIssue(path=dotted, message=message, line=line, source=where)]
-        ) from None
+        raise ConfigError([_issue(dotted, message, text, source, overridden)]) from None
+    config.overrides = tuple(overridden)  # type: ignore[misc]
     config.source = source  # type: ignore[misc]
     config.text = text  # type: ignore[misc]
+    config.env = env  # type: ignore[misc]
     return config
 
 
-def decode_settings(
-    config: Config,
-    plugin: str,
-    settings_type: type[msgspec.Struct],
-    env: Mapping[str, str] | None = None,
-) -> Any:
-    """Decode ``[plugins.<plugin>]`` into ``settings_type``; errors name ``plugins.<plugin>...``."""
+def _issue(
+    path: str, message: str, text: str | None, source: str | None, overridden: Iterable[str]
+) -> ConfigIssue:
+    from_env = [p for p in overridden if path == p or path.startswith(p + ".")]
+    if from_env:
+        variable = ENV_PREFIX + from_env[0].upper().replace(".", "__")
+        return ConfigIssue(path=path, message=message, source=f"environment variable {variable}")
+    line = locate_line(text, path) if text else None
+    return ConfigIssue(path=path, message=message, line=line, source=source if line else None)
+
+
+def decode_settings(config: Config, plugin: str, settings_type: type[msgspec.Struct]) -> Any:
+    """Decode ``[plugins.<plugin>]`` into ``settings_type``; errors name ``plugins.<plugin>...``.
+
+    Unknown keys are errors even when ``settings_type`` does not forbid them itself.
+    """
     raw = config.plugins.settings.get(plugin, {})
-    environ = os.environ if env is None else env
+    environ = os.environ if config.env is None else config.env
+    known = {f.encode_name for f in msgspec.structs.fields(settings_type)}
+    for key in raw:
+        if key not in known:
+            close = difflib.get_close_matches(key, sorted(known), n=1)
+            message = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+            message += "; valid keys: " + (", ".join(sorted(known)) or "none")
+            raise ConfigError([config.issue(f"plugins.{plugin}.{key}", message)])
     try:
         return msgspec.convert(raw, settings_type, dec_hook=_secret_hook(environ))
     except msgspec.ValidationError as exc:

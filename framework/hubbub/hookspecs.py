@@ -136,9 +136,9 @@ def register_routes(register: Registrar) -> None:
 def register_commands(cli: click.Group) -> None:
     """Add commands to the ``hubbub`` command line.
 
-    :param cli: the root :class:`click.Group`; use ``@cli.command()`` or ``cli.add_command()``.
-
     A plugin that fails here is reported and skipped: the other commands keep working.
+
+    :param cli: the root :class:`click.Group`; use ``@cli.command()`` or ``cli.add_command()``.
 
     .. versionadded:: 0.1
     """

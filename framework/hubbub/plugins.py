@@ -120,7 +120,7 @@ class Plugins:
 
     def _explain_validation(self, exc: pluggy.PluginValidationError) -> str:
         message = str(exc)
-        known = [name for name in dir(self.pm.hook) if not name.startswith("_")]
+        known = [name for name, caller in vars(self.pm.hook).items() if caller.spec is not None]
         if "unknown hook" in message:
             hook = message.split("unknown hook", 1)[1].split()[0].strip("'\"")
             close = difflib.get_close_matches(hook, known, n=1)

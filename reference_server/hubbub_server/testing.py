@@ -19,14 +19,9 @@ __all__: list[str] = []
 try:
     import pytest_asyncio
 except ImportError:  # pragma: no cover - the async fixtures need pytest-asyncio
+    pytest_asyncio = None  # type: ignore[assignment]
 
-    @pytest.fixture
-    def hubbub_client() -> Any:
-        """Needs pytest-asyncio."""
-        raise RuntimeError("the hubbub_client fixture needs pytest-asyncio: "
-                           "pip install 'hubbub[testing]'")
-
-else:
+if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture
     async def hubbub_client(hubbub_runtime: Any) -> AsyncIterator[Any]:
@@ -38,3 +33,12 @@ else:
         app = create_app(runtime=hubbub_runtime)
         async with AsyncTestClient(app, base_url="http://127.0.0.1") as client:
             yield client
+
+else:  # pragma: no cover
+
+    @pytest.fixture
+    def hubbub_client() -> Any:
+        """Needs pytest-asyncio."""
+        raise RuntimeError(
+            "the hubbub_client fixture needs pytest-asyncio: pip install 'hubbub[testing]'"
+        )
