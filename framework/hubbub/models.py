@@ -7,8 +7,8 @@ all exchange these types; nothing else redefines them.
 
 from __future__ import annotations
 
+import os
 import time
-import uuid
 from typing import Any, Literal
 
 import msgspec
@@ -46,7 +46,7 @@ part is down. ``down``: not serving."""
 
 def new_id(prefix: str = "") -> str:
     """Return a new random identifier, optionally prefixed (``msg_``, ``conv_``, ...)."""
-    return f"{prefix}{uuid.uuid4().hex}"
+    return f"{prefix}{os.urandom(16).hex()}"  # 128 random bits, like uuid4, at a quarter the cost
 
 
 def now() -> float:

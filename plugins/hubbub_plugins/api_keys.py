@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
 import re
 import secrets
 import sqlite3
@@ -79,6 +80,11 @@ class ApiKeys:
 
     def __init__(self, path: str) -> None:
         self.db = SQLiteDatabase(path, schema=SCHEMA)
+        # Accepted keys, by digest, valid while the database files are unchanged: any write
+        # (a revocation from `hubbub keys revoke` in another process included) changes their
+        # size or modification time, which empties the cache before the next check.
+        self._accepted: dict[str, Principal] = {}
+        self._files_seen: tuple[int, ...] = ()
 
     async def start(self) -> None:
         await self.db.open()
@@ -107,6 +113,14 @@ class ApiKeys:
         if match is None:
             return None
         key_id, secret = match.group("id"), match.group("secret")
+        digest = _digest(secret)
+        files = self._files_signature()
+        if files != self._files_seen:
+            self._accepted.clear()
+            self._files_seen = files
+        cached = self._accepted.get(digest)
+        if cached is not None:
+            return cached
         row = await self.db.run(
             lambda c: c.execute(
                 "SELECT principal, digest, roles, revoked_at FROM api_keys WHERE id = ?", (key_id,)
@@ -114,16 +128,29 @@ class ApiKeys:
         )
         # Compare a digest even for unknown ids, so timing does not reveal which ids exist.
         expected = row[1] if row else _digest("")
-        if not hmac.compare_digest(expected, _digest(secret)) or row is None:
+        if not hmac.compare_digest(expected, digest) or row is None:
             raise AuthenticationError("invalid API key")
         if row[3] is not None:
             raise AuthenticationError("this API key has been revoked")
-        return Principal(
+        principal = Principal(
             id=row[0],
             name=row[0],
             auth_method=METHOD,
             roles=frozenset(r for r in row[2].split(",") if r),
         )
+        self._accepted[digest] = principal
+        return principal
+
+    def _files_signature(self) -> tuple[int, ...]:
+        signature: list[int] = []
+        for suffix in ("", "-wal"):
+            try:
+                stat = os.stat(self.db.path + suffix)
+            except OSError:
+                signature += [-1, -1]
+            else:
+                signature += [stat.st_mtime_ns, stat.st_size]
+        return tuple(signature)
 
     async def create(
         self, principal: str, *, name: str = "", roles: tuple[str, ...] = ()

@@ -48,6 +48,10 @@ class Metrics:
             ["model"],
             registry=self.registry,
         )
+        # labels() looks its child up on every call; the hot path keeps its own maps.
+        self._latency: dict[tuple[str, str], Any] = {}
+        self._requests: dict[tuple[str, str, int], Any] = {}
+        self._tokens: dict[str, tuple[Any, Any, Any]] = {}
         self.health = Gauge(
             "hubbub_component_health",
             "Component health: 1 ok, 0.5 degraded, 0 down.",
@@ -55,14 +59,35 @@ class Metrics:
             registry=self.registry,
         )
 
+    def observe_latency(self, method: str, route: str, seconds: float) -> None:
+        """Record a request's time to first byte."""
+        child = self._latency.get((method, route))
+        if child is None:
+            child = self._latency[(method, route)] = self.latency.labels(method, route)
+        child.observe(seconds)
+
+    def count_request(self, method: str, route: str, status: int) -> None:
+        """Count a finished request."""
+        child = self._requests.get((method, route, status))
+        if child is None:
+            child = self.requests.labels(method, route, str(status))
+            self._requests[(method, route, status)] = child
+        child.inc()
+
     @hookimpl
     def after_llm_response(self, request: ChatRequest, response: ChatResponse) -> None:
-        usage = response.usage
-        model = response.model
-        self.tokens.labels(model, "prompt").inc(usage.prompt_tokens)
-        self.tokens.labels(model, "completion").inc(usage.completion_tokens)
+        usage, model = response.usage, response.model
+        children = self._tokens.get(model)
+        if children is None:
+            children = self._tokens[model] = (
+                self.tokens.labels(model, "prompt"),
+                self.tokens.labels(model, "completion"),
+                self.cost.labels(model),
+            )
+        children[0].inc(usage.prompt_tokens)
+        children[1].inc(usage.completion_tokens)
         if usage.cost_usd:
-            self.cost.labels(model).inc(usage.cost_usd)
+            children[2].inc(usage.cost_usd)
 
     def render(self, health: RuntimeHealth | None = None) -> bytes:
         """The text exposition format, with component health refreshed from ``health``."""

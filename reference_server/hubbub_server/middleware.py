@@ -8,9 +8,9 @@
 from __future__ import annotations
 
 import logging
+import os
 import re
 import time
-import uuid
 from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
@@ -50,7 +50,7 @@ class RequestMiddleware:
                 text = value.decode("latin-1")
                 request_id = text if _SANE_ID.match(text) else None
                 break
-        request_id = request_id or uuid.uuid4().hex
+        request_id = request_id or os.urandom(16).hex()
         header = (b"x-request-id", request_id.encode())
         method = scope["method"]
         if getattr(self.state, "draining", False):
@@ -76,7 +76,7 @@ class RequestMiddleware:
                 status = message["status"]
                 message["headers"] = [*message.get("headers", ()), header]
                 route = scope.get("path_template") or "unmatched"
-                self.metrics.latency.labels(method, route).observe(time.perf_counter() - started)
+                self.metrics.observe_latency(method, route, time.perf_counter() - started)
             await send(message)
 
         with log_context(request_id=request_id):
@@ -84,7 +84,7 @@ class RequestMiddleware:
                 await self.app(scope, receive, send_with_id)
             finally:
                 route = scope.get("path_template") or "unmatched"
-                self.metrics.requests.labels(method, route, str(status)).inc()
+                self.metrics.count_request(method, route, status)
                 if logger.isEnabledFor(logging.DEBUG):
                     logger.debug(
                         "%s %s -> %d in %.1f ms",

@@ -19,10 +19,12 @@ def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
     return runtime
 
 
-async def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+async def provide_principal(request: Request[Any, Any, Any], runtime: Runtime) -> Principal:
     """Authenticate the caller from ``Authorization: Bearer ...`` (or serve the local user in
-    local mode); :class:`hubbub.errors.AuthenticationError` becomes 401."""
-    runtime: Runtime = request.app.state.runtime
+    local mode); :class:`hubbub.errors.AuthenticationError` becomes 401.
+
+    It depends on ``runtime`` so Litestar resolves the two in sequence: resolving independent
+    dependencies concurrently costs a task group per request."""
     header = request.headers.get("authorization", "")
     scheme, _, token = header.partition(" ")
     bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
