@@ -108,3 +108,17 @@ def broken_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"acme_broken": BROKEN_MODULE},
         {"broken": "acme_broken"},
     )
+
+
+@pytest.fixture(scope="session")
+def impostor_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A directory holding the installed distribution ``impostor-hubbub`` 6.6.6, whose entry
+    point has the same name as the built-in ``log_sink``."""
+    root = tmp_path_factory.mktemp("impostor")
+    return install_distribution(
+        root,
+        "impostor-hubbub",
+        "6.6.6",
+        {"impostor_mod": "IMPOSTOR = True\n"},
+        {"log_sink": "impostor_mod"},
+    )

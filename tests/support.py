@@ -18,7 +18,6 @@ import msgspec
 from hubbub import hookimpl
 from hubbub.contracts import Credentials
 from hubbub.models import Health, Principal
-from hubbub.plugins import Plugins
 from hubbub.tools import StaticToolProvider, function_tools
 from hubbub_plugins.log_sink import LogSink, LogSinkSettings
 from hubbub_plugins.memory_cache import MemoryCache, MemoryCacheSettings
@@ -178,10 +177,6 @@ def recording_toml(name: str = "rec", **extra_sections: str) -> str:
         providers = ["{name}"]
         """
     ).replace("methods = []", f'methods = ["{name}"]')
-
-
-def plugin_names(plugins: Plugins) -> set[str]:
-    return set(plugins.info)
 
 
 # -- throwaway distributions and the CLI ------------------------------------------------------

@@ -135,10 +135,6 @@ def test_misspelled_hook_is_an_error_naming_the_plugin() -> None:
     assert "unknown hook 'register_cache_backend'" in message
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: the suggestion is the misspelled hook itself (pluggy keeps a caller for it)",
-)
 def test_misspelled_hook_suggests_the_right_hook() -> None:
     with pytest.raises(PluginError) as caught:
         load_plugins(extra=[Typo()], entry_points=False, env={})
@@ -273,7 +269,6 @@ async def test_installed_distribution_is_discovered_selected_and_used(
     acme_site: Path, monkeypatch: pytest.MonkeyPatch, home: Path
 ) -> None:
     monkeypatch.syspath_prepend(str(acme_site))
-    monkeypatch.setenv("ACME_KEY", "acme-secret")
     plugins = load_plugins(env={})
     info = plugins.info["acme"]
     assert (info.source, info.distribution, info.version) == ("acme-hubbub", "acme-hubbub", "1.2.3")
@@ -285,7 +280,7 @@ async def test_installed_distribution_is_discovered_selected_and_used(
             '[cache]\nbackend = "acme"\n[plugins.acme]\nprefix = "x:"\n'
             'api_key = { env = "ACME_KEY" }\n'
         ),
-        env={"HUBBUB_HOME": str(home)},
+        env={"HUBBUB_HOME": str(home), "ACME_KEY": "acme-secret"},
     )
     async with Runtime.from_config(config, plugins=plugins) as runtime:
         assert type(runtime.cache).__module__ == "acme_hubbub_plugin"
@@ -345,6 +340,17 @@ def test_broken_distribution_in_the_cli(broken_site: Path, tmp_path: Path) -> No
     assert checked.returncode != 0
     assert "plugin 'broken' (distribution broken-hubbub 0.0.1)" in checked.stderr
     assert "Traceback" not in checked.stderr
+
+
+def test_entry_point_name_clash_is_reported(
+    impostor_site: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.syspath_prepend(str(impostor_site))
+    plugins = load_plugins(env={})
+    with pytest.raises(PluginError) as caught:
+        plugins.raise_for_failures()
+    assert "'log_sink'" in str(caught.value)
+    assert "impostor-hubbub" in str(caught.value)
 
 
 def test_recording_plugin_registers_every_kind() -> None:

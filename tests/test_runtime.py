@@ -478,10 +478,6 @@ async def test_after_llm_response_failure_does_not_affect_the_caller(
     assert response.message.content == "[offline echo] You said: hi"
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="bug: a HubbubError raised by before_llm_request is wrapped in PluginError",
-)
 async def test_before_llm_request_can_refuse_with_its_own_error(
     make_runtime: Callable[..., Runtime],
 ) -> None:

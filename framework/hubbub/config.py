@@ -22,6 +22,7 @@ import difflib
 import os
 import re
 import tomllib
+import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, ClassVar, Literal
@@ -325,6 +326,16 @@ def _struct_at(root: type[msgspec.Struct], path: str) -> type[msgspec.Struct] | 
     return current if isinstance(current, type) else None
 
 
+def _choices_at(root: type[msgspec.Struct], path: str) -> list[Any]:
+    """The allowed values, in declared order, of the ``Literal`` field at ``path``."""
+    parent, _, name = path.rpartition(".")
+    struct = _struct_at(root, parent) if parent else root
+    for field in msgspec.structs.fields(struct) if struct else ():
+        if field.name == name and typing.get_origin(field.type) is Literal:
+            return list(typing.get_args(field.type))
+    return []
+
+
 def _fields_of(struct: type[msgspec.Struct]) -> list[str]:
     return [f for f in struct.__struct_fields__ if f != "settings"]
 
@@ -349,6 +360,11 @@ def validation_issue(
         if valid:
             message += "; valid keys: " + ", ".join(valid)
         path = f"{path}.{key}" if path else key
+    elif message.startswith("Invalid enum value"):
+        choices = _choices_at(root, path)
+        message = message.replace("Invalid enum value", "got", 1)
+        if choices:
+            message = "expected one of " + ", ".join(repr(c) for c in choices) + ", " + message
     else:
         message = message.replace("`", "'")
         message = message[0].lower() + message[1:] if message else message

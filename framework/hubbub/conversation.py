@@ -13,6 +13,8 @@ import logging
 import time
 from typing import Any
 
+import msgspec
+
 from hubbub.contracts import MemoryStore, ToolContext
 from hubbub.errors import HubbubError, InvalidRequestError, NotFoundError
 from hubbub.events import (
@@ -247,10 +249,12 @@ class ConversationEngine:
         publish: _Publisher,
     ) -> Message:
         message = Message(role="assistant", conversation_id=conversation.id, model=model_id)
-        publish(MessageCreated(message=message))
+        publish(
+            MessageCreated(message=msgspec.structs.replace(message))
+        )  # a snapshot: filled later
         request = ChatRequest(
             model=model_id,
-            messages=history,
+            messages=list(history),
             tools=tools,
             user=owner.id,
             metadata={"conversation_id": conversation.id, "request_id": request_id},

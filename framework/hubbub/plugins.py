@@ -27,7 +27,7 @@ from typing import Any, TypeVar, cast
 import pluggy
 
 from hubbub import hookspecs
-from hubbub.errors import PluginError
+from hubbub.errors import HubbubError, PluginError
 from hubbub.registry import KINDS, Kind, Registrar, Registry
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "Plugins", "load_plugins", "maybe_await"]
@@ -135,21 +135,23 @@ class Plugins:
         :attr:`info` with their error, not raised."""
         wanted = set(only) if only is not None else None
         blocked = set(disabled)
-        seen: set[str] = set()
+        seen: dict[str, str | None] = {}
         for entry_point in sorted(
             importlib.metadata.entry_points(group=ENTRY_POINT_GROUP), key=lambda ep: ep.name
         ):
+            dist = entry_point.dist
+            dist_name = dist.metadata["Name"] if dist is not None else None
+            version = dist.version if dist is not None else None
             if entry_point.name in seen:
+                if seen[entry_point.name] != dist_name:  # not merely the same one found twice
+                    self._conflict(entry_point.name, seen[entry_point.name], dist_name)
                 continue
-            seen.add(entry_point.name)
+            seen[entry_point.name] = dist_name
             if entry_point.name in blocked:
                 self.pm.set_blocked(entry_point.name)
                 continue
             if wanted is not None and entry_point.name not in wanted:
                 continue
-            dist = entry_point.dist
-            dist_name = dist.metadata["Name"] if dist is not None else None
-            version = dist.version if dist is not None else None
             source = "built-in" if dist_name == BUILTIN_DISTRIBUTION else (dist_name or "unknown")
             try:
                 module = entry_point.load()
@@ -171,6 +173,19 @@ class Plugins:
                 )
             except PluginError as exc:
                 logger.error("%s", exc)
+
+    def _conflict(self, name: str, first: str | None, second: str | None) -> None:
+        """Two distributions declare the same plugin name: load neither, and say so."""
+        plugin = self.pm.get_plugin(name)
+        if plugin is not None:
+            self.pm.unregister(plugin)
+        info = self.info.get(name) or PluginInfo(name=name, source=second or "unknown")
+        info.error = (
+            f"two distributions declare a plugin named {name!r}: {first} and {second}; "
+            "uninstall one of them"
+        )
+        self.info[name] = info
+        logger.error("%s", info.error)
 
     # -- introspection ---------------------------------------------------------------------
 
@@ -214,7 +229,7 @@ class Plugins:
         :class:`PluginError` that names the plugin and its distribution."""
         try:
             return list(self._caller(hook_name, plugin_name)(**kwargs))
-        except PluginError:
+        except HubbubError:  # raised on purpose (to refuse a request, say): keep its meaning
             raise
         except Exception as exc:
             raise PluginError(
@@ -236,7 +251,7 @@ class Plugins:
             for value in self.call_one(plugin_name, hook_name, **kwargs):
                 try:
                     await maybe_await(value)
-                except PluginError:
+                except HubbubError:
                     raise
                 except Exception as exc:
                     raise PluginError(

@@ -54,14 +54,20 @@ class SQLiteDatabase:
 
         self._connection = await asyncio.get_running_loop().run_in_executor(self._executor, connect)
 
-    async def run(self, func: Callable[[sqlite3.Connection], T]) -> T:
-        """Run ``func(connection)`` on the database thread, in one transaction."""
+    async def run(self, func: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
+        """Run ``func(connection)`` on the database thread, in one transaction.
+
+        ``write=True`` takes the write lock first (``BEGIN IMMEDIATE``), so what ``func`` reads
+        cannot change (in another process) before it writes: use it for read-modify-write.
+        """
         executor, connection = self._executor, self._connection
         if executor is None or connection is None:
             raise RuntimeError(f"the SQLite database {self.path} is not open")
 
         def call() -> T:
             with connection:
+                if write:
+                    connection.execute("BEGIN IMMEDIATE")
                 return func(connection)
 
         return await asyncio.get_running_loop().run_in_executor(executor, call)

@@ -59,12 +59,20 @@ def _cursor_out(*parts: object) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(parts)).decode()
 
 
-def _cursor_in(cursor: str) -> list[Any]:
+def _cursor_in(cursor: str, *types: type | tuple[type, ...]) -> list[Any]:
+    """Decode a cursor made by :func:`_cursor_out` whose parts have ``types``."""
     try:
         parts = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
     except (ValueError, msgspec.DecodeError):
-        raise InvalidRequestError("cursor is not one this server issued", field="cursor") from None
-    if not isinstance(parts, list):
+        parts = None
+    if (
+        not isinstance(parts, list)
+        or len(parts) != len(types)
+        or not all(
+            isinstance(part, kind) and not isinstance(part, bool)
+            for part, kind in zip(parts, types, strict=True)
+        )
+    ):
         raise InvalidRequestError("cursor is not one this server issued", field="cursor")
     return parts
 
@@ -114,7 +122,7 @@ class SQLiteStore:
     async def list_conversations(
         self, owner: str, *, limit: int = 50, cursor: str | None = None
     ) -> Page:
-        after = _cursor_in(cursor) if cursor else None
+        after = _cursor_in(cursor, (float, int), str) if cursor else None
 
         def select(db: sqlite3.Connection) -> list[Any]:
             if after is None:
@@ -183,15 +191,13 @@ class SQLiteStore:
                 (conversation.updated_at, _encode(conversation), conversation_id),
             )
 
-        await self._run(insert)
+        await self._run(insert, write=True)
         return message
 
     async def list_messages(
         self, conversation_id: str, *, limit: int = 100, cursor: str | None = None
     ) -> Page:
-        after = _cursor_in(cursor)[0] if cursor else 0
-        if not isinstance(after, int):
-            raise InvalidRequestError("cursor is not one this server issued", field="cursor")
+        after = _cursor_in(cursor, int)[0] if cursor else 0
         rows = await self._run(
             lambda db: db.execute(
                 "SELECT data, seq FROM messages WHERE conversation_id = ? AND seq > ? "

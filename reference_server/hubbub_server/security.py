@@ -5,12 +5,19 @@ from __future__ import annotations
 from typing import Any
 
 from litestar import Request
+from litestar.di import NamedDependency
 
 from hubbub.contracts import Credentials
 from hubbub.models import Principal
 from hubbub.runtime import Runtime
 
-__all__ = ["provide_principal", "provide_runtime"]
+__all__ = ["Caller", "RuntimeDep", "provide_principal", "provide_runtime"]
+
+RuntimeDep = NamedDependency[Runtime]
+"""Annotate a handler parameter named ``runtime`` with this to receive the app's runtime."""
+Caller = NamedDependency[Principal]
+"""Annotate a handler parameter named ``principal`` with this to receive the authenticated
+caller (the request is refused with 401 before the handler runs if there is none)."""
 
 
 def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
@@ -19,7 +26,7 @@ def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
     return runtime
 
 
-async def provide_principal(request: Request[Any, Any, Any], runtime: Runtime) -> Principal:
+async def provide_principal(request: Request[Any, Any, Any], runtime: RuntimeDep) -> Principal:
     """Authenticate the caller from ``Authorization: Bearer ...`` (or serve the local user in
     local mode); :class:`hubbub.errors.AuthenticationError` becomes 401.
 

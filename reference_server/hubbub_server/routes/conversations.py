@@ -11,12 +11,12 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
-from litestar.params import Parameter
+from litestar.params import FromPath, JSONBody, Parameter
 
 from hubbub.log import current_context
-from hubbub.models import Conversation, Message, Page, Principal
-from hubbub.runtime import Runtime
+from hubbub.models import Conversation, Message, Page
 from hubbub_server.routes.events import event_stream
+from hubbub_server.security import Caller, RuntimeDep
 
 __all__ = ["ConversationsController"]
 
@@ -62,25 +62,29 @@ class ConversationsController(Controller):
 
     @post("/", summary="Start a conversation")
     async def create_conversation(
-        self, runtime: Runtime, principal: Principal, data: CreateConversation
+        self, runtime: RuntimeDep, principal: Caller, data: JSONBody[CreateConversation]
     ) -> Conversation:
         return await runtime.conversations.create(principal, title=data.title, model=data.model)
 
     @get("/", summary="List your conversations, most recently active first")
     async def list_conversations(
-        self, runtime: Runtime, principal: Principal, limit: Limit = 50, cursor: Cursor = None
+        self, runtime: RuntimeDep, principal: Caller, limit: Limit = 50, cursor: Cursor = None
     ) -> Page:
         return await runtime.conversations.list_conversations(principal, limit=limit, cursor=cursor)
 
     @get("/{conversation_id:str}", summary="Get a conversation")
     async def get_conversation(
-        self, runtime: Runtime, principal: Principal, conversation_id: str
+        self, runtime: RuntimeDep, principal: Caller, conversation_id: FromPath[str]
     ) -> Conversation:
         return await runtime.conversations.get(principal, conversation_id)
 
     @patch("/{conversation_id:str}", summary="Rename a conversation or change its model")
     async def update_conversation(
-        self, runtime: Runtime, principal: Principal, conversation_id: str, data: UpdateConversation
+        self,
+        runtime: RuntimeDep,
+        principal: Caller,
+        conversation_id: FromPath[str],
+        data: JSONBody[UpdateConversation],
     ) -> Conversation:
         return await runtime.conversations.update(
             principal, conversation_id, title=data.title, model=data.model
@@ -88,13 +92,17 @@ class ConversationsController(Controller):
 
     @delete("/{conversation_id:str}", summary="Delete a conversation and its messages")
     async def delete_conversation(
-        self, runtime: Runtime, principal: Principal, conversation_id: str
+        self, runtime: RuntimeDep, principal: Caller, conversation_id: FromPath[str]
     ) -> None:
         await runtime.conversations.delete(principal, conversation_id)
 
     @post("/{conversation_id:str}/messages", summary="Send a message; the reply follows")
     async def send_message(
-        self, runtime: Runtime, principal: Principal, conversation_id: str, data: SendMessage
+        self,
+        runtime: RuntimeDep,
+        principal: Caller,
+        conversation_id: FromPath[str],
+        data: JSONBody[SendMessage],
     ) -> Response[SentMessage]:
         engine = runtime.conversations
         if data.model is not None:
@@ -110,9 +118,9 @@ class ConversationsController(Controller):
     @get("/{conversation_id:str}/messages", summary="List a conversation's messages")
     async def list_messages(
         self,
-        runtime: Runtime,
-        principal: Principal,
-        conversation_id: str,
+        runtime: RuntimeDep,
+        principal: Caller,
+        conversation_id: FromPath[str],
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
         cursor: Cursor = None,
     ) -> Page:
@@ -124,9 +132,9 @@ class ConversationsController(Controller):
     async def conversation_events(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        principal: Principal,
-        conversation_id: str,
+        runtime: RuntimeDep,
+        principal: Caller,
+        conversation_id: FromPath[str],
     ) -> Any:
         await runtime.conversations.get(principal, conversation_id)
         return event_stream(request, runtime, principal, conversation_id)

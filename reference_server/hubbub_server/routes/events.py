@@ -18,8 +18,7 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from hubbub.events import Event, Subscription
-from hubbub.models import Principal
-from hubbub.runtime import Runtime
+from hubbub_server.security import Caller, RuntimeDep
 from hubbub_server.sse import sse_response, with_heartbeat
 
 __all__ = ["EventsController", "event_stream"]
@@ -53,8 +52,8 @@ async def _frames(
 
 def event_stream(
     request: Request[Any, Any, Any],
-    runtime: Runtime,
-    principal: Principal,
+    runtime: RuntimeDep,
+    principal: Caller,
     conversation_id: str | None = None,
 ) -> ServerSentEvent:
     """An SSE response of the events ``principal`` may see (of one conversation, if given)."""
@@ -78,6 +77,6 @@ class EventsController(Controller):
 
     @get("/", summary="Server-sent events of everything you may see")
     async def events(
-        self, request: Request[Any, Any, Any], runtime: Runtime, principal: Principal
+        self, request: Request[Any, Any, Any], runtime: RuntimeDep, principal: Caller
     ) -> ServerSentEvent:
         return event_stream(request, runtime, principal)

@@ -6,7 +6,7 @@ from typing import Any
 
 from litestar import Controller, Response, get
 
-from hubbub.runtime import Runtime
+from hubbub_server.security import RuntimeDep
 
 __all__ = ["HealthController"]
 
@@ -20,6 +20,6 @@ class HealthController(Controller):
         return {"status": "ok"}
 
     @get("/ready", summary="Readiness: every component's health; 503 when down")
-    async def ready(self, runtime: Runtime) -> Response[Any]:
+    async def ready(self, runtime: RuntimeDep) -> Response[Any]:
         health = await runtime.health()
         return Response(health, status_code=503 if health.status == "down" else 200)

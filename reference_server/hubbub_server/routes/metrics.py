@@ -7,12 +7,12 @@ from typing import Any
 from litestar import Request, Response, get
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from hubbub.runtime import Runtime
+from hubbub_server.security import RuntimeDep
 
 __all__ = ["metrics_endpoint"]
 
 
 @get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True)
-async def metrics_endpoint(request: Request[Any, Any, Any], runtime: Runtime) -> Response[bytes]:
+async def metrics_endpoint(request: Request[Any, Any, Any], runtime: RuntimeDep) -> Response[bytes]:
     body = request.app.state.metrics.render(await runtime.health())
     return Response(body, media_type=CONTENT_TYPE_LATEST)

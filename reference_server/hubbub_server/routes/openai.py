@@ -12,11 +12,11 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, Response, get, post
+from litestar.params import JSONBody
 from litestar.response.sse import ServerSentEventMessage
 
 from hubbub.errors import HubbubError
-from hubbub.models import ChatChunk, ChatRequest, Principal, Usage, new_id
-from hubbub.runtime import Runtime
+from hubbub.models import ChatChunk, ChatRequest, Usage, new_id
 from hubbub_server.openai_format import (
     ChatCompletionRequest,
     chunk_payload,
@@ -24,6 +24,7 @@ from hubbub_server.openai_format import (
     models_payload,
     to_chat_request,
 )
+from hubbub_server.security import Caller, RuntimeDep
 from hubbub_server.sse import sse_response
 
 __all__ = ["OpenAIController"]
@@ -36,16 +37,16 @@ class OpenAIController(Controller):
     tags = ["openai"]
 
     @get("/models", summary="Models available (OpenAI format)")
-    async def models(self, runtime: Runtime, principal: Principal) -> dict[str, Any]:
+    async def models(self, runtime: RuntimeDep, principal: Caller) -> dict[str, Any]:
         return models_payload(runtime.llm.models())
 
     @post("/chat/completions", status_code=200, summary="Chat completion (OpenAI format)")
     async def chat_completions(
         self,
         request: Request[Any, Any, Any],
-        runtime: Runtime,
-        principal: Principal,
-        data: ChatCompletionRequest,
+        runtime: RuntimeDep,
+        principal: Caller,
+        data: JSONBody[ChatCompletionRequest],
     ) -> Any:
         chat = to_chat_request(data, principal.id)
         runtime.llm.resolve(chat.model)  # an unknown model is a 404 before any stream starts
@@ -57,7 +58,7 @@ class OpenAIController(Controller):
 
 
 async def _stream(
-    runtime: Runtime, chat: ChatRequest, include_usage: bool
+    runtime: RuntimeDep, chat: ChatRequest, include_usage: bool
 ) -> AsyncIterator[ServerSentEventMessage]:
     completion_id, created = new_id("chatcmpl-"), int(time.time())
     usage = Usage()

@@ -1,0 +1,198 @@
+"""The event bus: filtered delivery, bounded queues that drop the oldest, disconnection, and
+events that survive a JSON round trip."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import pytest
+
+from hubbub.events import (
+    AnyEvent,
+    ConversationUpdated,
+    ErrorEvent,
+    Event,
+    EventBus,
+    MessageCompleted,
+    MessageCreated,
+    MessageDelta,
+    SessionRevoked,
+    Status,
+    ToolFinished,
+    ToolStarted,
+    Typing,
+    UsageRecorded,
+    decode_event,
+)
+from hubbub.models import Conversation, Message, ToolCall, ToolResult, Usage
+
+
+async def received(subscription: object) -> list[Event]:
+    subscription.close()  # type: ignore[attr-defined]
+    return [event async for event in subscription]  # type: ignore[attr-defined]
+
+
+async def test_subscribers_receive_what_their_filter_accepts() -> None:
+    bus = EventBus()
+    everything = bus.subscribe()
+    only_c1 = bus.subscribe(lambda e: e.conversation_id == "c1")
+    only_typing = bus.subscribe(lambda e: isinstance(e, Typing))
+    events = [
+        Typing(active=True, conversation_id="c1"),
+        Status(state="thinking", conversation_id="c2"),
+        MessageDelta(message_id="m", delta="hi", conversation_id="c1"),
+    ]
+    for event in events:
+        assert bus.publish(event) is event
+    assert await received(everything) == events
+    assert await received(only_c1) == [events[0], events[2]]
+    assert await received(only_typing) == [events[0]]
+    assert bus.published == 3
+
+
+async def test_publish_stamps_ordered_ids_and_times() -> None:
+    bus = EventBus()
+    before = time.time()
+    stamped = [bus.publish(Status(state=str(n))) for n in range(5)]
+    sequences = [int(event.id.split("-")[1]) for event in stamped]
+    assert sequences == [1, 2, 3, 4, 5]
+    assert all(before <= event.ts <= time.time() for event in stamped)
+    assert all(int(event.id.split("-")[0]) >= int(before * 1000) for event in stamped)
+
+
+async def test_waiting_reader_is_woken_by_publish() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe()
+    reader = asyncio.ensure_future(subscription.get())
+    await asyncio.sleep(0)
+    assert not reader.done()
+    bus.publish(Status(state="go"))
+    event = await asyncio.wait_for(reader, 1)
+    assert isinstance(event, Status)
+    assert event.state == "go"
+
+
+async def test_slow_subscriber_drops_the_oldest_without_blocking_the_publisher() -> None:
+    bus = EventBus(queue_size=100)
+    slow = bus.subscribe(maxsize=3)
+    fast = bus.subscribe()
+    began = time.perf_counter()
+    for n in range(50):
+        bus.publish(Status(state=str(n)))
+    assert time.perf_counter() - began < 1.0
+    assert slow.dropped == 47
+    kept = [await slow.get() for _ in range(3)]
+    assert [e.state for e in kept] == ["47", "48", "49"]  # type: ignore[union-attr]
+    assert fast.dropped == 0
+    assert len(await received(fast)) == 50
+    health = await bus.health()
+    assert health.status == "ok"
+
+
+async def test_bus_queue_size_is_the_default_bound() -> None:
+    bus = EventBus(queue_size=2)
+    subscription = bus.subscribe()
+    for n in range(5):
+        bus.publish(Status(state=str(n)))
+    assert subscription.dropped == 3
+    assert "3 dropped by slow subscribers" in (await bus.health()).detail
+
+
+async def test_closing_disconnects() -> None:
+    bus = EventBus()
+    first = bus.subscribe()
+    with bus.subscribe() as second:
+        assert bus.subscriber_count == 2
+    assert bus.subscriber_count == 1
+    assert second.closed
+    bus.publish(Status(state="after"))
+    assert await received(second) == []
+    first.close()
+    first.close()  # twice is fine
+    assert bus.subscriber_count == 0
+    assert [e.state for e in await received(first)] == ["after"]  # type: ignore[attr-defined]
+    assert await first.get() is None
+
+
+async def test_close_keeps_every_queued_event() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe(maxsize=3)
+    for n in range(3):
+        bus.publish(Status(state=str(n)))
+    assert [e.state for e in await received(subscription)] == ["0", "1", "2"]  # type: ignore[attr-defined]
+
+
+async def test_close_ends_a_waiting_iteration() -> None:
+    bus = EventBus()
+    subscription = bus.subscribe()
+
+    async def read_all() -> list[Event]:
+        return [event async for event in subscription]
+
+    reader = asyncio.ensure_future(read_all())
+    bus.publish(Status(state="one"))
+    await asyncio.sleep(0.01)
+    subscription.close()
+    events = await asyncio.wait_for(reader, 1)
+    assert [e.state for e in events] == ["one"]  # type: ignore[attr-defined]
+
+
+async def test_bus_aclose_closes_every_subscription() -> None:
+    bus = EventBus()
+    subscriptions = [bus.subscribe() for _ in range(3)]
+    await bus.aclose()
+    assert bus.subscriber_count == 0
+    assert all(s.closed for s in subscriptions)
+
+
+async def test_subscriptions_of_one_bus_do_not_see_another_bus() -> None:
+    first, second = EventBus(), EventBus()
+    on_second = second.subscribe()
+    first.publish(Status(state="elsewhere"))
+    assert await received(on_second) == []
+
+
+EXAMPLES: list[Event] = [
+    MessageCreated(message=Message(role="user", content="hi", conversation_id="c")),
+    MessageDelta(message_id="m1", delta=" there"),
+    MessageCompleted(
+        message=Message(role="assistant", content="done", usage=Usage(total_tokens=3))
+    ),
+    Typing(active=False, who="assistant"),
+    Status(state="calling_tool", detail="calculator"),
+    ToolStarted(call=ToolCall(id="c1", name="calculator", arguments='{"expression": "2"}')),
+    ToolFinished(
+        result=ToolResult(call_id="c1", name="calculator", content="2", data={"v": 2}),
+        duration_ms=1.5,
+    ),
+    ConversationUpdated(change="created", conversation=Conversation(owner="ada", title="t")),
+    UsageRecorded(model="offline/echo", usage=Usage(prompt_tokens=1, cost_usd=0.0)),
+    ErrorEvent(code="provider_error", message="the model failed"),
+    SessionRevoked(session_id="s1", principal_id="ada"),
+]
+
+
+@pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.type)
+async def test_events_round_trip_through_json(event: Event) -> None:
+    EventBus().publish(event)
+    event.conversation_id = event.conversation_id or "conv_1"
+    event.owner = "ada"
+    data = msgspec.json.encode(event)
+    assert msgspec.json.decode(data)["type"] == event.type
+    decoded = decode_event(data)
+    assert type(decoded) is type(event)
+    assert decoded == event
+    assert decode_event(data.decode()) == event
+
+
+def test_every_event_type_is_decodable_and_distinct() -> None:
+    types = [cls.__struct_config__.tag for cls in AnyEvent.__args__]  # type: ignore[attr-defined]
+    assert len(set(types)) == len(types)
+    assert {e.type for e in EXAMPLES} == set(types)
+
+
+def test_decode_rejects_unknown_types() -> None:
+    with pytest.raises(msgspec.ValidationError):
+        decode_event(b'{"type": "mystery", "id": "1"}')
