@@ -3,7 +3,7 @@ installed next to hubbub, the plugin is listed by ``hubbub plugins``, a real ``h
 offers its tool, and the generated project's own tests pass.
 
 The project is installed with ``uv pip install --target`` into a directory that subprocesses put
-on ``PYTHONPATH``: a real wheel build (hatchling, taken from uv's cache, so offline) and a real
+on ``PYTHONPATH``: a real wheel build (hatchling from hubbub's dev dependencies, offline) and a real
 ``.dist-info`` with the entry point, without touching the test environment itself.
 """
 
@@ -76,17 +76,12 @@ class Rendered:
         )
 
     def install(self) -> None:
-        command = [find_uv(), "pip", "install", "--no-deps", "--python", sys.executable]
-        command += ["--target", str(self.site), str(self.project)]
-        # Offline first: `uv sync` cached hatchling when it built hubbub. Online (the package
-        # index only) if this cache lacks it.
-        for extra in (["--offline"], []):
-            result = subprocess.run(
-                command + extra, capture_output=True, text=True, timeout=120, check=False
-            )
-            if result.returncode == 0:
-                return
-        pytest.fail(f"uv could not install the rendered plugin:\n{result.stderr}")
+        # hatchling is a dev dependency of hubbub, so the wheel builds offline without isolation.
+        command = [find_uv(), "pip", "install", "--offline", "--no-deps", "--no-build-isolation"]
+        command += ["--python", sys.executable, "--target", str(self.site), str(self.project)]
+        result = subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+        if result.returncode != 0:
+            pytest.fail(f"uv could not install the rendered plugin:\n{result.stderr}")
 
     def run(
         self, args: list[str], *, installed: bool = True, cwd: Path | None = None
