@@ -1,0 +1,275 @@
+"""LLM provider ``litellm``: any model litellm supports (OpenAI, Anthropic, Azure, Ollama, ...).
+
+Each model is one entry of ``[plugins.litellm_provider]``::
+
+    [[plugins.litellm_provider.models]]
+    name = "gpt-4o-mini"                  # the id clients use
+    model = "openai/gpt-4o-mini"          # litellm's model string (default: name)
+    api_key = { env = "OPENAI_API_KEY" }
+
+litellm is imported only when at least one model is configured (it takes seconds and ~200 MB),
+on a thread, never at hubbub's import. It runs offline: its bundled price table is used
+(``LITELLM_LOCAL_MODEL_COST_MAP``) and tiktoken reads the encodings litellm ships.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import os
+from collections.abc import AsyncIterator, Sequence
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hubbub import hookimpl
+from hubbub.config import Secret
+from hubbub.errors import ProviderError, ProviderTimeoutError, UnknownModelError
+from hubbub.models import (
+    ChatChunk,
+    ChatRequest,
+    ChatResponse,
+    Health,
+    Message,
+    ModelInfo,
+    ToolCall,
+    Usage,
+)
+
+if TYPE_CHECKING:
+    from hubbub.registry import ComponentContext, Registrar
+
+
+class LiteLLMModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """One model served through litellm."""
+
+    name: str
+    """The model id clients use (``model`` in requests, listed by ``/v1/models``)."""
+    model: str | None = None
+    """litellm's model string, e.g. ``openai/gpt-4o-mini``; defaults to ``name``."""
+    api_key: Secret | None = None
+    """The provider's key: ``{ env = "NAME" }`` or ``{ file = "PATH" }``."""
+    api_base: str | None = None
+    """Base URL for OpenAI-compatible or self-hosted endpoints."""
+    description: str = ""
+    """Shown in model listings."""
+    context_window: int | None = None
+    """Tokens the model accepts, if you want it listed."""
+    supports_tools: bool = True
+    """Whether tools are offered to this model."""
+    options: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Extra keyword arguments for ``litellm.acompletion`` (``top_p``, ``num_retries``...)."""
+
+
+class LiteLLMSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Settings of the ``litellm_provider`` plugin (``[plugins.litellm_provider]``)."""
+
+    models: list[LiteLLMModel] = msgspec.field(default_factory=list)
+    """The models to serve; none by default (then litellm is never imported)."""
+    timeout: float = 60.0
+    """Seconds litellm waits for the provider (hubbub's ``[llm] request_timeout`` also applies)."""
+
+
+def _import_litellm() -> Any:
+    os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
+    spec = importlib.util.find_spec("litellm")
+    if spec is not None and spec.origin and "TIKTOKEN_CACHE_DIR" not in os.environ:
+        tokenizers = Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
+        os.environ["TIKTOKEN_CACHE_DIR"] = str(tokenizers)
+    import litellm
+
+    litellm.telemetry = False
+    litellm.suppress_debug_info = True
+    return litellm
+
+
+def _wire(message: Message) -> dict[str, Any]:
+    data: dict[str, Any] = {"role": message.role, "content": message.content}
+    if message.name:
+        data["name"] = message.name
+    if message.tool_calls:
+        data["tool_calls"] = [
+            {"id": c.id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}}
+            for c in message.tool_calls
+        ]
+    if message.tool_call_id:
+        data["tool_call_id"] = message.tool_call_id
+    return data
+
+
+class LiteLLMProvider:
+    """A :class:`hubbub.contracts.LLMProvider` over ``litellm.acompletion``."""
+
+    def __init__(self, name: str, settings: LiteLLMSettings) -> None:
+        self.name = name
+        self.settings = settings
+        self.models = {m.name: m for m in settings.models}
+        self._litellm: Any = None
+
+    async def start(self) -> None:
+        if self.models:
+            self._litellm = await asyncio.to_thread(_import_litellm)
+
+    async def health(self) -> Health:
+        if not self.models:
+            return Health(detail="no models configured")
+        return Health(detail=f"{len(self.models)} models via litellm")
+
+    async def aclose(self) -> None:
+        """litellm keeps no connections hubbub owns."""
+
+    async def list_models(self) -> Sequence[ModelInfo]:
+        return [
+            ModelInfo(
+                id=m.name,
+                provider=self.name,
+                description=m.description,
+                context_window=m.context_window,
+                supports_tools=m.supports_tools,
+            )
+            for m in self.models.values()
+        ]
+
+    def _arguments(self, request: ChatRequest) -> dict[str, Any]:
+        entry = self.models.get(request.model)
+        if entry is None:
+            raise UnknownModelError(
+                f"model {request.model!r} is not configured for litellm", field="model"
+            )
+        arguments: dict[str, Any] = {
+            "model": entry.model or entry.name,
+            "messages": [_wire(m) for m in request.messages],
+            "timeout": self.settings.timeout,
+            **entry.options,
+        }
+        if entry.api_key is not None:
+            arguments["api_key"] = entry.api_key.reveal()
+        if entry.api_base:
+            arguments["api_base"] = entry.api_base
+        if request.tools and entry.supports_tools:
+            arguments["tools"] = [
+                {
+                    "type": "function",
+                    "function": {
+                        "name": t.name,
+                        "description": t.description,
+                        "parameters": t.parameters,
+                    },
+                }
+                for t in request.tools
+            ]
+            if request.tool_choice is not None:
+                arguments["tool_choice"] = request.tool_choice
+        for key in ("temperature", "max_tokens", "stop", "user"):
+            value = getattr(request, key)
+            if value is not None:
+                arguments[key] = value
+        return arguments
+
+    def _error(self, request: ChatRequest, exc: Exception) -> Exception:
+        litellm = self._litellm
+        if isinstance(exc, litellm.Timeout | TimeoutError):
+            return ProviderTimeoutError(f"model {request.model!r} timed out")
+        # litellm's messages carry the provider's explanation; no traceback leaves hubbub.
+        message = str(exc).split("\n", 1)[0]
+        return ProviderError(f"model {request.model!r} failed: {message}")
+
+    def _cost(self, model: str, usage: Usage) -> float | None:
+        try:
+            prompt, completion = self._litellm.cost_per_token(
+                model=model,
+                prompt_tokens=usage.prompt_tokens,
+                completion_tokens=usage.completion_tokens,
+            )
+        except Exception:  # a model without a known price
+            return None
+        return float(prompt + completion)
+
+    def _usage(self, model: str, raw: Any) -> Usage:
+        if raw is None:
+            return Usage()
+        usage = Usage(
+            prompt_tokens=raw.prompt_tokens or 0,
+            completion_tokens=raw.completion_tokens or 0,
+            total_tokens=raw.total_tokens or 0,
+        )
+        usage.cost_usd = self._cost(model, usage)
+        return usage
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        arguments = self._arguments(request)
+        try:
+            response = await self._litellm.acompletion(**arguments)
+        except Exception as exc:
+            raise self._error(request, exc) from None
+        choice = response.choices[0]
+        calls = [
+            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+            for c in choice.message.tool_calls or ()
+        ]
+        usage = self._usage(arguments["model"], getattr(response, "usage", None))
+        message = Message(
+            role="assistant",
+            content=choice.message.content or "",
+            tool_calls=calls or None,
+            model=request.model,
+            usage=usage,
+        )
+        return ChatResponse(
+            model=request.model,
+            message=message,
+            usage=usage,
+            finish_reason=choice.finish_reason or "stop",
+        )
+
+    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        arguments = self._arguments(request)
+        arguments.update(stream=True, stream_options={"include_usage": True})
+        calls: dict[int, dict[str, str]] = {}
+        finish = "stop"
+        usage = Usage()
+        try:
+            response = await self._litellm.acompletion(**arguments)
+            async for chunk in response:
+                if getattr(chunk, "usage", None):
+                    usage = self._usage(arguments["model"], chunk.usage)
+                if not chunk.choices:
+                    continue
+                choice = chunk.choices[0]
+                finish = choice.finish_reason or finish
+                for part in getattr(choice.delta, "tool_calls", None) or ():
+                    call = calls.setdefault(
+                        part.index or 0, {"id": "", "name": "", "arguments": ""}
+                    )
+                    call["id"] = part.id or call["id"]
+                    if part.function is not None:
+                        call["name"] = part.function.name or call["name"]
+                        call["arguments"] += part.function.arguments or ""
+                if choice.delta.content:
+                    yield ChatChunk(delta=choice.delta.content)
+        except Exception as exc:
+            raise self._error(request, exc) from None
+        if calls:
+            yield ChatChunk(
+                tool_calls=[
+                    ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
+                    for _, c in sorted(calls.items())
+                ]
+            )
+            finish = "tool_calls"
+        yield ChatChunk(finish_reason=finish, usage=usage)
+
+
+@hookimpl
+def register_llm_providers(register: Registrar) -> None:
+    def build(context: ComponentContext) -> LiteLLMProvider:
+        return LiteLLMProvider(context.name, context.settings)
+
+    register(
+        "litellm",
+        build,
+        settings=LiteLLMSettings,
+        description="any provider litellm supports, one [[plugins.litellm_provider.models]]"
+        " block each",
+    )

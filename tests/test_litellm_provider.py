@@ -1,0 +1,154 @@
+"""The litellm provider. Paid APIs cannot run here, so replies come from litellm's own
+``mock_response`` / ``mock_tool_calls`` (a mock of the paid API, named as such); failures are
+real: a closed loopback port, and a loopback server that accepts and never answers."""
+
+from __future__ import annotations
+
+import asyncio
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Callable
+
+import pytest
+
+from hubbub.errors import ProviderError, ProviderTimeoutError
+from hubbub.models import ChatRequest, Message
+from hubbub.runtime import Runtime
+
+MOCKED = """
+[llm]
+providers = ["litellm"]
+default_model = "mini"
+
+[[plugins.litellm_provider.models]]
+name = "mini"
+model = "openai/gpt-4o-mini"
+api_key = { env = "TEST_OPENAI_KEY" }
+options = { mock_response = "Hello from the mocked API" }
+
+[[plugins.litellm_provider.models]]
+name = "mini-tools"
+model = "openai/gpt-4o-mini"
+api_key = "sk-test"
+
+[[plugins.litellm_provider.models.options.mock_tool_calls]]
+id = "call_1"
+type = "function"
+function = { name = "calculator", arguments = '{"expression": "1+1"}' }
+"""
+
+
+def request(model: str, text: str = "hi") -> ChatRequest:
+    return ChatRequest(model=model, messages=[Message(role="user", content=text)])
+
+
+@pytest.fixture
+async def mocked(make_config: Callable[..., object]) -> AsyncIterator[Runtime]:
+    from hubbub.plugins import load_plugins
+
+    config = make_config(MOCKED, env={"TEST_OPENAI_KEY": "sk-from-env"})
+    plugins = load_plugins(env={})
+    async with Runtime.from_config(config, plugins=plugins) as runtime:  # type: ignore[arg-type]
+        yield runtime
+
+
+async def test_models_are_listed_with_their_names(mocked: Runtime) -> None:
+    assert [m.id for m in mocked.llm.models()] == ["mini", "mini-tools"]
+    assert {m.provider for m in mocked.llm.models()} == {"litellm"}
+
+
+async def test_complete_returns_text_usage_and_cost(mocked: Runtime) -> None:
+    response = await mocked.llm.complete(request("mini"))
+    assert response.message.content == "Hello from the mocked API"
+    assert response.usage.total_tokens > 0
+    assert response.usage.cost_usd is not None
+    assert response.usage.cost_usd > 0  # from litellm's bundled price table, offline
+
+
+async def test_stream_assembles_the_same_text(mocked: Runtime) -> None:
+    chunks = [chunk async for chunk in mocked.llm.stream(request("mini"))]
+    assert len([c for c in chunks if c.delta]) > 1
+    assert "".join(c.delta for c in chunks) == "Hello from the mocked API"
+    assert chunks[-1].finish_reason == "stop"
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.completion_tokens > 0
+
+
+async def test_tool_calls_come_back_as_hubbub_tool_calls(mocked: Runtime) -> None:
+    response = await mocked.llm.complete(request("mini-tools"))
+    (call,) = response.message.tool_calls or []
+    assert (call.id, call.name, call.arguments) == ("call_1", "calculator", '{"expression": "1+1"}')
+
+
+async def test_unreachable_provider_is_a_provider_error(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    runtime = make_runtime("""
+        [llm]
+        providers = ["litellm"]
+        default_model = "down"
+        [[plugins.litellm_provider.models]]
+        name = "down"
+        model = "openai/gpt-4o-mini"
+        api_key = "sk-test"
+        api_base = "http://127.0.0.1:9/v1"
+        options = { max_retries = 0 }
+        """)
+    async with runtime:
+        with pytest.raises(ProviderError) as caught:
+            await runtime.llm.complete(request("down"))
+    assert "down" in str(caught.value)
+    assert "Traceback" not in str(caught.value)
+
+
+async def test_provider_that_never_answers_times_out(make_runtime: Callable[..., Runtime]) -> None:
+    accepted: list[asyncio.StreamWriter] = []
+
+    async def silent(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        accepted.append(writer)  # read nothing, answer nothing
+
+    server = await asyncio.start_server(silent, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    runtime = make_runtime(f"""
+        [llm]
+        providers = ["litellm"]
+        default_model = "silent"
+        request_timeout = 0.5
+        [[plugins.litellm_provider.models]]
+        name = "silent"
+        model = "openai/gpt-4o-mini"
+        api_key = "sk-test"
+        api_base = "http://127.0.0.1:{port}/v1"
+        options = {{ max_retries = 0 }}
+        """)
+    try:
+        async with runtime:
+            with pytest.raises(ProviderTimeoutError):
+                await runtime.llm.complete(request("silent"))
+            with pytest.raises(ProviderTimeoutError):
+                async for _ in runtime.llm.stream(request("silent")):
+                    pass
+        assert accepted, "the provider was really contacted"
+    finally:
+        for writer in accepted:
+            writer.close()
+        server.close()
+        await server.wait_closed()
+
+
+def test_litellm_is_not_imported_without_models(tmp_path: object) -> None:
+    code = (
+        "import asyncio, sys\n"
+        "from hubbub import Runtime, load_config\n"
+        f"env = {{'HUBBUB_HOME': {str(tmp_path)!r}}}\n"
+        "config = load_config(text='[auth]\\nmethods = []', env=env)\n"
+        "async def main():\n"
+        "    async with Runtime.from_config(config) as runtime:\n"
+        "        assert 'litellm' in runtime.llm.providers\n"
+        "asyncio.run(main())\n"
+        "print('litellm' in sys.modules)\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
+    )
+    assert result.stdout.strip() == "False"
