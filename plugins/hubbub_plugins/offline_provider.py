@@ -51,6 +51,15 @@ def count_tokens(text: str) -> int:
     return len(_WORDS.findall(text))
 
 
+def _called_tool(messages: Sequence[Message], call_id: str | None) -> str | None:
+    """The name of the tool an earlier assistant message called with ``call_id``."""
+    for message in reversed(messages):
+        for call in message.tool_calls or ():
+            if call.id == call_id:
+                return call.name
+    return None
+
+
 class OfflineProvider:
     """A :class:`hubbub.contracts.LLMProvider` that answers from the prompt alone."""
 
@@ -90,7 +99,8 @@ class OfflineProvider:
         if variant != TOOLS:
             return f"[offline echo] You said: {prompt}", []
         if last.role == "tool":
-            return f"[offline tools] The tool {last.name or 'tool'} returned: {last.content}", []
+            name = last.name or _called_tool(request.messages, last.tool_call_id) or "tool"
+            return f"[offline tools] The tool {name} returned: {last.content}", []
         match = _CALL.match(prompt)
         if last.role != "user" or match is None:
             return (

@@ -29,7 +29,7 @@ from hubbub.errors import ComponentError
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.runtime import Runtime
 from hubbub_server.metrics import Metrics
-from hubbub_server.middleware import RequestMiddleware
+from hubbub_server.middleware import RequestMiddleware, unmatched_request_hook
 from hubbub_server.problems import EXCEPTION_HANDLERS
 from hubbub_server.routes import ROUTES
 from hubbub_server.security import provide_principal, provide_runtime
@@ -112,7 +112,10 @@ class HubbubPlugin(InitPlugin):
         app_config.middleware.insert(
             0, DefineMiddleware(RequestMiddleware, metrics=self.metrics, state=app_config.state)
         )
+        app_config.before_send.append(unmatched_request_hook(self.metrics))
         app_config.lifespan.append(self._lifespan)
+        # Litestar 2 takes the body limit from its constructor argument only: an app built
+        # around this plugin passes it too (create_app does).
         app_config.request_max_body_size = self.runtime.config.server.max_body_bytes
         return app_config
 
@@ -141,6 +144,7 @@ def create_app(
         runtime = Runtime.from_config(config, plugins=plugins)
     return Litestar(
         plugins=[HubbubPlugin(runtime, metrics=metrics)],
+        request_max_body_size=runtime.config.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Hubbub", version=__version__, path="/schema"),
         logging_config=None,
     )

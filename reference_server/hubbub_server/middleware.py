@@ -3,6 +3,9 @@
 * ``X-Request-ID`` is taken from the request when it is sane (at most 128 visible ASCII
   characters), else generated; it is bound to the log context and echoed in the response.
 * While the server drains for shutdown, new requests get 503 with ``Connection: close``.
+
+Litestar runs app middleware only for requests that match a route; :func:`unmatched_request_hook`
+covers the others.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from litestar.types import ASGIApp, Message, Receive, Scope, Send
 from hubbub.log import log_context
 from hubbub_server.metrics import Metrics
 
-__all__ = ["RequestMiddleware"]
+__all__ = ["RequestMiddleware", "request_id_for", "unmatched_request_hook"]
 
 logger = logging.getLogger("hubbub.server.access")
 
@@ -27,6 +30,31 @@ _DRAINING = (
     b'{"type":"about:blank","title":"Service Unavailable","status":503,'
     b'"detail":"the server is shutting down; retry on another instance","code":"draining"}'
 )
+
+
+def request_id_for(scope: Any) -> str:
+    """The request's sane ``X-Request-ID``, else a new random one."""
+    for name, value in scope["headers"]:
+        if name == b"x-request-id":
+            text: str = value.decode("latin-1")
+            if _SANE_ID.match(text):
+                return text
+            break
+    return os.urandom(16).hex()
+
+
+def unmatched_request_hook(metrics: Metrics) -> Any:
+    """A Litestar ``before_send`` hook for responses the middleware never saw (no route
+    matched: 404, 405): give them a request id and count them."""
+
+    async def before_send(message: Message, scope: Scope) -> None:
+        if message["type"] != "http.response.start" or "hubbub_request_id" in scope:
+            return
+        request_id = request_id_for(scope)
+        message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
+        metrics.count_request(str(scope.get("method", "")), "unmatched", message["status"])
+
+    return before_send
 
 
 class RequestMiddleware:
@@ -44,13 +72,7 @@ class RequestMiddleware:
         await self._http(scope, receive, send)
 
     async def _http(self, scope: Any, receive: Receive, send: Any) -> None:
-        request_id = None
-        for name, value in scope["headers"]:
-            if name == b"x-request-id":
-                text = value.decode("latin-1")
-                request_id = text if _SANE_ID.match(text) else None
-                break
-        request_id = request_id or os.urandom(16).hex()
+        request_id = scope["hubbub_request_id"] = request_id_for(scope)
         header = (b"x-request-id", request_id.encode())
         method = scope["method"]
         if getattr(self.state, "draining", False):

@@ -71,7 +71,10 @@ def _validation_error(request: Request[Any, Any, Any], exc: ValidationException)
         ]
         detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
         return problem(422, detail, code="invalid_request", errors=errors)
-    detail = exc.detail
+    return _bad_request(exc.detail)
+
+
+def _bad_request(detail: str) -> Response[Any]:
     if detail.startswith("JSON is malformed"):
         detail = "the request body is not valid JSON" + detail[len("JSON is malformed") :]
         return problem(400, detail, code="malformed_json")
@@ -86,6 +89,8 @@ def _sentence(message: str) -> str:
 def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
     status = exc.status_code
     detail = exc.detail
+    if status == 400:
+        return _bad_request(detail)
     if status == 413:
         limit = request.app.request_max_body_size
         detail = f"the request body is larger than the limit of {limit} bytes"

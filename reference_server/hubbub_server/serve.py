@@ -11,14 +11,19 @@ through :func:`hubbub_server.app.app_from_env`.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import signal
 import sys
+import threading
+from collections.abc import Iterator
 from types import FrameType
 from typing import Any
 
 import click
 import uvicorn
+from uvicorn.server import HANDLED_SIGNALS
 
 from hubbub.cli import ConfigProblem, config_option
 from hubbub.config import Config, load_config
@@ -38,6 +43,20 @@ class _DrainingServer(uvicorn.Server):
     def __init__(self, config: uvicorn.Config, state: Any) -> None:
         super().__init__(config)
         self.app_state = state
+
+    @contextlib.contextmanager
+    def capture_signals(self) -> Iterator[None]:
+        """Like uvicorn's, minus re-raising the signal afterwards: that would kill the process
+        before the runtime stops. A graceful stop exits 0."""
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+        original = {sig: signal.signal(sig, self.handle_exit) for sig in HANDLED_SIGNALS}
+        try:
+            yield
+        finally:
+            for sig, handler in original.items():
+                signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
         if not self.app_state.draining:
@@ -133,10 +152,14 @@ def serve(
         config.logging.level = log_level.upper()  # type: ignore[assignment]
     configure_logging(config.logging.level, config.logging.format)
     if config.server.workers > 1 or reload:
-        # Each worker builds its own runtime from the environment; pass the choices along.
+        # Each worker builds its own runtime from the environment: pass every choice along,
+        # the bind address included (local mode depends on it).
         if config.source:
             os.environ["HUBBUB_CONFIG"] = str(config.source)
         os.environ["HUBBUB_LOGGING__LEVEL"] = config.logging.level
+        os.environ["HUBBUB_SERVER__HOST"] = config.server.host
+        os.environ["HUBBUB_SERVER__PORT"] = str(config.server.port)
+        os.environ["HUBBUB_SERVER__WORKERS"] = str(config.server.workers)
         click.echo(
             f"hubbub serving on http://{config.server.host}:{config.server.port} with "
             f"{config.server.workers} workers",

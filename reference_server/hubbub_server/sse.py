@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -28,7 +29,7 @@ async def with_heartbeat(
                 pending = asyncio.ensure_future(anext(iterator))
             done, _ = await asyncio.wait({pending}, timeout=interval)
             if not done:
-                yield ServerSentEventMessage(comment="heartbeat")
+                yield ServerSentEventMessage(data=None, comment="heartbeat")
                 continue
             try:
                 frame = pending.result()
@@ -38,8 +39,10 @@ async def with_heartbeat(
                 pending = None
             yield frame
     finally:
-        if pending is not None:
+        if pending is not None:  # the client left while we waited: stop the read first
             pending.cancel()
+            with contextlib.suppress(BaseException):
+                await pending
         closer: Any = getattr(iterator, "aclose", None)
         if closer is not None:
             await closer()

@@ -12,6 +12,7 @@ from typing import Annotated, Any
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
 from litestar.params import FromPath, JSONBody, Parameter
+from litestar.response import ServerSentEvent
 
 from hubbub.log import current_context
 from hubbub.models import Conversation, Message, Page
@@ -135,6 +136,6 @@ class ConversationsController(Controller):
         runtime: RuntimeDep,
         principal: Caller,
         conversation_id: FromPath[str],
-    ) -> Any:
+    ) -> ServerSentEvent:
         await runtime.conversations.get(principal, conversation_id)
         return event_stream(request, runtime, principal, conversation_id)

@@ -18,6 +18,8 @@ from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
 from hubbub.events import Event, Subscription
+from hubbub.models import Principal
+from hubbub.runtime import Runtime
 from hubbub_server.security import Caller, RuntimeDep
 from hubbub_server.sse import sse_response, with_heartbeat
 
@@ -52,8 +54,8 @@ async def _frames(
 
 def event_stream(
     request: Request[Any, Any, Any],
-    runtime: RuntimeDep,
-    principal: Caller,
+    runtime: Runtime,
+    principal: Principal,
     conversation_id: str | None = None,
 ) -> ServerSentEvent:
     """An SSE response of the events ``principal`` may see (of one conversation, if given)."""

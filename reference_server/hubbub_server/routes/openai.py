@@ -17,6 +17,7 @@ from litestar.response.sse import ServerSentEventMessage
 
 from hubbub.errors import HubbubError
 from hubbub.models import ChatChunk, ChatRequest, Usage, new_id
+from hubbub.runtime import Runtime
 from hubbub_server.openai_format import (
     ChatCompletionRequest,
     chunk_payload,
@@ -47,7 +48,7 @@ class OpenAIController(Controller):
         runtime: RuntimeDep,
         principal: Caller,
         data: JSONBody[ChatCompletionRequest],
-    ) -> Any:
+    ) -> Response[Any]:
         chat = to_chat_request(data, principal.id)
         runtime.llm.resolve(chat.model)  # an unknown model is a 404 before any stream starts
         if not data.stream:
@@ -58,7 +59,7 @@ class OpenAIController(Controller):
 
 
 async def _stream(
-    runtime: RuntimeDep, chat: ChatRequest, include_usage: bool
+    runtime: Runtime, chat: ChatRequest, include_usage: bool
 ) -> AsyncIterator[ServerSentEventMessage]:
     completion_id, created = new_id("chatcmpl-"), int(time.time())
     usage = Usage()
