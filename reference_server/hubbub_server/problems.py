@@ -1,17 +1,20 @@
 """Errors as ``application/problem+json`` (RFC 9457), with a clear ``detail`` and never a trace.
 
 Every response carries ``status``, ``title``, ``detail``, ``code`` (stable, machine-readable) and
-``request_id``; validation problems add ``errors``: ``[{"field": ..., "message": ...}]``.
+``request_id``; validation problems add ``errors``: ``[{"field": ..., "message": ...}]``, and
+their ``detail`` starts with the field. Under ``/v1`` the body also has OpenAI's ``error`` object
+(``message``, ``type``, ``code``, ``param``), which OpenAI clients show in their exceptions.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 from http import HTTPStatus
 from typing import Any
 
 from litestar import Request, Response
-from litestar.exceptions import HTTPException, ValidationException
+from litestar.exceptions import HTTPException, SerializationException, ValidationException
 from litestar.types import ExceptionHandlersMap
 
 from hubbub.errors import AuthenticationError, HubbubError, InvalidRequestError
@@ -22,9 +25,12 @@ __all__ = ["EXCEPTION_HANDLERS", "problem"]
 logger = logging.getLogger("hubbub.server")
 
 MEDIA_TYPE = "application/problem+json"
+_MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
+_BODY_KEY = "data"  # Litestar's name for the request body in validation errors
 
 
 def problem(
+    request: Request[Any, Any, Any] | None,
     status: int,
     detail: str,
     *,
@@ -32,23 +38,27 @@ def problem(
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> Response[dict[str, Any]]:
-    """A problem+json response."""
+    """A problem+json response (with OpenAI's ``error`` object for ``/v1`` requests)."""
     try:
         title = HTTPStatus(status).phrase
     except ValueError:
         title = "Error"
+    code = code or title.lower().replace(" ", "_")
     body: dict[str, Any] = {
         "type": "about:blank",
         "title": title,
         "status": status,
         "detail": detail,
-        "code": code or title.lower().replace(" ", "_"),
+        "code": code,
     }
     request_id = current_context().get("request_id")
     if request_id:
         body["request_id"] = request_id
     if errors:
         body["errors"] = errors
+    if request is not None and request.url.path.startswith("/v1/"):
+        param = errors[0]["field"] if errors else None
+        body["error"] = {"message": detail, "type": code, "code": code, "param": param}
     return Response(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
 
 
@@ -56,29 +66,44 @@ def _hubbub_error(request: Request[Any, Any, Any], exc: HubbubError) -> Response
     if exc.status >= 500:
         logger.warning("%s: %s", exc.code, exc)
     errors = None
+    detail = str(exc)
     if isinstance(exc, InvalidRequestError) and exc.field:
-        errors = [{"field": exc.field, "message": str(exc)}]
+        errors = [{"field": exc.field, "message": detail}]
+        if not detail.startswith(exc.field):
+            detail = f"{exc.field}: {detail}"
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
-    return problem(exc.status, str(exc), code=exc.code, errors=errors, headers=headers)
+    return problem(request, exc.status, detail, code=exc.code, errors=errors, headers=headers)
+
+
+def _field_error(entry: dict[str, Any]) -> dict[str, Any]:
+    key, message = str(entry["key"]), str(entry.get("message", ""))
+    if missing := _MISSING.search(message):  # msgspec names the missing field in its message
+        name = missing.group("field")
+        key = name if key == _BODY_KEY else f"{key}.{name}"
+        return {"field": key, "message": "this field is required"}
+    return {"field": key, "message": _sentence(message)}
 
 
 def _validation_error(request: Request[Any, Any, Any], exc: ValidationException) -> Response[Any]:
     extra = exc.extra if isinstance(exc.extra, list) else []
-    fields = [e for e in extra if isinstance(e, dict) and e.get("key")]
+    fields = [_field_error(e) for e in extra if isinstance(e, dict) and e.get("key")]
     if fields:
-        errors = [
-            {"field": e["key"], "message": _sentence(str(e.get("message", "")))} for e in fields
-        ]
-        detail = "; ".join(f"{e['field']}: {e['message']}" for e in errors)
-        return problem(422, detail, code="invalid_request", errors=errors)
-    return _bad_request(exc.detail)
+        detail = "; ".join(f"{e['field']}: {e['message']}" for e in fields)
+        return problem(request, 422, detail, code="invalid_request", errors=fields)
+    return _bad_request(request, exc)
 
 
-def _bad_request(detail: str) -> Response[Any]:
-    if detail.startswith("JSON is malformed"):
-        detail = "the request body is not valid JSON" + detail[len("JSON is malformed") :]
-        return problem(400, detail, code="malformed_json")
-    return problem(400, detail, code="bad_request")
+def _bad_request(request: Request[Any, Any, Any], exc: HTTPException) -> Response[Any]:
+    detail = exc.detail
+    undecodable = detail.startswith("JSON is malformed") or isinstance(
+        exc.__cause__, SerializationException
+    )
+    if undecodable:
+        reason = detail.split(":", 1)[1].strip() if ":" in detail else detail
+        return problem(
+            request, 400, f"the request body is not valid JSON: {reason}", code="malformed_json"
+        )
+    return problem(request, 400, detail, code="bad_request")
 
 
 def _sentence(message: str) -> str:
@@ -90,7 +115,7 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
     status = exc.status_code
     detail = exc.detail
     if status == 400:
-        return _bad_request(detail)
+        return _bad_request(request, exc)
     if status == 413:
         limit = request.app.request_max_body_size
         detail = f"the request body is larger than the limit of {limit} bytes"
@@ -98,12 +123,13 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         detail = f"no route for {request.method} {request.url.path}"
     elif status == 405:
         detail = f"{request.method} is not allowed on {request.url.path}"
-    return problem(status, detail, headers=dict(exc.headers or {}))
+    return problem(request, status, detail, headers=dict(exc.headers or {}))
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
     logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
     return problem(
+        request,
         500,
         "the server failed to handle this request; the request id is in the logs",
         code="internal_error",
