@@ -12,7 +12,6 @@ import ast
 import functools
 import inspect
 import itertools
-import json
 import re
 import textwrap
 from typing import Any
@@ -21,6 +20,7 @@ import msgspec
 import msgspec.inspect as mi
 
 from hubbub.config import Config, PluginsConfig, Secret
+from hubbub.tomlout import toml_value
 
 __all__ = ["field_docs", "render_example_toml", "render_markdown"]
 
@@ -89,33 +89,13 @@ def _text(doc: str) -> str:
     return re.sub(r"(?::[a-z]+:)?``?([^`]+)``?", r"`\1`", doc)
 
 
-def _toml(value: Any) -> str:
-    """``value`` as a TOML literal."""
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return repr(value)
-    if isinstance(value, str):
-        return json.dumps(value, ensure_ascii=False)
-    if isinstance(value, list | tuple | set | frozenset):
-        return "[" + ", ".join(_toml(v) for v in value) + "]"
-    if isinstance(value, dict):
-        items = (f"{_toml_key(k)} = {_toml(v)}" for k, v in value.items())
-        return "{ " + ", ".join(items) + " }"
-    raise TypeError(f"no TOML literal for {value!r}")
-
-
-def _toml_key(key: str) -> str:
-    return key if re.fullmatch(r"[A-Za-z0-9_-]+", key) else json.dumps(key, ensure_ascii=False)
-
-
 def _type_name(t: mi.Type) -> str:
     """A TOML-flavoured name for a field type."""
     if isinstance(t, mi.UnionType):
         named = [_type_name(m) for m in t.types if not isinstance(m, mi.NoneType)]
         return " or ".join(named) + (" (optional)" if t.includes_none else "")
     if isinstance(t, mi.LiteralType):
-        return "one of " + ", ".join(_toml(v) for v in t.values)
+        return "one of " + ", ".join(toml_value(v) for v in t.values)
     if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
         return f"array of {_type_name(t.item_type)}"
     if isinstance(t, mi.CustomType) and t.cls is Secret:
@@ -136,7 +116,7 @@ def _placeholder(t: mi.Type) -> str:
     if isinstance(t, mi.UnionType):
         t = next(m for m in t.types if not isinstance(m, mi.NoneType))
     if isinstance(t, mi.LiteralType):
-        return _toml(t.values[0])
+        return toml_value(t.values[0])
     if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
         return f"[{_placeholder(t.item_type)}]"
     return {mi.IntType: "0", mi.FloatType: "0.0", mi.BoolType: "false"}.get(type(t), '"..."')
@@ -179,7 +159,7 @@ def _table(struct_type: type[msgspec.Struct], fields: list[mi.Field]) -> list[st
     lines = ["| Key | Type | Default | Description |", "| --- | --- | --- | --- |"]
     for field in fields:
         value = _default(field)
-        default = "unset" if value is None else f"`{_toml(value)}`"
+        default = "unset" if value is None else f"`{toml_value(value)}`"
         description = _cell(_text(docs.get(field.name, "")))
         lines.append(
             f"| `{field.name}` | {_type_name(field.type)} | {_cell(default)} | {description} |"
@@ -250,7 +230,7 @@ def _keys(struct_type: type[msgspec.Struct], fields: list[mi.Field]) -> list[str
         if value is None:
             out.append(f"# {field.name} = {_placeholder(field.type)}")
         else:
-            out.append(f"{field.name} = {_toml(value)}")
+            out.append(f"{field.name} = {toml_value(value)}")
     return out
 
 
