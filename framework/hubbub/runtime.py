@@ -3,8 +3,7 @@ stops them in reverse.
 
 Start order (each later component may use the earlier ones through the runtime):
 event bus and sinks → cache → memory store → auth methods and authenticator → LLM providers and
-client → tool
-providers and registry → conversation engine → ``on_startup`` hooks.
+client → tool providers and registry → conversation engine → ``on_startup`` hooks.
 
 ::
 
