@@ -12,8 +12,8 @@ allows it: the reference server does so only when bound to loopback, and warns.
 
 from __future__ import annotations
 
-import asyncio
 import logging
+import time
 from collections.abc import Mapping
 
 from hubbub.contracts import AuthMethod, Credentials
@@ -58,16 +58,15 @@ class Authenticator:
 
     async def is_provisioned(self) -> bool:
         """Whether any enabled method can authenticate someone (cached for a moment)."""
-        loop = asyncio.get_running_loop()
         cached = self._provisioned
-        if cached is not None and loop.time() - cached[0] < self.provisioning_ttl:
+        if cached is not None and time.monotonic() - cached[0] < self.provisioning_ttl:
             return cached[1]
         provisioned = False
         for method in self.methods.values():
             if await method.is_provisioned():
                 provisioned = True
                 break
-        self._provisioned = (loop.time(), provisioned)
+        self._provisioned = (time.monotonic(), provisioned)
         return provisioned
 
     async def local_mode(self) -> bool:

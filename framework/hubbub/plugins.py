@@ -78,6 +78,7 @@ class Plugins:
         self.info: dict[str, PluginInfo] = {}
         self._registries: dict[Kind, Registry] | None = None
         self._callers: dict[tuple[str, str], Callable[..., Any]] = {}
+        self._implementers: dict[str, list[str]] = {}
 
     # -- loading ---------------------------------------------------------------------------
 
@@ -115,8 +116,14 @@ class Plugins:
             raise PluginError(f"{info.describe()} cannot be registered: {exc}") from None
         info.hooks = sorted(h.name for h in self.pm.get_hookcallers(plugin) or [])
         self.info[plugin_name] = info
-        self._registries = None
+        self._forget()
         return plugin_name
+
+    def _forget(self) -> None:
+        """Drop what was derived from the set of registered plugins."""
+        self._registries = None
+        self._callers.clear()
+        self._implementers.clear()
 
     def _explain_validation(self, exc: pluggy.PluginValidationError) -> str:
         message = str(exc)
@@ -179,6 +186,7 @@ class Plugins:
         plugin = self.pm.get_plugin(name)
         if plugin is not None:
             self.pm.unregister(plugin)
+            self._forget()
         info = self.info.get(name) or PluginInfo(name=name, source=second or "unknown")
         info.error = (
             f"two distributions declare a plugin named {name!r}: {first} and {second}; "
@@ -212,8 +220,12 @@ class Plugins:
 
     def implementers(self, hook_name: str) -> list[str]:
         """Names of the plugins implementing ``hook_name``, in pluggy's call order."""
-        hook = getattr(self.pm.hook, hook_name)
-        return [impl.plugin_name for impl in reversed(hook.get_hookimpls())]
+        names = self._implementers.get(hook_name)
+        if names is None:
+            hook = getattr(self.pm.hook, hook_name)
+            names = [impl.plugin_name for impl in reversed(hook.get_hookimpls())]
+            self._implementers[hook_name] = names
+        return names
 
     def _caller(self, hook_name: str, plugin_name: str) -> Callable[..., Any]:
         key = (hook_name, plugin_name)
@@ -260,7 +272,8 @@ class Plugins:
                     ) from exc
 
     def has_implementations(self, hook_name: str) -> bool:
-        return bool(getattr(self.pm.hook, hook_name).get_hookimpls())
+        """Whether any plugin implements ``hook_name``."""
+        return bool(self.implementers(hook_name))
 
     def registries(self) -> Mapping[Kind, Registry]:
         """Collect every registration hook once; cached until another plugin is registered."""

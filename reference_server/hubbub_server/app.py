@@ -3,8 +3,9 @@
 
 The plugin adds the routes (the built-in ones and every ``register_routes`` registration), the
 ``runtime`` and ``principal`` dependencies, problem+json error handlers, the request middleware
-(request id, metrics, draining), the body size limit, and a lifespan that starts the runtime
-(unless the caller already did, as ``hubbub serve`` does) and stops it.
+(request id, metrics, draining; installed around the whole app at startup), the body size
+limit, and a lifespan that starts the runtime (unless the caller already did, as
+``hubbub serve`` does) and stops it.
 """
 
 from __future__ import annotations
@@ -19,7 +20,6 @@ from typing import Any
 from litestar import Litestar
 from litestar.config.app import AppConfig
 from litestar.di import Provide
-from litestar.middleware import DefineMiddleware
 from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPlugin
 
@@ -29,10 +29,10 @@ from hubbub.errors import ComponentError
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.runtime import Runtime
 from hubbub_server.metrics import Metrics
-from hubbub_server.middleware import RequestMiddleware, unmatched_request_hook
+from hubbub_server.middleware import RequestMiddleware
 from hubbub_server.problems import EXCEPTION_HANDLERS
 from hubbub_server.routes import ROUTES
-from hubbub_server.security import provide_principal, provide_runtime
+from hubbub_server.security import provide_principal
 
 __all__ = ["HubbubPlugin", "app_from_env", "check_exposure", "create_app", "is_loopback"]
 
@@ -97,11 +97,22 @@ class HubbubPlugin(InitPlugin):
             handlers.extend(built if isinstance(built, Iterable) else [built])
         return handlers
 
+    def _wrap_app(self, app: Litestar) -> None:
+        """Put :class:`RequestMiddleware` around the whole app, outside routing: it sees every
+        request (unrouted ones too), and costs no per-route exception handler, which Litestar
+        adds to every route as soon as it has any app-level middleware."""
+        if not isinstance(app.asgi_handler, RequestMiddleware):
+            app.asgi_handler = RequestMiddleware(app.asgi_handler, self.metrics, app.state)
+
+    def _provide_runtime(self) -> Runtime:
+        return self.runtime
+
     def on_app_init(self, app_config: AppConfig) -> AppConfig:
         app_config.route_handlers.extend([*ROUTES, *self._plugin_routes()])
         app_config.dependencies.update(
             {
-                "runtime": Provide(provide_runtime, sync_to_thread=False),
+                # The same object for every request: resolved once, then cached.
+                "runtime": Provide(self._provide_runtime, sync_to_thread=False, use_cache=True),
                 "principal": Provide(provide_principal),
             }
         )
@@ -109,10 +120,7 @@ class HubbubPlugin(InitPlugin):
         app_config.state.update(
             {"runtime": self.runtime, "metrics": self.metrics, "draining": False}
         )
-        app_config.middleware.insert(
-            0, DefineMiddleware(RequestMiddleware, metrics=self.metrics, state=app_config.state)
-        )
-        app_config.before_send.append(unmatched_request_hook(self.metrics))
+        app_config.on_startup.append(self._wrap_app)
         app_config.lifespan.append(self._lifespan)
         # Litestar 2 takes the body limit from its constructor argument only: an app built
         # around this plugin passes it too (create_app does).

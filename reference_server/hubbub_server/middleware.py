@@ -3,9 +3,6 @@
 * ``X-Request-ID`` is taken from the request when it is sane (at most 128 visible ASCII
   characters), else generated; it is bound to the log context and echoed in the response.
 * While the server drains for shutdown, new requests get 503 with ``Connection: close``.
-
-Litestar runs app middleware only for requests that match a route; :func:`unmatched_request_hook`
-covers the others.
 """
 
 from __future__ import annotations
@@ -18,10 +15,10 @@ from typing import Any
 
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from hubbub.log import log_context
+from hubbub.log import bind_context, unbind_context
 from hubbub_server.metrics import Metrics
 
-__all__ = ["RequestMiddleware", "request_id_for", "unmatched_request_hook"]
+__all__ = ["RequestMiddleware", "request_id_for"]
 
 logger = logging.getLogger("hubbub.server.access")
 
@@ -43,20 +40,6 @@ def request_id_for(scope: Any) -> str:
     return os.urandom(16).hex()
 
 
-def unmatched_request_hook(metrics: Metrics) -> Any:
-    """A Litestar ``before_send`` hook for responses the middleware never saw (no route
-    matched: 404, 405): give them a request id and count them."""
-
-    async def before_send(message: Message, scope: Scope) -> None:
-        if message["type"] != "http.response.start" or "hubbub_request_id" in scope:
-            return
-        request_id = request_id_for(scope)
-        message["headers"] = [*message.get("headers", ()), (b"x-request-id", request_id.encode())]
-        metrics.count_request(str(scope.get("method", "")), "unmatched", message["status"])
-
-    return before_send
-
-
 class RequestMiddleware:
     """Pure ASGI middleware (no per-request objects beyond what is needed)."""
 
@@ -72,7 +55,7 @@ class RequestMiddleware:
         await self._http(scope, receive, send)
 
     async def _http(self, scope: Any, receive: Receive, send: Any) -> None:
-        request_id = scope["hubbub_request_id"] = request_id_for(scope)
+        request_id = request_id_for(scope)
         header = (b"x-request-id", request_id.encode())
         method = scope["method"]
         if getattr(self.state, "draining", False):
@@ -101,17 +84,18 @@ class RequestMiddleware:
                 self.metrics.observe_latency(method, route, time.perf_counter() - started)
             await send(message)
 
-        with log_context(request_id=request_id):
-            try:
-                await self.app(scope, receive, send_with_id)
-            finally:
-                route = scope.get("path_template") or "unmatched"
-                self.metrics.count_request(method, route, status)
-                if logger.isEnabledFor(logging.DEBUG):
-                    logger.debug(
-                        "%s %s -> %d in %.1f ms",
-                        method,
-                        scope["path"],
-                        status,
-                        (time.perf_counter() - started) * 1000,
-                    )
+        token = bind_context(request_id=request_id)
+        try:
+            await self.app(scope, receive, send_with_id)
+        finally:
+            unbind_context(token)
+            route = scope.get("path_template") or "unmatched"
+            self.metrics.count_request(method, route, status)
+            if logger.isEnabledFor(logging.DEBUG):
+                logger.debug(
+                    "%s %s -> %d in %.1f ms",
+                    method,
+                    scope["path"],
+                    status,
+                    (time.perf_counter() - started) * 1000,
+                )

@@ -11,19 +11,13 @@ from hubbub.contracts import Credentials
 from hubbub.models import Principal
 from hubbub.runtime import Runtime
 
-__all__ = ["Caller", "RuntimeDep", "provide_principal", "provide_runtime"]
+__all__ = ["Caller", "RuntimeDep", "provide_principal"]
 
 RuntimeDep = NamedDependency[Runtime]
 """Annotate a handler parameter named ``runtime`` with this to receive the app's runtime."""
 Caller = NamedDependency[Principal]
 """Annotate a handler parameter named ``principal`` with this to receive the authenticated
 caller (the request is refused with 401 before the handler runs if there is none)."""
-
-
-def provide_runtime(request: Request[Any, Any, Any]) -> Runtime:
-    """The app's runtime."""
-    runtime: Runtime = request.app.state.runtime
-    return runtime
 
 
 async def provide_principal(request: Request[Any, Any, Any], runtime: RuntimeDep) -> Principal:

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import os
 import signal
@@ -110,6 +111,10 @@ async def _serve_one(config: Config, log_level: str) -> None:
         app.state,
     )
     _describe(runtime, f"http://{config.server.host}:{config.server.port}")
+    # Everything built so far lives as long as the process: keep the garbage collector from
+    # scanning it again and again while serving.
+    gc.collect()
+    gc.freeze()
     try:
         await server.serve()
     finally:
