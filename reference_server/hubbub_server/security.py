@@ -26,7 +26,11 @@ async def provide_principal(request: Request[Any, Any, Any], runtime: RuntimeDep
 
     It depends on ``runtime`` so Litestar resolves the two in sequence: resolving independent
     dependencies concurrently costs a task group per request."""
-    header = request.headers.get("authorization", "")
-    scheme, _, token = header.partition(" ")
-    bearer = token.strip() if scheme.lower() == "bearer" and token.strip() else None
+    bearer = None
+    for name, value in request.scope["headers"]:  # raw headers: cheaper than request.headers
+        if name == b"authorization":
+            scheme, _, token = value.decode("latin-1").partition(" ")
+            if scheme.lower() == "bearer" and token.strip():
+                bearer = token.strip()
+            break
     return await runtime.auth.authenticate(Credentials(bearer=bearer))
