@@ -343,3 +343,31 @@ async def test_runtime_puts_the_database_in_home_or_the_configured_path(
     async with make_runtime(f'[plugins.sqlite_store]\npath = "{elsewhere}"\n') as runtime:
         assert await runtime.memory.get_conversation(conversation.id) is None
     assert elsewhere.is_file()
+
+
+def test_processes_creating_one_fresh_file_at_once_all_start(tmp_path: Path) -> None:
+    """Workers starting together race to create the schema and switch the file to WAL."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "fresh.sqlite3"
+    code = (
+        "import asyncio, sys, time\n"
+        "from hubbub_plugins.sqlite_store import SQLiteStore\n"
+        "from hubbub.models import Conversation\n"
+        "async def main():\n"
+        "    store = SQLiteStore(sys.argv[1])\n"
+        "    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all open at once\n"
+        "    await store.start()\n"
+        "    await store.create_conversation(Conversation(owner='p'))\n"
+        "    await store.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    start = str(time.time() + 1.0)
+    processes = [
+        subprocess.Popen([sys.executable, "-c", code, str(path), start], stderr=subprocess.PIPE)
+        for _ in range(6)
+    ]
+    errors = [p.communicate(timeout=60)[1].decode() for p in processes]
+    assert [p.returncode for p in processes] == [0] * 6, errors

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -44,11 +45,22 @@ class SQLiteDatabase:
             connection = sqlite3.connect(
                 self.path, timeout=self.busy_timeout, check_same_thread=False, isolation_level=None
             )
-            connection.execute("PRAGMA journal_mode = WAL")
+            # Switching a new file to WAL takes an exclusive lock that SQLite's busy timeout
+            # does not wait for: processes starting together (several workers) retry instead.
+            deadline = time.monotonic() + self.busy_timeout
+            while True:
+                try:
+                    connection.execute("PRAGMA journal_mode = WAL")
+                    if self.schema:
+                        connection.executescript(self.schema)
+                    break
+                except sqlite3.OperationalError as exc:
+                    if "locked" not in str(exc) or time.monotonic() > deadline:
+                        connection.close()
+                        raise
+                    time.sleep(0.05)
             connection.execute("PRAGMA foreign_keys = ON")
             connection.execute("PRAGMA synchronous = NORMAL")
-            if self.schema:
-                connection.executescript(self.schema)
             connection.isolation_level = "DEFERRED"
             return connection
 

@@ -123,6 +123,13 @@ async def _serve_one(config: Config, log_level: str) -> None:
         raise click.ClickException(f"could not listen on {config.server.host}:{config.server.port}")
 
 
+async def _preflight(config: Config) -> None:
+    """Start and stop a runtime once: configuration, plugins, components and the exposure rule
+    are checked before any worker starts."""
+    async with Runtime.from_config(config) as runtime:
+        await check_exposure(runtime, config.server.host)
+
+
 @click.command()
 @config_option
 @click.option("--host", default=None, help="Address to bind (default 127.0.0.1).")
@@ -165,6 +172,12 @@ def serve(
         os.environ["HUBBUB_SERVER__HOST"] = config.server.host
         os.environ["HUBBUB_SERVER__PORT"] = str(config.server.port)
         os.environ["HUBBUB_SERVER__WORKERS"] = str(config.server.workers)
+        try:  # fail here, once and in one line, rather than in every worker
+            asyncio.run(_preflight(config))
+        except ConfigError as exc:
+            raise ConfigProblem(exc) from None
+        except HubbubError as exc:
+            raise click.ClickException(str(exc)) from None
         click.echo(
             f"hubbub serving on http://{config.server.host}:{config.server.port} with "
             f"{config.server.workers} workers",
