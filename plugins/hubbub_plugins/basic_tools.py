@@ -33,7 +33,27 @@ _OPERATORS: dict[type, Callable[..., Any]] = {
     ast.UAdd: operator.pos,
 }
 MAX_EXPONENT = 10_000
+MAX_BITS = 10_000
+"""Largest integer result (in bits): big-integer arithmetic runs on the event loop, where no
+timeout can interrupt it, so results are bounded before they are computed."""
 MAX_LENGTH = 500
+
+
+def _bits(value: float | int) -> int:
+    return abs(int(value)).bit_length() if isinstance(value, int) else 64
+
+
+def _check_size(op: ast.operator, left: float | int, right: float | int) -> None:
+    if isinstance(op, ast.Pow) and abs(right) > MAX_EXPONENT:
+        raise ValueError(f"exponent larger than {MAX_EXPONENT}")
+    estimate = 0  # an upper bound of the integer result's size, in bits
+    if isinstance(left, int) and isinstance(right, int):
+        if isinstance(op, ast.Pow) and right > 0:
+            estimate = _bits(left) * right
+        elif isinstance(op, ast.Mult):
+            estimate = _bits(left) + _bits(right)
+    if estimate > MAX_BITS:
+        raise ValueError(f"result larger than {MAX_BITS} bits")
 
 
 def _evaluate(node: ast.AST) -> float | int:
@@ -49,8 +69,7 @@ def _evaluate(node: ast.AST) -> float | int:
         return _OPERATORS[type(node.op)](_evaluate(node.operand))  # type: ignore[no-any-return]
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
         left, right = _evaluate(node.left), _evaluate(node.right)
-        if isinstance(node.op, ast.Pow) and abs(right) > MAX_EXPONENT:
-            raise ValueError(f"exponent larger than {MAX_EXPONENT}")
+        _check_size(node.op, left, right)
         return _OPERATORS[type(node.op)](left, right)  # type: ignore[no-any-return]
     raise ValueError(f"unsupported expression element: {type(node).__name__}")
 
@@ -62,7 +81,9 @@ async def calculator(expression: str) -> str:
         return f"error: expression longer than {MAX_LENGTH} characters"
     try:
         return str(_evaluate(ast.parse(expression, mode="eval")))
-    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError) as exc:
+    except OverflowError:
+        return "error: result out of range"
+    except (SyntaxError, ValueError, ZeroDivisionError) as exc:
         return f"error: {exc}"
 
 
