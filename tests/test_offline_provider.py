@@ -265,8 +265,8 @@ async def test_conversation_runs_the_calculator_through_the_tool_loop(
         "typing:on",
         "status:thinking",
         "message.created:assistant",
+        "usage",  # published by the LLM client as the model's stream ends
         "message.completed:assistant",
-        "usage",
         "status:calling_tool",
         "tool.started",
         "tool.finished",
@@ -274,8 +274,8 @@ async def test_conversation_runs_the_calculator_through_the_tool_loop(
         "status:thinking",
         "message.created:assistant",
         "message.delta*",
-        "message.completed:assistant",
         "usage",
+        "message.completed:assistant",
         "typing:off",
         "status:idle",
     ]

@@ -28,7 +28,6 @@ from hubbub.events import (
     ToolFinished,
     ToolStarted,
     Typing,
-    UsageRecorded,
 )
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
@@ -274,7 +273,6 @@ class ConversationEngine:
         message.created_at = now()
         stored = await self.memory.append_message(message)
         publish(MessageCompleted(message=stored))
-        publish(UsageRecorded(model=model_id, usage=usage))
         return stored
 
     async def _run_tool(

@@ -1,8 +1,9 @@
 """The LLM client: one front for every provider.
 
 It routes a request to the provider that serves its model, runs the ``before_llm_request`` and
-``after_llm_response`` hooks around it, and turns a provider that is too slow into
-:class:`hubbub.errors.ProviderTimeoutError` (for a stream: too slow between two chunks).
+``after_llm_response`` hooks around it, publishes a ``usage`` event for every reply (also one
+cut short: a client that leaves mid-stream still used tokens), and turns a provider that is too
+slow into :class:`hubbub.errors.ProviderTimeoutError` (for a stream: too slow between chunks).
 """
 
 from __future__ import annotations
@@ -14,6 +15,7 @@ from typing import Any
 
 from hubbub.contracts import LLMProvider
 from hubbub.errors import HubbubError, ProviderError, ProviderTimeoutError, UnknownModelError
+from hubbub.events import EventBus, UsageRecorded
 from hubbub.models import (
     ChatChunk,
     ChatRequest,
@@ -43,12 +45,15 @@ class LLMClient:
         timeout: float,
         before_request: Hook | None = None,
         after_response: Hook | None = None,
+        events: EventBus | None = None,
     ) -> None:
         self.providers = dict(providers)
         self.default_model = default_model
         self.timeout = timeout
         self._before = before_request
         self._after = after_response
+        self.events = events
+        """Where a ``usage`` event is published for every reply (budgets, metrics, clients)."""
         self._models: dict[str, tuple[LLMProvider, ModelInfo]] = {}
 
     async def start(self) -> None:
@@ -89,12 +94,22 @@ class LLMClient:
     async def _prepare(self, request: ChatRequest) -> LLMProvider:
         if not request.model:
             request.model = self.default_model
-        provider, _ = self.resolve(request.model)
         if self._before is not None:
             await self._before(request=request)
+        provider, _ = self.resolve(request.model)  # after the hooks: they may change the model
         return provider
 
-    async def _observe(self, request: ChatRequest, response: ChatResponse) -> None:
+    async def _record(self, request: ChatRequest, response: ChatResponse) -> None:
+        """Account for one reply, whole or not: a ``usage`` event, then the hooks."""
+        if self.events is not None:
+            self.events.publish(
+                UsageRecorded(
+                    model=request.model,
+                    usage=response.usage,
+                    owner=request.user,
+                    conversation_id=request.metadata.get("conversation_id"),
+                )
+            )
         if self._after is None:
             return
         try:
@@ -116,16 +131,28 @@ class LLMClient:
             raise
         except Exception as exc:
             raise ProviderError(f"model {request.model!r} failed: {exc}") from exc
-        await self._observe(request, response)
+        await self._record(request, response)
         return response
+
+    async def open_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Run the ``before_llm_request`` hooks and choose the provider now, then return the
+        stream: a refusal or an unknown model is raised before anything is sent to a client."""
+        provider = await self._prepare(request)
+        return self._stream(provider, request)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Send ``request`` and yield the reply as it arrives. The last chunk has
         ``finish_reason`` and ``usage``."""
-        provider = await self._prepare(request)
+        async for chunk in await self.open_stream(request):
+            yield chunk
+
+    async def _stream(
+        self, provider: LLMProvider, request: ChatRequest
+    ) -> AsyncIterator[ChatChunk]:
         text: list[str] = []
         calls: list[ToolCall] = []
         finish = "stop"
+        outcome = "cancelled"  # until the stream ends one way or the other
         usage = Usage()
         iterator = aiter(provider.stream(request))
         try:
@@ -148,18 +175,25 @@ class LLMClient:
                 finish = chunk.finish_reason or finish
                 usage = chunk.usage or usage
                 yield chunk
+            outcome = finish
+        except Exception:
+            outcome = "error"
+            raise
         finally:
             closer: Any = getattr(iterator, "aclose", None)
             if closer is not None:
                 await closer()
-        message = Message(
-            role="assistant",
-            content="".join(text),
-            tool_calls=calls or None,
-            model=request.model,
-            usage=usage,
-        )
-        await self._observe(
-            request,
-            ChatResponse(model=request.model, message=message, finish_reason=finish, usage=usage),
-        )
+            # Recorded however the stream ended (a client that leaves still used tokens).
+            message = Message(
+                role="assistant",
+                content="".join(text),
+                tool_calls=calls or None,
+                model=request.model,
+                usage=usage,
+            )
+            await self._record(
+                request,
+                ChatResponse(
+                    model=request.model, message=message, finish_reason=outcome, usage=usage
+                ),
+            )

@@ -349,6 +349,7 @@ class Runtime:
                 timeout=config.llm.request_timeout,
                 before_request=self._hook_caller("before_llm_request"),
                 after_response=self._hook_caller("after_llm_response"),
+                events=self.events,
             )
             await self._start_one("llm", "client", self._llm, critical=True)
             tool_providers = {}

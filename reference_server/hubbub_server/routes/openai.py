@@ -18,7 +18,6 @@ from litestar.response.sse import ServerSentEventMessage
 
 from hubbub.errors import HubbubError
 from hubbub.models import ChatChunk, ChatRequest, Usage, new_id
-from hubbub.runtime import Runtime
 from hubbub_server.openai_format import (
     ChatCompletionRequest,
     chunk_payload,
@@ -66,12 +65,13 @@ class OpenAIController(Controller):
             body = _encode(completion_payload(response))
             return ASGIResponse(body=body, media_type="application/json", status_code=200)
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        stream = sse_response(_stream(runtime, chat, include_usage), request.app.state.metrics)
+        chunks = await runtime.llm.open_stream(chat)  # refusals are errors, not a 200 stream
+        stream = sse_response(_stream(chunks, chat, include_usage), request.app.state.metrics)
         return stream.to_asgi_response(None, request)
 
 
 async def _stream(
-    runtime: Runtime, chat: ChatRequest, include_usage: bool
+    chunks: AsyncIterator[ChatChunk], chat: ChatRequest, include_usage: bool
 ) -> AsyncIterator[ServerSentEventMessage]:
     completion_id, created = new_id("chatcmpl-"), int(time.time())
     usage = Usage()
@@ -81,7 +81,7 @@ async def _stream(
 
     yield frame(chunk_payload(completion_id, chat.model, created, ChatChunk(), first=True))
     try:
-        async for chunk in runtime.llm.stream(chat):
+        async for chunk in chunks:
             usage = chunk.usage or usage
             if chunk.delta or chunk.tool_calls or chunk.finish_reason:
                 yield frame(chunk_payload(completion_id, chat.model, created, chunk))
