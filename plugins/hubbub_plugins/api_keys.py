@@ -45,7 +45,6 @@ CREATE TABLE IF NOT EXISTS api_keys (
     digest TEXT NOT NULL,
     roles TEXT NOT NULL DEFAULT '',
     created_at REAL NOT NULL,
-    last_used_at REAL,
     revoked_at REAL
 );
 CREATE INDEX IF NOT EXISTS api_keys_by_principal ON api_keys (principal);
@@ -67,7 +66,6 @@ class ApiKeyInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     name: str = ""
     roles: list[str] = msgspec.field(default_factory=list)
     created_at: float
-    last_used_at: float | None = None
     revoked_at: float | None = None
 
 
@@ -80,7 +78,7 @@ class ApiKeys:
 
     def __init__(self, path: str) -> None:
         self.db = SQLiteDatabase(path, schema=SCHEMA)
-        # Accepted keys, by digest, valid while the database files are unchanged: any write
+        # Accepted keys, whole, valid while the database files are unchanged: any write
         # (a revocation from `hubbub keys revoke` in another process included) changes their
         # size or modification time, which empties the cache before the next check.
         self._accepted: dict[str, Principal] = {}
@@ -101,11 +99,9 @@ class ApiKeys:
         await self.db.close()
 
     async def is_provisioned(self) -> bool:
-        row = await self.db.run(
-            lambda c: c.execute(
-                "SELECT 1 FROM api_keys WHERE revoked_at IS NULL LIMIT 1"
-            ).fetchone()
-        )
+        # Any key ever made counts, revoked ones included: revoking the last key must not
+        # reopen a server to anonymous callers.
+        row = await self.db.run(lambda c: c.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone())
         return row is not None
 
     async def authenticate(self, credentials: Credentials) -> Principal | None:
@@ -118,8 +114,8 @@ class ApiKeys:
         if files != self._files_seen:
             self._accepted.clear()
             self._files_seen = files
-        cached = self._accepted.get(digest)
-        if cached is not None:
+        cached = self._accepted.get(credentials.bearer or "")
+        if cached is not None:  # the whole key (id and secret) was accepted before
             return cached
         row = await self.db.run(
             lambda c: c.execute(
@@ -138,7 +134,7 @@ class ApiKeys:
             auth_method=METHOD,
             roles=frozenset(r for r in row[2].split(",") if r),
         )
-        self._accepted[digest] = principal
+        self._accepted[credentials.bearer or ""] = principal
         return principal
 
     def _files_signature(self) -> tuple[int, ...]:
@@ -187,7 +183,7 @@ class ApiKeys:
 
         def select(c: sqlite3.Connection) -> list[Any]:
             query = (
-                "SELECT id, principal, name, roles, created_at, last_used_at, revoked_at "
+                "SELECT id, principal, name, roles, created_at, revoked_at "
                 "FROM api_keys"
             )
             if principal is None:
@@ -203,8 +199,7 @@ class ApiKeys:
                 name=r[2],
                 roles=[x for x in r[3].split(",") if x],
                 created_at=r[4],
-                last_used_at=r[5],
-                revoked_at=r[6],
+                revoked_at=r[5],
             )
             for r in await self.db.run(select)
         ]
