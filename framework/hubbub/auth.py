@@ -37,12 +37,13 @@ class Authenticator:
         self,
         methods: Mapping[str, AuthMethod],
         *,
-        allow_local: bool = False,
+        allow_local: bool | None = None,
         provisioning_ttl: float = 2.0,
     ) -> None:
         self.methods = dict(methods)
         self.allow_local = allow_local
-        """Whether local mode may apply at all (the host decides: loopback only)."""
+        """Whether local mode may apply at all. The host decides (the reference server: only
+        when bound to loopback); ``None`` until it has, which counts as no."""
         self.provisioning_ttl = provisioning_ttl
         self._provisioned: tuple[float, bool] | None = None
 
@@ -71,7 +72,7 @@ class Authenticator:
 
     async def local_mode(self) -> bool:
         """Whether callers without credentials are served as :data:`LOCAL_PRINCIPAL` now."""
-        return self.allow_local and not await self.is_provisioned()
+        return self.allow_local is True and not await self.is_provisioned()
 
     async def authenticate(self, credentials: Credentials) -> Principal:
         """The caller these credentials prove, :data:`LOCAL_PRINCIPAL` in local mode, or

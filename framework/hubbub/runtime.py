@@ -332,7 +332,7 @@ class Runtime:
                 component = self.build("auth", method)
                 await self._start_one(f"auth.{method}", method, component, critical=True)
                 self.auth_methods[method] = component
-            self._auth = Authenticator(self.auth_methods, allow_local=config.auth.local_mode)
+            self._auth = Authenticator(self.auth_methods)  # local mode: the host decides
             await self._start_one("auth", "authenticator", self._auth, critical=True)
             registries = self.plugins.registries()
             providers: dict[str, LLMProvider] = {}

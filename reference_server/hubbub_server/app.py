@@ -82,7 +82,7 @@ class HubbubPlugin(InitPlugin):
         if owned:
             await self.runtime.start()
         try:
-            if owned:
+            if self.runtime.auth.allow_local is None:  # `hubbub serve` decided before binding
                 await check_exposure(self.runtime, self.runtime.config.server.host)
             yield
         finally:
