@@ -400,3 +400,14 @@ async def test_conversations_belong_to_their_owner(runtime: Runtime, principal: 
     await runtime.conversations.delete(principal, conversation.id)
     with pytest.raises(NotFoundError):
         await runtime.conversations.get(principal, conversation.id)
+
+
+async def test_replies_answer_the_newest_message_of_a_long_conversation(
+    make_runtime: Callable[..., Runtime], principal: Principal
+) -> None:
+    async with make_runtime("[llm]\nhistory_messages = 3\n") as runtime:
+        conversation = await runtime.conversations.create(principal)
+        for n in range(5):
+            await runtime.conversations.send(principal, conversation.id, f"message {n}")
+        reply = await runtime.conversations.reply(principal, conversation.id)
+    assert reply.content == "[offline echo] You said: message 4"

@@ -371,3 +371,14 @@ def test_processes_creating_one_fresh_file_at_once_all_start(tmp_path: Path) -> 
     ]
     errors = [p.communicate(timeout=60)[1].decode() for p in processes]
     assert [p.returncode for p in processes] == [0] * 6, errors
+
+
+async def test_recent_messages_are_the_latest_oldest_first(store: SQLiteStore) -> None:
+    conversation = await store.create_conversation(Conversation(owner="ada"))
+    for n in range(10):
+        await store.append_message(
+            Message(role="user", content=f"m{n}", conversation_id=conversation.id)
+        )
+    recent = await store.recent_messages(conversation.id, limit=3)
+    assert [m.content for m in recent] == ["m7", "m8", "m9"]
+    assert await store.recent_messages("conv_none", limit=3) == []

@@ -194,6 +194,8 @@ class LLMConfig(_Section):
     """Seconds to wait for a whole reply, or between two streamed chunks."""
     max_tool_rounds: int = 5
     """Most times one reply may call tools before it must answer."""
+    history_messages: int = 200
+    """How many of a conversation's latest messages a model is shown."""
 
 
 class ToolsConfig(_Section):

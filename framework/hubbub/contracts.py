@@ -110,6 +110,9 @@ class MemoryStore(Component, Protocol):
     ) -> Page:
         """List the conversation's messages in the order they were appended."""
 
+    async def recent_messages(self, conversation_id: str, *, limit: int) -> list[Message]:
+        """The conversation's last ``limit`` messages, oldest first: what a model is shown."""
+
 
 class Credentials(msgspec.Struct, kw_only=True, omit_defaults=True):
     """What a caller presented to prove who they are; auth methods pick what they understand."""

@@ -218,8 +218,7 @@ class ConversationEngine:
         request_id: str | None,
         publish: _Publisher,
     ) -> Message:
-        page = await self.memory.list_messages(conversation.id, limit=self.history_limit)
-        history: list[Message] = list(page.items)
+        history = await self.memory.recent_messages(conversation.id, limit=self.history_limit)
         specs = self.tools.specs() or None
         context = ToolContext(
             principal=owner, conversation_id=conversation.id, request_id=request_id

@@ -60,6 +60,7 @@ _REQUIRED: dict[Kind, tuple[str, ...]] = {
         "delete_conversation",
         "append_message",
         "list_messages",
+        "recent_messages",
     ),
     "auth": ("start", "health", "aclose", "authenticate", "is_provisioned"),
     "llm": ("start", "health", "aclose", "list_models", "complete"),

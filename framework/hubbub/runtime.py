@@ -369,6 +369,7 @@ class Runtime:
                 self.tools,
                 self.events,
                 max_tool_rounds=config.llm.max_tool_rounds,
+                history_limit=config.llm.history_messages,
             )
             await self._start_one("conversations", "engine", self._conversations, critical=True)
             await self.plugins.acall_each("on_startup", runtime=self)

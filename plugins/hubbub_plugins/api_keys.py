@@ -182,10 +182,7 @@ class ApiKeys:
         """Keys, newest first, optionally of one principal."""
 
         def select(c: sqlite3.Connection) -> list[Any]:
-            query = (
-                "SELECT id, principal, name, roles, created_at, revoked_at "
-                "FROM api_keys"
-            )
+            query = "SELECT id, principal, name, roles, created_at, revoked_at FROM api_keys"
             if principal is None:
                 return c.execute(query + " ORDER BY created_at DESC").fetchall()
             return c.execute(

@@ -212,6 +212,16 @@ class SQLiteStore:
             next_cursor=_cursor_out(rows[-1][1]) if more else None,
         )
 
+    async def recent_messages(self, conversation_id: str, *, limit: int) -> list[Message]:
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT data FROM (SELECT data, seq FROM messages WHERE conversation_id = ? "
+                "ORDER BY seq DESC LIMIT ?) ORDER BY seq",
+                (conversation_id, limit),
+            ).fetchall()
+        )
+        return [_decode_message(r[0]) for r in rows]
+
 
 @hookimpl
 def register_memory_stores(register: Registrar) -> None:
