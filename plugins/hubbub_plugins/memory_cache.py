@@ -6,6 +6,7 @@ backend (Redis) and keep ``memory`` as its ``fallback``. Expiry is timer-driven 
 
 from __future__ import annotations
 
+import asyncio
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -30,6 +31,7 @@ class MemoryCache:
     def __init__(self, settings: MemoryCacheSettings) -> None:
         self.settings = settings
         self._cache: Any = None
+        self._lock = asyncio.Lock()
 
     async def start(self) -> None:
         from aiocache import SimpleMemoryCache  # imported here: it is slow to import
@@ -60,13 +62,19 @@ class MemoryCache:
         return bool(await self._cache.delete(key))
 
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
-        # The memory backend runs on the event loop without awaiting I/O, so add-then-increment
-        # cannot interleave with another coroutine between the two steps that matter.
-        try:
-            await self._cache.add(key, amount, ttl=ttl)
-            return amount
-        except ValueError:  # the key exists
-            return int(await self._cache.increment(key, amount))
+        # aiocache yields to the event loop inside each call, so the key can expire between
+        # "add" failing and "increment": then increment recreates it without a TTL. The lock
+        # orders our own calls; a result equal to ``amount`` means the key was (re)created here,
+        # and it gets its TTL.
+        async with self._lock:
+            try:
+                await self._cache.add(key, amount, ttl=ttl)
+                return amount
+            except ValueError:  # the key exists
+                value = int(await self._cache.increment(key, amount))
+            if ttl is not None and value == amount:
+                await self._cache.expire(key, ttl)
+            return value
 
 
 @hookimpl
