@@ -196,3 +196,18 @@ def test_every_event_type_is_decodable_and_distinct() -> None:
 def test_decode_rejects_unknown_types() -> None:
     with pytest.raises(msgspec.ValidationError):
         decode_event(b'{"type": "mystery", "id": "1"}')
+
+
+async def test_events_from_another_process_keep_their_identity() -> None:
+    """What a Redis fan-out does: publish on one bus, deliver the JSON on another."""
+    here, there = EventBus(), EventBus()
+    with there.subscribe() as subscription:
+        sent = here.publish(Status(state="thinking", conversation_id="c1", owner="ada"))
+        assert sent.origin == here.origin
+        received = there.deliver(decode_event(msgspec.json.encode(sent)))
+        got = await subscription.get()
+    assert got is received
+    assert (got.id, got.ts, got.origin) == (sent.id, sent.ts, here.origin)
+    assert got.origin != there.origin  # a forwarding sink on `there` would not send it back
+    republished = there.publish(Status(state="idle", id="1-1", origin="bus_x"))
+    assert (republished.id, republished.origin) == ("1-1", "bus_x")

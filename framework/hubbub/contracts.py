@@ -185,7 +185,10 @@ class EventSink(Component, Protocol):
     """A consumer of every published event: a log, an SSE broker, a Redis fan-out, metrics.
 
     Each sink gets its own bounded queue; a sink that falls behind loses the oldest events (and the
-    loss is counted and logged), it never slows publishers or grows memory."""
+    loss is counted and logged), it never slows publishers or grows memory. A sink that forwards
+    events to other processes forwards only those whose ``origin`` is its own bus's
+    (``runtime.events.origin``); the other side hands them to its bus with
+    :meth:`hubbub.events.EventBus.deliver`."""
 
     async def handle(self, event: Event) -> None:
         """Consume one event. Exceptions are logged and do not stop delivery."""

@@ -20,7 +20,7 @@ from typing import Any, Literal
 import blinker
 import msgspec
 
-from hubbub.models import Conversation, Health, Message, ToolCall, ToolResult, Usage
+from hubbub.models import Conversation, Health, Message, ToolCall, ToolResult, Usage, new_id
 
 __all__ = [
     "AnyEvent",
@@ -55,6 +55,9 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, tag_field="type"):
     """The conversation the event belongs to, if any."""
     owner: str | None = None
     """The principal allowed to see the event; ``None`` for events meant for operators only."""
+    origin: str = ""
+    """The bus (one per runtime, so per process) that published the event first. Sinks that
+    forward events to other processes forward only their own bus's, which prevents echoes."""
 
     @property
     def type(self) -> str:
@@ -235,12 +238,23 @@ class EventBus:
         self._sequence = itertools.count(1)
         self.queue_size = queue_size
         self.published = 0
+        self.origin = new_id("bus_")
+        """This bus's name, stamped on the events it publishes (:attr:`Event.origin`)."""
 
     def publish(self, event: Event) -> Event:
-        """Stamp ``event`` with an id and time, and hand it to every subscriber. Never blocks."""
-        now = time.time()
-        event.ts = now
-        event.id = f"{int(now * 1000)}-{next(self._sequence)}"
+        """Stamp ``event`` (id, time, origin: whatever is not set yet) and hand it to every
+        subscriber. Never blocks."""
+        if not event.id:
+            now = time.time()
+            event.ts = now
+            event.id = f"{int(now * 1000)}-{next(self._sequence)}"
+        if not event.origin:
+            event.origin = self.origin
+        return self.deliver(event)
+
+    def deliver(self, event: Event) -> Event:
+        """Hand an already stamped event to every subscriber as it is: for events that arrive
+        from another process (a Redis fan-out plugin calls this). Never blocks."""
         self.published += 1
         self._signal.send(self, event=event)
         return event
