@@ -25,7 +25,7 @@ import tomllib
 import typing
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any, ClassVar, Literal
+from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
@@ -122,10 +122,11 @@ class ServerConfig(_Section):
 
     host: str = "127.0.0.1"
     """Address to bind. Anything but loopback requires authentication to be configured."""
-    port: int = 8000
-    """TCP port to listen on."""
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    """TCP port to listen on (0: any free port)."""
     workers: int = 1
-    """Worker processes (more than one needs Redis for shared state)."""
+    """Worker processes. Each has its own runtime: conversations and keys are shared through
+    the data directory, events and SSE streams are per worker (until the Redis fan-out)."""
     max_body_bytes: int = 1_048_576
     """Largest request body accepted; larger ones get 413."""
     grace_period: float = 10.0
@@ -143,6 +144,9 @@ class RuntimeConfig(_Section):
     """Seconds a component may take to stop before it is abandoned (and reported)."""
     health_timeout: float = 2.0
     """Seconds a health check may take before the component counts as down."""
+    drain_timeout: float = 10.0
+    """Seconds background work that should finish (replies being written) may take when the
+    runtime stops, before it is cancelled."""
 
 
 class EventsConfig(_Section):

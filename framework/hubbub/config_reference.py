@@ -131,7 +131,7 @@ Hubbub reads one TOML file. Values come from, later ones winning:
 2. the file: `--config FILE`, else `$HUBBUB_CONFIG`, else `./hubbub.toml` when it exists;
 3. environment variables `HUBBUB_<SECTION>__<KEY>` (two underscores between levels). A value is
    read as a TOML literal when it parses as one (`8080`, `true`, `["log"]`), else as a string:
-   `HUBBUB_CACHE__BACKEND=redis`, `HUBBUB_SERVER__PORT=8080`,
+   `HUBBUB_LLM__DEFAULT_MODEL=offline/tools`, `HUBBUB_SERVER__PORT=8080`,
    `HUBBUB_PLUGINS__SQLITE_STORE__PATH=/data/hubbub.db`. `$HUBBUB_HOME` sets `home`.
 
 Unknown keys are errors, reported with the TOML path and line and the valid keys

@@ -9,14 +9,16 @@ A conversation belongs to its creator; to anyone else it does not exist (:class:
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
+from collections.abc import Callable, Coroutine
 from typing import Any
 
 import msgspec
 
 from hubbub.contracts import MemoryStore, ToolContext
-from hubbub.errors import HubbubError, InvalidRequestError, NotFoundError
+from hubbub.errors import ConflictError, HubbubError, InvalidRequestError, NotFoundError
 from hubbub.events import (
     ConversationUpdated,
     ErrorEvent,
@@ -64,6 +66,7 @@ class ConversationEngine:
         *,
         max_tool_rounds: int = 5,
         history_limit: int = 1000,
+        spawn: Callable[[Coroutine[Any, Any, Any], str], object] | None = None,
     ) -> None:
         self.memory = memory
         self.llm = llm
@@ -71,6 +74,8 @@ class ConversationEngine:
         self.events = events
         self.max_tool_rounds = max_tool_rounds
         self.history_limit = history_limit
+        self._spawn = spawn
+        self._replying: set[str] = set()
 
     async def start(self) -> None:
         """Nothing to acquire: the engine uses components the runtime started before it."""
@@ -176,6 +181,38 @@ class ConversationEngine:
         )
         return message
 
+    async def post_message(
+        self,
+        owner: Principal,
+        conversation_id: str,
+        content: str,
+        *,
+        model: str | None = None,
+        wait: bool = False,
+        request_id: str | None = None,
+    ) -> tuple[Message, Message | None]:
+        """Store the user's message and start the reply: in the background (returns
+        ``(message, None)``; follow the events) or, with ``wait``, to completion (returns
+        ``(message, reply)``). One reply at a time per conversation: while one runs, this raises
+        :class:`ConflictError` and stores nothing."""
+        if model is not None:
+            self.llm.resolve(model)
+        self._reserve(conversation_id)
+        try:
+            message = await self.send(owner, conversation_id, content)
+        except BaseException:
+            self._replying.discard(conversation_id)
+            raise
+        reply = self._reply_reserved(owner, conversation_id, model=model, request_id=request_id)
+        if wait:
+            return message, await reply
+        if self._spawn is None:
+            reply.close()
+            self._replying.discard(conversation_id)
+            raise RuntimeError("this engine cannot reply in the background: give it spawn=")
+        self._spawn(reply, f"reply {conversation_id}")
+        return message, None
+
     async def reply(
         self,
         owner: Principal,
@@ -186,29 +223,62 @@ class ConversationEngine:
     ) -> Message:
         """Produce, stream (as events) and store the assistant's reply; return the last message.
 
-        Errors are published as an ``error`` event and re-raised.
+        Errors are published as an ``error`` event and re-raised; so is an interruption (the
+        server stopping). :class:`ConflictError` if a reply to this conversation is running.
         """
-        conversation = await self.get(owner, conversation_id)
-        model_id = model or conversation.model or self.llm.default_model
-        with log_context(conversation_id=conversation_id, model=model_id):
-            publish = _Publisher(self.events, conversation_id, owner.id)
-            publish(Typing(active=True))
-            try:
-                return await self._reply(owner, conversation, model_id, request_id, publish)
-            except HubbubError as exc:
-                publish(ErrorEvent(code=exc.code, message=str(exc)))
-                raise
-            except Exception as exc:
-                logger.exception("reply failed")
-                publish(
-                    ErrorEvent(
-                        code="internal_error", message=f"the reply failed: {type(exc).__name__}"
+        self._reserve(conversation_id)
+        return await self._reply_reserved(
+            owner, conversation_id, model=model, request_id=request_id
+        )
+
+    def _reserve(self, conversation_id: str) -> None:
+        if conversation_id in self._replying:
+            raise ConflictError(
+                f"a reply to conversation {conversation_id!r} is still being written; "
+                "wait for its message.completed event"
+            )
+        self._replying.add(conversation_id)
+
+    async def _reply_reserved(
+        self,
+        owner: Principal,
+        conversation_id: str,
+        *,
+        model: str | None,
+        request_id: str | None,
+    ) -> Message:
+        try:
+            conversation = await self.get(owner, conversation_id)
+            model_id = model or conversation.model or self.llm.default_model
+            with log_context(conversation_id=conversation_id, model=model_id):
+                publish = _Publisher(self.events, conversation_id, owner.id)
+                publish(Typing(active=True))
+                try:
+                    return await self._reply(owner, conversation, model_id, request_id, publish)
+                except HubbubError as exc:
+                    publish(ErrorEvent(code=exc.code, message=str(exc)))
+                    raise
+                except asyncio.CancelledError:
+                    publish(
+                        ErrorEvent(
+                            code="interrupted",
+                            message="the reply was interrupted: the server is stopping",
+                        )
                     )
-                )
-                raise
-            finally:
-                publish(Typing(active=False))
-                publish(Status(state="idle"))
+                    raise
+                except Exception as exc:
+                    logger.exception("reply failed")
+                    publish(
+                        ErrorEvent(
+                            code="internal_error", message=f"the reply failed: {type(exc).__name__}"
+                        )
+                    )
+                    raise
+                finally:
+                    publish(Typing(active=False))
+                    publish(Status(state="idle"))
+        finally:
+            self._replying.discard(conversation_id)
 
     async def _reply(
         self,

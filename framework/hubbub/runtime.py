@@ -134,6 +134,7 @@ class Runtime:
         self._started: list[_Started] = []
         self._failed: list[_Failed] = []
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._drain: set[asyncio.Task[Any]] = set()
         self._cache: CacheBackend | None = None
         self._auth: Authenticator | None = None
         self._memory: MemoryStore | None = None
@@ -370,6 +371,7 @@ class Runtime:
                 self.events,
                 max_tool_rounds=config.llm.max_tool_rounds,
                 history_limit=config.llm.history_messages,
+                spawn=lambda coro, name: self.spawn(coro, name=name, drain=True),
             )
             await self._start_one("conversations", "engine", self._conversations, critical=True)
             await self.plugins.acall_each("on_startup", runtime=self)
@@ -409,6 +411,14 @@ class Runtime:
         logger.info("runtime stopped")
 
     async def _cancel_tasks(self) -> None:
+        draining = [t for t in self._tasks if t in self._drain]
+        if draining:
+            logger.info(
+                "waiting up to %g s for %d tasks to finish",
+                self.config.runtime.drain_timeout,
+                len(draining),
+            )
+            await asyncio.wait(draining, timeout=self.config.runtime.drain_timeout)
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
@@ -473,16 +483,22 @@ class Runtime:
 
     # -- background tasks ------------------------------------------------------------------
 
-    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
-        """Run ``coro`` in the background, owned by the runtime: it is cancelled on stop and an
-        exception it raises is logged."""
+    def spawn(
+        self, coro: Coroutine[Any, Any, T], *, name: str, drain: bool = False
+    ) -> asyncio.Task[T]:
+        """Run ``coro`` in the background, owned by the runtime: an exception it raises is
+        logged, and it is cancelled on stop; with ``drain``, only after it has had
+        ``[runtime] drain_timeout`` seconds to finish (replies being written, say)."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
+        if drain:
+            self._drain.add(task)
         task.add_done_callback(self._task_done)
         return task
 
     def _task_done(self, task: asyncio.Task[Any]) -> None:
         self._tasks.discard(task)
+        self._drain.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("background task %s failed", task.get_name(), exc_info=task.exception())
 

@@ -105,16 +105,17 @@ class ConversationsController(Controller):
         conversation_id: FromPath[str],
         data: JSONBody[SendMessage],
     ) -> Response[SentMessage]:
-        engine = runtime.conversations
-        if data.model is not None:
-            runtime.llm.resolve(data.model)
-        message = await engine.send(principal, conversation_id, data.content)
-        request_id = current_context().get("request_id")
-        reply = engine.reply(principal, conversation_id, model=data.model, request_id=request_id)
-        if data.wait:
-            return Response(SentMessage(message=message, reply=await reply), status_code=200)
-        runtime.spawn(reply, name=f"reply {conversation_id}")
-        return Response(SentMessage(message=message), status_code=202)
+        message, reply = await runtime.conversations.post_message(
+            principal,
+            conversation_id,
+            data.content,
+            model=data.model,
+            wait=data.wait,
+            request_id=current_context().get("request_id"),
+        )
+        return Response(
+            SentMessage(message=message, reply=reply), status_code=200 if data.wait else 202
+        )
 
     @get("/{conversation_id:str}/messages", summary="List a conversation's messages")
     async def list_messages(
