@@ -14,7 +14,14 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from typing import Any
 
 from hubbub.contracts import LLMProvider
-from hubbub.errors import HubbubError, ProviderError, ProviderTimeoutError, UnknownModelError
+from hubbub.errors import (
+    ConfigError,
+    ConfigIssue,
+    HubbubError,
+    ProviderError,
+    ProviderTimeoutError,
+    UnknownModelError,
+)
 from hubbub.events import EventBus, UsageRecorded
 from hubbub.models import (
     ChatChunk,
@@ -69,6 +76,16 @@ class LLMClient:
                     )
                     continue
                 self._models[info.id] = (provider, info)
+        if self.default_model not in self._models:
+            known = ", ".join(sorted(self._models)) or "none"
+            raise ConfigError(
+                [
+                    ConfigIssue(
+                        path="llm.default_model",
+                        message=f"no provider serves {self.default_model!r} (available: {known})",
+                    )
+                ]
+            )
 
     async def health(self) -> Health:
         return Health(detail=f"{len(self._models)} models from {len(self.providers)} providers")

@@ -32,7 +32,7 @@ from hubbub.auth import Authenticator
 from hubbub.config import Config, load_config
 from hubbub.contracts import AuthMethod, CacheBackend, EventSink, LLMProvider, MemoryStore
 from hubbub.conversation import ConversationEngine
-from hubbub.errors import ComponentError, HubbubError
+from hubbub.errors import ComponentError, ConfigError, HubbubError
 from hubbub.events import EventBus, Subscription
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
@@ -243,6 +243,8 @@ class Runtime:
                 await component.start()
         except BaseException as exc:
             await self._close_quietly(label, component)
+            if isinstance(exc, ConfigError):  # a configuration problem found at start
+                raise
             if isinstance(exc, TimeoutError):
                 raise ComponentError(
                     f"{label} {backend!r} did not start within "

@@ -7,6 +7,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
@@ -87,6 +88,13 @@ class RequestMiddleware:
         token = bind_context(request_id=request_id)
         try:
             await self.app(scope, receive, send_with_id)
+        except asyncio.CancelledError:
+            drain = getattr(self.state, "drain", None)
+            if drain is None or not drain.is_set():
+                raise
+            # The shutdown grace period is over and the server cancels what still runs: end
+            # quietly (the client sees its response cut short) rather than with a traceback.
+            logger.info("request cut short: the server is stopping")
         finally:
             unbind_context(token)
             route = scope.get("path_template") or "unmatched"

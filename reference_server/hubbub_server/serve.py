@@ -16,9 +16,10 @@ import gc
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import FrameType
 from typing import Any
 
@@ -41,9 +42,21 @@ logger = logging.getLogger("hubbub.server")
 class _DrainingServer(uvicorn.Server):
     """A uvicorn server that tells the app to drain as soon as a stop signal arrives."""
 
-    def __init__(self, config: uvicorn.Config, state: Any) -> None:
+    def __init__(
+        self, config: uvicorn.Config, state: Any, on_listening: Callable[[int], None]
+    ) -> None:
         super().__init__(config)
         self.app_state = state
+        self.on_listening = on_listening
+
+    async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        try:
+            await super().startup(sockets)
+        except SystemExit:  # uvicorn's answer to a failed bind; it has logged the reason
+            self.should_exit = True
+            return
+        if self.started:
+            self.on_listening(self.servers[0].sockets[0].getsockname()[1])
 
     @contextlib.contextmanager
     def capture_signals(self) -> Iterator[None]:
@@ -88,12 +101,30 @@ def _describe(runtime: Runtime, url: str) -> None:
     click.echo(f"  data: {config.data_dir}", err=True)
 
 
+def _check_port(host: str, port: int) -> None:
+    """Fail early, in one line, when the address cannot be bound (uvicorn binds after the
+    runtime has started, and reports this with a traceback and exit code 3)."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    with socket.socket(family, socket.SOCK_STREAM) as probe:
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            probe.bind((host.strip("[]"), port))
+        except OSError as exc:
+            raise click.ClickException(
+                f"cannot listen on {host}:{port}: {exc.strerror or exc}"
+            ) from None
+
+
 async def _serve_one(config: Config, log_level: str) -> None:
+    _check_port(config.server.host, config.server.port)
     app = create_app(config)
     runtime: Runtime = app.state.runtime
     try:
         await runtime.start()
         await check_exposure(runtime, config.server.host)
+    except ConfigError as exc:
+        await runtime.stop()
+        raise ConfigProblem(exc) from None
     except HubbubError as exc:
         await runtime.stop()
         raise click.ClickException(str(exc)) from None
@@ -109,8 +140,8 @@ async def _serve_one(config: Config, log_level: str) -> None:
             lifespan="on",
         ),
         app.state,
+        on_listening=lambda port: _describe(runtime, f"http://{config.server.host}:{port}"),
     )
-    _describe(runtime, f"http://{config.server.host}:{config.server.port}")
     # Everything built so far lives as long as the process: keep the garbage collector from
     # scanning it again and again while serving.
     gc.collect()

@@ -48,7 +48,8 @@ async def with_heartbeat(
             await closer()
 
 
-async def _counted(frames: AsyncIterator[Any], metrics: Metrics) -> AsyncIterator[Any]:
+async def _served(frames: AsyncIterator[Any], state: Any) -> AsyncIterator[Any]:
+    metrics: Metrics = state.metrics
     metrics.streams.inc()
     try:
         async for frame in frames:
@@ -57,6 +58,7 @@ async def _counted(frames: AsyncIterator[Any], metrics: Metrics) -> AsyncIterato
         metrics.streams.dec()
 
 
-def sse_response(frames: AsyncIterator[Any], metrics: Metrics) -> ServerSentEvent:
-    """An ``text/event-stream`` response over ``frames``, counted in ``hubbub_active_streams``."""
-    return ServerSentEvent(_counted(frames, metrics), headers=HEADERS)
+def sse_response(frames: AsyncIterator[Any], state: Any) -> ServerSentEvent:
+    """An ``text/event-stream`` response over ``frames`` for the app whose ``state`` is given,
+    counted in ``hubbub_active_streams``."""
+    return ServerSentEvent(_served(frames, state), headers=HEADERS)

@@ -167,3 +167,38 @@ def test_heartbeat_dispatches_no_event(idle_events: httpx.Response) -> None:
             break
     assert all(frame["comments"] for frame in frames), frames
     assert [frame for frame in frames if frame["data"] is not None] == [], json.dumps(frames)
+
+
+def test_a_stream_longer_than_the_grace_period_is_cut_cleanly(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """When the grace period runs out the stream ends early, and the process still stops the
+    runtime and exits 0, without a traceback."""
+    server = LiveServer(
+        tmp_path_factory.mktemp("cut"),
+        "[server]\ngrace_period = 1\n[plugins.offline_provider]\ntoken_delay = 0.1\n",
+    )
+    server.start()
+    lines: list[str] = []
+    body = {
+        "model": "offline/echo",
+        "stream": True,
+        "messages": [{"role": "user", "content": PROMPT}],
+    }  # about 6 s at 0.1 s/word
+    try:
+        with (
+            httpx.Client(base_url=server.url, timeout=30, trust_env=False) as client,
+            client.stream("POST", "/v1/chat/completions", json=body) as response,
+        ):
+            for line in response.iter_lines():
+                lines.append(line)
+                if len(lines) == 6:
+                    server.signal()
+    except httpx.HTTPError:
+        pass  # the connection may close abruptly
+    returncode = server.wait()
+    log = server.log()
+    assert returncode == 0, log
+    assert "data: [DONE]" not in lines
+    assert "Traceback" not in log
+    assert "runtime stopped" in log

@@ -70,7 +70,7 @@ def event_stream(
     frames = with_heartbeat(
         _frames(subscription, state.drain), runtime.config.server.heartbeat_interval
     )
-    return sse_response(frames, state.metrics)
+    return sse_response(frames, state)
 
 
 class EventsController(Controller):

@@ -66,7 +66,7 @@ class OpenAIController(Controller):
             return ASGIResponse(body=body, media_type="application/json", status_code=200)
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
         chunks = await runtime.llm.open_stream(chat)  # refusals are errors, not a 200 stream
-        stream = sse_response(_stream(chunks, chat, include_usage), request.app.state.metrics)
+        stream = sse_response(_stream(chunks, chat, include_usage), request.app.state)
         return stream.to_asgi_response(None, request)
 
 
