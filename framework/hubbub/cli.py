@@ -25,7 +25,15 @@ from hubbub.errors import ConfigError, HubbubError, PluginError
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.tomlout import dump_toml
 
-__all__ = ["ConfigProblem", "Loaded", "cli", "config_option", "load_for_cli", "main"]
+__all__ = [
+    "ConfigProblem",
+    "Loaded",
+    "UsageProblem",
+    "cli",
+    "config_option",
+    "load_for_cli",
+    "main",
+]
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -42,6 +50,12 @@ class ConfigProblem(click.ClickException):
     def show(self, file: Any = None) -> None:
         for issue in self.error.issues:
             click.echo(f"error: {issue}", err=True)
+
+
+class UsageProblem(click.ClickException):
+    """A usage error explained in one line (without click's usage block): exit code 2."""
+
+    exit_code = 2
 
 
 def config_option(func: F) -> F:
@@ -155,7 +169,11 @@ def config_group() -> None:
 def config_check(config_path: str | None) -> None:
     """Validate the configuration against the installed plugins."""
     config = load_for_cli(config_path).config
-    click.echo(f"ok: {config.source or 'built-in defaults'} is valid")
+    where = config.source or "built-in defaults"
+    if config.overrides:
+        variables = ", ".join("HUBBUB_" + p.upper().replace(".", "__") for p in config.overrides)
+        where += f" with environment overrides ({variables})"
+    click.echo(f"ok: {where} is valid")
 
 
 @config_group.command(name="show")
@@ -177,7 +195,7 @@ def config_init(path: str, force: bool) -> None:
 
     target = Path(path)
     if target.exists() and not force:
-        raise click.UsageError(f"{path} exists; pass --force to overwrite it")
+        raise UsageProblem(f"{path} exists; pass --force to overwrite it")
     target.write_text(render_example_toml(), encoding="utf-8")
     click.echo(f"wrote {path}")
 

@@ -451,7 +451,9 @@ def load_config(
 def _issue(
     path: str, message: str, text: str | None, source: str | None, overridden: Iterable[str]
 ) -> ConfigIssue:
-    from_env = [p for p in overridden if path == p or path.startswith(p + ".")]
+    from_env = [
+        p for p in overridden if path == p or path.startswith(p + ".") or p.startswith(path + ".")
+    ]
     if from_env:
         variable = ENV_PREFIX + from_env[0].upper().replace(".", "__")
         return ConfigIssue(path=path, message=message, source=f"environment variable {variable}")

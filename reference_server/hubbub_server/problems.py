@@ -26,6 +26,7 @@ logger = logging.getLogger("hubbub.server")
 
 MEDIA_TYPE = "application/problem+json"
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `(?P<field>[^`]+)`")
 _BODY_KEY = "data"  # Litestar's name for the request body in validation errors
 
 
@@ -77,10 +78,14 @@ def _hubbub_error(request: Request[Any, Any, Any], exc: HubbubError) -> Response
 
 def _field_error(entry: dict[str, Any]) -> dict[str, Any]:
     key, message = str(entry["key"]), str(entry.get("message", ""))
-    if missing := _MISSING.search(message):  # msgspec names the missing field in its message
+    if missing := _MISSING.search(message):  # msgspec names the field in its message
         name = missing.group("field")
         key = name if key == _BODY_KEY else f"{key}.{name}"
         return {"field": key, "message": "this field is required"}
+    if unknown := _UNKNOWN.search(message):
+        name = unknown.group("field")
+        key = name if key == _BODY_KEY else f"{key}.{name}"
+        return {"field": key, "message": "unknown field"}
     return {"field": key, "message": _sentence(message)}
 
 
