@@ -25,7 +25,7 @@ from typing import Any, get_type_hints
 import msgspec
 
 from hubbub.contracts import Tool, ToolContext, ToolProvider
-from hubbub.errors import ConflictError, NotFoundError
+from hubbub.errors import NotFoundError
 from hubbub.models import Health, ToolCall, ToolResult, ToolSpec
 
 __all__ = ["FunctionTool", "StaticToolProvider", "ToolRegistry", "function_tools"]
@@ -127,38 +127,54 @@ def function_tools(*funcs: Callable[..., Awaitable[Any]]) -> StaticToolProvider:
 
 
 class ToolRegistry:
-    """Every tool of the started providers, by name."""
+    """Every tool of the started providers, by name.
+
+    Providers' tool lists are read again whenever tools are listed (and when a call names a
+    tool not seen yet), so a provider whose tools change (an MCP server) needs no restart. Two
+    providers offering one name is a conflict: the first provider (in configuration order)
+    keeps the name, the conflict is logged and health says ``degraded``.
+    """
 
     def __init__(self, providers: Mapping[str, ToolProvider], *, timeout: float) -> None:
         self.providers = dict(providers)
         self.timeout = timeout
         self._tools: dict[str, tuple[str, Tool]] = {}
+        self.conflicts: list[str] = []
+        """Tool names offered twice, explained."""
 
     async def start(self) -> None:
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read every provider's tools (MCP servers can change theirs)."""
+        """Read every provider's tools again."""
         tools: dict[str, tuple[str, Tool]] = {}
+        conflicts = []
         for provider_name, provider in self.providers.items():
             for tool in provider.tools():
                 name = tool.spec.name
                 if name in tools:
-                    raise ConflictError(
+                    conflicts.append(
                         f"tool {name!r} is offered by both tool provider {tools[name][0]!r} "
-                        f"and {provider_name!r}"
+                        f"and {provider_name!r}; {tools[name][0]!r} keeps it"
                     )
+                    continue
                 tools[name] = (provider_name, tool)
-        self._tools = tools
+        for conflict in set(conflicts) - set(self.conflicts):
+            logger.error("%s", conflict)
+        self._tools, self.conflicts = tools, conflicts
 
     async def health(self) -> Health:
-        return Health(detail=f"{len(self._tools)} tools")
+        detail = f"{len(self._tools)} tools"
+        if self.conflicts:
+            return Health(status="degraded", detail=f"{detail}; " + "; ".join(self.conflicts))
+        return Health(detail=detail)
 
     async def aclose(self) -> None:
         """The providers are components of their own; nothing to release here."""
 
     def specs(self) -> list[ToolSpec]:
         """Every tool's spec (with ``source`` set to its provider), sorted by name."""
+        self.refresh()
         return [
             msgspec.structs.replace(tool.spec, source=provider)
             for _, (provider, tool) in sorted(self._tools.items())
@@ -179,6 +195,9 @@ class ToolRegistry:
             return ToolResult(call_id=call.id, name=call.name, content=message, is_error=True)
 
         found = self._tools.get(call.name)
+        if found is None:
+            self.refresh()
+            found = self._tools.get(call.name)
         if found is None:
             return failed(f"error: no tool named {call.name!r}")
         try:
