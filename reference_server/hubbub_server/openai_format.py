@@ -7,7 +7,7 @@ fields hubbub does use are validated, and problems name the field (``messages[1]
 from __future__ import annotations
 
 import time
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -80,15 +80,15 @@ class StreamOptions(msgspec.Struct, kw_only=True):
 class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     """``POST /v1/chat/completions`` body (the subset hubbub acts on; other fields ignored)."""
 
-    model: str
+    model: Annotated[str, msgspec.Meta(min_length=1)]
     messages: list[WireMessage]
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[WireTool] | None = None
     tool_choice: str | dict[str, Any] | None = None
-    temperature: float | None = None
-    max_tokens: int | None = None
-    max_completion_tokens: int | None = None
+    temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     stop: str | list[str] | None = None
     n: int = 1
     user: str | None = None

@@ -195,3 +195,27 @@ def test_problems_never_leak_internals(alice: httpx.Client) -> None:
         assert response.status_code < 500, (content, response.text)
         if response.status_code >= 400:
             assert_problem(response, response.status_code)
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"model": ""}, "model"),
+        ({"max_tokens": 0}, "max_tokens"),
+        ({"temperature": 9}, "temperature"),
+        ({"n": 2}, "n"),
+    ],
+)
+def test_out_of_range_values_name_their_field(
+    alice: httpx.Client, change: dict[str, Any], field: str
+) -> None:
+    body = {"model": "offline/echo", "messages": USER, **change}
+    problem = assert_problem(alice.post(CHAT, json=body), 422, field=field)
+    assert problem["detail"].startswith(f"{field}: ")
+
+
+def test_unknown_fields_of_native_bodies_are_named(alice: httpx.Client) -> None:
+    problem = assert_problem(
+        alice.post("/api/conversations", json={"titel": "x"}), 422, field="titel"
+    )
+    assert "unknown field" in problem["detail"]

@@ -9,7 +9,7 @@ Resuming with ``Last-Event-ID`` across processes arrives with the Redis event fa
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import msgspec
@@ -17,7 +17,7 @@ from litestar import Controller, Request, get
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from hubbub.events import Event, Subscription
+from hubbub.events import Event, EventBus
 from hubbub.models import Principal
 from hubbub.runtime import Runtime
 from hubbub_server.security import Caller, RuntimeDep
@@ -29,11 +29,12 @@ _encode = msgspec.json.Encoder().encode
 
 
 async def _frames(
-    subscription: Subscription, drain: asyncio.Event
+    bus: EventBus, visible: Callable[[Event], bool], drain: asyncio.Event
 ) -> AsyncIterator[ServerSentEventMessage]:
+    # Subscribed here, when the response starts: a response never sent holds no subscription.
     drained = asyncio.ensure_future(drain.wait())
     try:
-        with subscription:
+        with bus.subscribe(visible) as subscription:
             while True:
                 next_event = asyncio.ensure_future(subscription.get())
                 done, _ = await asyncio.wait(
@@ -65,10 +66,9 @@ def event_stream(
             conversation_id is None or event.conversation_id == conversation_id
         )
 
-    subscription = runtime.events.subscribe(visible)
     state = request.app.state
     frames = with_heartbeat(
-        _frames(subscription, state.drain), runtime.config.server.heartbeat_interval
+        _frames(runtime.events, visible, state.drain), runtime.config.server.heartbeat_interval
     )
     return sse_response(frames, state)
 
