@@ -93,7 +93,7 @@ class HubbubPlugin(InitPlugin):
     def _plugin_routes(self) -> list[Any]:
         handlers: list[Any] = []
         for registration in self.runtime.plugins.registries()["routes"]:
-            built = registration.factory(self.runtime.context(registration))
+            built = self.runtime.build("routes", registration.name)  # errors name the plugin
             handlers.extend(built if isinstance(built, Iterable) else [built])
         return handlers
 

@@ -71,3 +71,22 @@ async def test_plugin_route_errors_are_problems(hubbub_client: httpx.AsyncClient
     response = await hubbub_client.post("/api/hello")
     assert response.status_code == 405
     assert response.headers["content-type"].startswith("application/problem+json")
+
+
+class BrokenRoutes:
+    __name__ = "broken_routes"
+
+    @hookimpl
+    def register_routes(self, register: Registrar) -> None:
+        def build(context: ComponentContext) -> list[Any]:
+            raise ValueError("no routes today")
+
+        register("broken", build)
+
+
+def test_a_failing_route_factory_names_its_plugin(tmp_path: Path) -> None:
+    from hubbub.errors import ComponentError
+    from hubbub_server import create_app
+
+    with pytest.raises(ComponentError, match="'broken_routes'.*no routes today"):
+        create_app(config_for(tmp_path), extra_plugins=[BrokenRoutes()])
