@@ -88,5 +88,5 @@ def test_a_failing_route_factory_names_its_plugin(tmp_path: Path) -> None:
     from hubbub.errors import ComponentError
     from hubbub_server import create_app
 
-    with pytest.raises(ComponentError, match="'broken_routes'.*no routes today"):
+    with pytest.raises(ComponentError, match=r"'broken_routes'.*no routes today"):
         create_app(config_for(tmp_path), extra_plugins=[BrokenRoutes()])
