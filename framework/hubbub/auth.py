@@ -16,6 +16,8 @@ import logging
 import time
 from collections.abc import Mapping
 
+import msgspec
+
 from hubbub.contracts import AuthMethod, Credentials
 from hubbub.errors import AuthenticationError
 from hubbub.models import Health, Principal
@@ -83,12 +85,7 @@ class Authenticator:
                 principal = await method.authenticate(credentials)
                 if principal is not None:
                     if not principal.auth_method:
-                        principal = Principal(
-                            id=principal.id,
-                            name=principal.name,
-                            roles=principal.roles,
-                            auth_method=name,
-                        )
+                        principal = msgspec.structs.replace(principal, auth_method=name)
                     return principal
         if await self.local_mode():
             return LOCAL_PRINCIPAL

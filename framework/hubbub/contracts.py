@@ -40,6 +40,7 @@ __all__ = [
     "EventSink",
     "LLMProvider",
     "MemoryStore",
+    "RedirectAuthMethod",
     "Tool",
     "ToolContext",
     "ToolProvider",
@@ -137,6 +138,19 @@ class AuthMethod(Component, Protocol):
         """Whether this method can authenticate anyone yet (at least one API key, user or
         identity provider is set up). While no enabled method is, a server bound to loopback
         serves a local user without credentials; any other server refuses to start."""
+
+
+class RedirectAuthMethod(AuthMethod, Protocol):
+    """An auth method that signs people in through another site (OIDC, Entra ID): the server
+    sends the browser to :meth:`login_url` (``GET /api/auth/{method}/login``) and hands what
+    comes back to :meth:`complete_login` (``GET /api/auth/{method}/callback``)."""
+
+    async def login_url(self, *, redirect_uri: str, state: str) -> str:
+        """Where to send the browser; ``state`` must come back unchanged."""
+
+    async def complete_login(self, *, params: dict[str, str], redirect_uri: str) -> Principal:
+        """Turn the callback's query parameters into a principal, or raise
+        :class:`hubbub.errors.AuthenticationError`."""
 
 
 class LLMProvider(Component, Protocol):

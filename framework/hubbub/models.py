@@ -171,6 +171,14 @@ class Principal(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """Roles such as ``admin``; plugins may define their own."""
     auth_method: str = ""
     """The auth method that authenticated this caller (``api_key``, ``local``, ``oidc``...)."""
+    scopes: frozenset[str] = frozenset()
+    """What the credentials allow (from a token's ``scope``, or a key's restrictions); empty
+    means no restriction beyond the roles."""
+    session_id: str | None = None
+    """The login session the credentials belong to, when they belong to one (so revoking the
+    session ends the streams it opened)."""
+    expires_at: float | None = None
+    """When the credentials stop being valid (Unix seconds), if they expire."""
 
 
 class Session(msgspec.Struct, kw_only=True, omit_defaults=True):

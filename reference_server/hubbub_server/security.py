@@ -27,10 +27,12 @@ async def provide_principal(request: Request[Any, Any, Any], runtime: RuntimeDep
     It depends on ``runtime`` so Litestar resolves the two in sequence: resolving independent
     dependencies concurrently costs a task group per request."""
     bearer = None
+    headers = {}
     for name, value in request.scope["headers"]:  # raw headers: cheaper than request.headers
+        text = value.decode("latin-1")
+        headers[name.decode("latin-1")] = text
         if name == b"authorization":
-            scheme, _, token = value.decode("latin-1").partition(" ")
+            scheme, _, token = text.partition(" ")
             if scheme.lower() == "bearer" and token.strip():
                 bearer = token.strip()
-            break
-    return await runtime.auth.authenticate(Credentials(bearer=bearer))
+    return await runtime.auth.authenticate(Credentials(bearer=bearer, headers=headers))
