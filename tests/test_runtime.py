@@ -17,6 +17,7 @@ from hubbub import hookimpl
 from hubbub.errors import ComponentError, PluginError
 from hubbub.events import Event
 from hubbub.models import ChatRequest, ChatResponse, Health, Message
+from hubbub.registry import Registrar
 from hubbub.runtime import Runtime
 
 KINDS_IN_ORDER = ["sink", "cache", "memory", "auth", "llm", "tools"]
@@ -493,3 +494,32 @@ async def test_before_llm_request_can_refuse_with_its_own_error(
             await runtime.llm.complete(
                 ChatRequest(model="offline/echo", messages=[Message(role="user", content="hi")])
             )
+
+
+class SlowCachePlugin:
+    __name__ = "slow_cache"
+
+    @hookimpl
+    def register_cache_backends(self, register: Registrar) -> None:
+        from hubbub_plugins.memory_cache import MemoryCache, MemoryCacheSettings
+
+        class Slow(MemoryCache):
+            async def start(self) -> None:
+                await asyncio.sleep(0.3)
+                await super().start()
+
+        register("slow", lambda context: Slow(MemoryCacheSettings()))
+
+
+async def test_stop_while_starting_waits_for_the_start_then_stops_everything(
+    make_runtime: Callable[..., Runtime],
+) -> None:
+    runtime = make_runtime('[cache]\nbackend = "slow"\n', SlowCachePlugin())
+    starting = asyncio.create_task(runtime.start())
+    await asyncio.sleep(0.05)
+    assert runtime.state == "starting"
+    await runtime.stop()
+    await starting
+    assert runtime.state == "stopped"
+    with pytest.raises(RuntimeError, match="not running"):
+        runtime.cache  # noqa: B018 - the property raises once stopped

@@ -135,6 +135,7 @@ class Runtime:
         self._failed: list[_Failed] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._drain: set[asyncio.Task[Any]] = set()
+        self._start_done = asyncio.Event()
         self._cache: CacheBackend | None = None
         self._auth: Authenticator | None = None
         self._memory: MemoryStore | None = None
@@ -384,6 +385,8 @@ class Runtime:
             await self._stop_components()
             self.state = "stopped"
             raise
+        finally:
+            self._start_done.set()
         self.state = "running"
         logger.info("runtime started in %.1f ms", (time.perf_counter() - began) * 1000)
 
@@ -398,7 +401,10 @@ class Runtime:
 
     async def stop(self) -> None:
         """Run the ``on_shutdown`` hooks, cancel background tasks, and stop every component in
-        reverse start order, each within ``[runtime] stop_timeout``. Safe to call twice."""
+        reverse start order, each within ``[runtime] stop_timeout``. Safe to call twice, and
+        while the runtime is still starting (it waits for the start to end first)."""
+        if self.state == "starting":
+            await self._start_done.wait()
         if self.state in ("stopping", "stopped", "new"):
             self.state = "stopped" if self.state == "new" else self.state
             return

@@ -214,6 +214,11 @@ def serve(
             f"{config.server.workers} workers",
             err=True,
         )
+        if config.server.workers > 1:
+            logger.warning(
+                "each worker has its own runtime: conversations and keys are shared through "
+                "the data directory, but events and SSE streams stay within one worker"
+            )
         uvicorn.run(
             "hubbub_server.app:app_from_env",
             factory=True,
