@@ -196,3 +196,18 @@ def test_unknown_command_is_a_usage_error(tmp_path: Path) -> None:
     result = run_cli(["frobnicate"], cwd=tmp_path)
     assert result.returncode == 2
     assert "No such command 'frobnicate'" in result.stderr
+
+
+def test_config_init_covers_every_plugins_settings_commented_out(tmp_path: Path) -> None:
+    """Every installed plugin's table is there, commented out; uncommented it is valid."""
+    assert run_cli(["config", "init", "hubbub.toml"], cwd=tmp_path).returncode == 0
+    target = tmp_path / "hubbub.toml"
+    text = target.read_text()
+    tables = ["offline_provider", "sqlite_store", "memory_cache", "log_sink", "api_keys"]
+    for table in [*tables, "litellm_provider"]:
+        assert f"# [plugins.{table}]" in text, table
+    uncommented = text.replace("# [plugins.offline_provider]", "[plugins.offline_provider]")
+    target.write_text(uncommented.replace("# token_delay = 0.0", "token_delay = 0.25"))
+    done = run_cli(["config", "show", "--json"], cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert json.loads(done.stdout)["plugins"]["offline_provider"] == {"token_delay": 0.25}

@@ -192,11 +192,18 @@ def config_show(as_json: bool, config_path: str | None) -> None:
 def config_init(path: str, force: bool) -> None:
     """Write a commented example configuration covering every section."""
     from hubbub.config_reference import render_example_toml
+    from hubbub.selection import settings_types
 
     target = Path(path)
     if target.exists() and not force:
         raise UsageProblem(f"{path} exists; pass --force to overwrite it")
-    target.write_text(render_example_toml(), encoding="utf-8")
+    plugins = load_plugins()
+    try:
+        settings = settings_types(plugins.registries())
+    except PluginError as exc:  # still write the core sections
+        click.echo(f"warning: plugin settings left out: {exc}", err=True)
+        settings = {}
+    target.write_text(render_example_toml(settings), encoding="utf-8")
     click.echo(f"wrote {path}")
 
 

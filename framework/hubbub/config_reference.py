@@ -14,6 +14,7 @@ import inspect
 import itertools
 import re
 import textwrap
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -234,8 +235,9 @@ def _keys(struct_type: type[msgspec.Struct], fields: list[mi.Field]) -> list[str
     return out
 
 
-def render_example_toml() -> str:
-    """A commented ``hubbub.toml`` with every key at its default value."""
+def render_example_toml(plugin_settings: Mapping[str, type[msgspec.Struct]] | None = None) -> str:
+    """A commented ``hubbub.toml`` with every key at its default value, and for each plugin in
+    ``plugin_settings`` (plugin name to settings struct) its table, commented out."""
     keys, tables = _sections()
     out = _TOML_HEADER.splitlines() + _keys(Config, keys)
     for name, struct_type in tables:
@@ -243,4 +245,10 @@ def render_example_toml() -> str:
         out += _keys(struct_type, _fields(struct_type))
         if struct_type is PluginsConfig:
             out += ["", *_TOML_PLUGINS.splitlines()]
+    for plugin, struct_type in sorted((plugin_settings or {}).items()):
+        out += ["", "", *_comment(inspect.getdoc(struct_type) or ""), f"# [plugins.{plugin}]"]
+        out += [
+            line if line.startswith("#") or not line else f"# {line}"
+            for line in _keys(struct_type, _fields(struct_type))
+        ]
     return "\n".join(out) + "\n"

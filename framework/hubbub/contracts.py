@@ -121,7 +121,10 @@ class Credentials(msgspec.Struct, kw_only=True, omit_defaults=True):
     bearer: str | None = None
     """The token from ``Authorization: Bearer ...``."""
     username: str | None = None
+    """A user name, for methods that check passwords; ``None`` when none was given (the
+    reference server passes only ``bearer`` and ``headers``)."""
     password: str | None = None
+    """The password that goes with ``username``; ``None`` when none was given."""
     headers: dict[str, str] = msgspec.field(default_factory=dict)
     """Request headers, lower-cased, for methods that read their own."""
 
@@ -170,8 +173,13 @@ class ToolContext(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Who a tool runs for and where."""
 
     principal: Principal | None = None
+    """Who the tool runs for (the conversation's owner); ``None`` when the caller named
+    nobody."""
     conversation_id: str | None = None
+    """The conversation whose reply called the tool; ``None`` outside a conversation."""
     request_id: str | None = None
+    """The HTTP request that started the reply (the ``X-Request-ID`` the server answers
+    with), for logs; ``None`` when no request did."""
 
 
 class Tool(Protocol):

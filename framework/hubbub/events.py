@@ -70,74 +70,99 @@ class MessageCreated(Event, tag="message.created"):
     """A message was added to a conversation (the user's, or the start of a reply)."""
 
     message: Message
+    """The new message: the user's or a tool result as stored, or, when a reply starts, the
+    ``assistant`` message before any text (its ``id`` is the one the deltas and the
+    ``message.completed`` event carry)."""
 
 
 class MessageDelta(Event, tag="message.delta"):
     """A piece of a reply being streamed."""
 
     message_id: str
+    """The :attr:`~hubbub.models.Message.id` of the reply being streamed, announced by
+    ``message.created``."""
     delta: str
+    """The next piece of the reply's text, to append to the pieces before it."""
 
 
 class MessageCompleted(Event, tag="message.completed"):
     """A reply is finished and stored."""
 
     message: Message
+    """The finished ``assistant`` message as stored, with its ``usage`` and, when it asks for
+    tools, ``tool_calls``."""
 
 
 class Typing(Event, tag="typing"):
     """Someone (the assistant, usually) started or stopped composing."""
 
     active: bool
+    """True when composing starts, false when it stops."""
     who: str = "assistant"
+    """Who is composing; the engine reports only ``assistant``."""
 
 
 class Status(Event, tag="status"):
     """Progress of a reply: ``thinking``, ``calling_tool``, ``idle``..."""
 
     state: str
+    """``thinking`` (waiting for the model), ``calling_tool`` (running a tool) or ``idle``
+    (the reply ended, however it ended)."""
     detail: str = ""
+    """The model (``thinking``) or the tool (``calling_tool``); empty otherwise."""
 
 
 class ToolStarted(Event, tag="tool.started"):
     """A tool call began."""
 
     call: ToolCall
+    """The call as the model made it (``arguments`` as JSON text)."""
 
 
 class ToolFinished(Event, tag="tool.finished"):
     """A tool call ended (``result.is_error`` says whether it failed)."""
 
     result: ToolResult
+    """What the tool produced; ``result.call_id`` names the call."""
     duration_ms: float = 0.0
+    """How long the call took, in milliseconds."""
 
 
 class ConversationUpdated(Event, tag="conversation.updated"):
     """A conversation was created, renamed, or deleted."""
 
     change: Literal["created", "updated", "deleted"]
+    """``created``, ``updated`` (renamed, or its model changed) or ``deleted``."""
     conversation: Conversation | None = None
+    """The conversation as stored after the change; ``None`` when it was deleted."""
 
 
 class UsageRecorded(Event, tag="usage"):
     """An LLM request consumed tokens."""
 
     model: str
+    """The model the request went to (after the ``before_llm_request`` hooks)."""
     usage: Usage
+    """What the provider reported; for a stream cut short, what it reported before the end."""
 
 
 class ErrorEvent(Event, tag="error"):
     """Something failed while serving a conversation; ``message`` is safe to show the user."""
 
     code: str
+    """Machine-readable: a :class:`hubbub.errors.HubbubError`'s ``code`` (``provider_timeout``,
+    ``model_not_found``...), ``interrupted`` (the server is stopping) or ``internal_error``."""
     message: str
+    """What went wrong, in words safe to show the user (no traceback)."""
 
 
 class SessionRevoked(Event, tag="session.revoked"):
     """A login session was revoked; every process must stop honouring it."""
 
     session_id: str
+    """The revoked :attr:`~hubbub.models.Session.id` (a principal's ``session_id``)."""
     principal_id: str
+    """The :attr:`~hubbub.models.Principal.id` the session belonged to."""
 
 
 AnyEvent = (

@@ -99,8 +99,13 @@ class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Tokens consumed by one LLM request, and their cost when known."""
 
     prompt_tokens: int = 0
+    """Tokens the model read (the prompt), as the provider counts them (the offline models
+    count words); 0 when not reported."""
     completion_tokens: int = 0
+    """Tokens the model wrote (text and tool calls); 0 when not reported."""
     total_tokens: int = 0
+    """Tokens in all, as the provider reports them (normally the sum of the two); 0 when not
+    reported."""
     cost_usd: float | None = None
     """Estimated cost in US dollars; ``None`` when the price is unknown (0.0 means free)."""
 
@@ -122,10 +127,17 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One message of a conversation, as stored and as sent to a model."""
 
     role: Role
+    """Who wrote it; see :data:`Role`."""
     content: str = ""
+    """The text. Empty for an ``assistant`` message that only calls tools, and in the
+    ``message.created`` snapshot that starts a reply."""
     id: str = msgspec.field(default_factory=lambda: new_id("msg_"))
+    """Unique identifier (``msg_`` and random hex), made when the message is built."""
     conversation_id: str | None = None
+    """The conversation it belongs to. A memory store requires it; ``None`` for messages
+    that are never stored (OpenAI-compatible requests, providers' replies)."""
     created_at: float = msgspec.field(default_factory=now)
+    """When it was written (Unix seconds); for a reply, when the model finished it."""
     name: str | None = None
     """Optional author name (for ``user``) or tool name (for ``tool``)."""
     tool_calls: list[ToolCall] | None = None
@@ -137,6 +149,8 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     usage: Usage | None = None
     """For ``assistant`` messages: what producing it cost."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Free-form data stored with the message, not meant for models. The engine sets
+    ``is_error: true`` on the result of a failed tool."""
 
 
 class Conversation(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -145,18 +159,26 @@ class Conversation(msgspec.Struct, kw_only=True, omit_defaults=True):
     owner: str
     """The :attr:`Principal.id` that created it; nobody else can see it."""
     id: str = msgspec.field(default_factory=lambda: new_id("conv_"))
+    """Unique identifier (``conv_`` and random hex), made when the conversation is built."""
     title: str = ""
+    """Display title (whitespace collapsed, at most 200 characters); empty when untitled."""
     model: str | None = None
     """Model used for replies when a request names none."""
     created_at: float = msgspec.field(default_factory=now)
+    """When it was created (Unix seconds)."""
     updated_at: float = msgspec.field(default_factory=now)
+    """When it last changed (Unix seconds). The memory store bumps it on every update and
+    appended message; listings are ordered by it, newest first."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Free-form data for plugins, stored with the conversation; hubbub itself sets none."""
 
 
 class Page(msgspec.Struct, kw_only=True):
     """One page of a listing, with the cursor that fetches the next one."""
 
     items: list[Any]
+    """This page's items in the listing's order: :class:`Conversation` or :class:`Message`
+    objects, depending on the listing."""
     next_cursor: str | None = None
     """Pass back as ``cursor`` to get the next page; ``None`` on the last page."""
 
@@ -167,6 +189,7 @@ class Principal(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     id: str
     """Stable identifier; owns conversations and API keys."""
     name: str = ""
+    """Display name, used as the author name of their messages; may be empty."""
     roles: frozenset[str] = frozenset()
     """Roles such as ``admin``; plugins may define their own."""
     auth_method: str = ""
@@ -185,14 +208,24 @@ class Session(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A login session of a principal, listed to its owner and revocable."""
 
     principal_id: str
+    """The :attr:`Principal.id` the session signed in."""
     id: str = msgspec.field(default_factory=lambda: new_id("ses_"))
+    """Unique identifier (``ses_`` and random hex); :attr:`Principal.session_id` refers to it."""
     auth_method: str = ""
+    """The auth method that opened the session (``local``, ``oidc``...)."""
     created_at: float = msgspec.field(default_factory=now)
+    """When the session began (Unix seconds)."""
     expires_at: float | None = None
+    """When the session ends (Unix seconds); ``None`` if it does not expire on its own."""
     last_seen_at: float | None = None
+    """When a request last used the session (Unix seconds); ``None`` when not known."""
     user_agent: str | None = None
+    """The ``User-Agent`` of the client that opened the session, if it sent one."""
     ip: str | None = None
+    """The address of the client that opened the session, if known."""
     revoked: bool = False
+    """True once the session is revoked; its credentials are then refused (see
+    :class:`hubbub.events.SessionRevoked`)."""
 
 
 class ModelInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -203,21 +236,34 @@ class ModelInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     provider: str
     """The registered provider that serves it."""
     description: str = ""
+    """A short description for people choosing a model; may be empty."""
     context_window: int | None = None
+    """How many tokens the model accepts in one request; ``None`` when unknown."""
     supports_tools: bool = False
+    """Whether the model can call tools. The engine offers tools either way; the built-in
+    providers drop them for a model that cannot."""
 
 
 class ChatRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A request to an LLM provider. Interception hooks may change it before it is sent."""
 
     model: str
+    """The :attr:`ModelInfo.id` to ask. When empty, the LLM client uses ``[llm] default_model``;
+    it routes the request after the ``before_llm_request`` hooks, which may change it."""
     messages: list[Message]
+    """The conversation so far, oldest first, as the model should see it."""
     tools: list[ToolSpec] | None = None
+    """Tools the model may call; ``None`` offers none (the engine offers none in the last
+    round it allows)."""
     tool_choice: str | dict[str, Any] | None = None
     """``auto``, ``none``, ``required`` or ``{"type": "function", "function": {"name": ...}}``."""
     temperature: float | None = None
+    """Sampling temperature (0 to 2 through the OpenAI API); ``None`` for the provider's
+    default."""
     max_tokens: int | None = None
+    """The most tokens the reply may have; ``None`` for the provider's default."""
     stop: list[str] | None = None
+    """Sequences that end the reply when the model writes one; ``None`` for none."""
     user: str | None = None
     """The principal the request is made for; used for budgets and auditing."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -229,43 +275,64 @@ class ChatChunk(msgspec.Struct, kw_only=True, omit_defaults=True):
     ``finish_reason`` and, when known, ``usage``."""
 
     delta: str = ""
+    """The next piece of the reply's text; empty in chunks that carry only tool calls or the
+    finish."""
     tool_calls: list[ToolCall] | None = None
     """Complete tool calls; providers assemble partial calls before yielding them."""
     finish_reason: str | None = None
     """``stop``, ``length``, ``tool_calls`` or ``error`` on the final chunk."""
     usage: Usage | None = None
+    """Tokens and cost of the whole reply, on the final chunk when the provider reports them;
+    ``None`` otherwise."""
 
 
 class ChatResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A complete reply from an LLM provider."""
 
     model: str
+    """The model that answered (the request's :attr:`ChatRequest.model`)."""
     message: Message
+    """The reply: an ``assistant`` message, with ``tool_calls`` when the model asks for tools."""
     finish_reason: str = "stop"
+    """Why the reply ended: ``stop``, ``length`` or ``tool_calls``. For a streamed reply, what
+    ``after_llm_response`` sees may also be ``error``, or ``cancelled`` when the reader left."""
     usage: Usage = msgspec.field(default_factory=Usage)
+    """Tokens and cost of producing the reply."""
     id: str = msgspec.field(default_factory=lambda: new_id("chatcmpl-"))
+    """Completion identifier (``chatcmpl-`` and random hex): the OpenAI API's ``id``."""
 
 
 class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     """What a component says about itself when asked."""
 
     status: HealthStatus = "ok"
+    """How the component is doing; see :data:`HealthStatus`."""
     detail: str = ""
+    """A short explanation for operators (counts, a path, what failed); may be empty."""
 
 
 class ComponentHealth(msgspec.Struct, kw_only=True):
     """A component's health as the runtime reports it (``/health/ready`` shows these)."""
 
     status: HealthStatus
+    """The component's status. A fallback serving in place of its primary is at best
+    ``degraded``; a component that failed to start, or whose check failed or timed out, is
+    ``down``."""
     backend: str
     """The registered name of the backend serving now (the fallback's, when it serves)."""
     detail: str = ""
+    """The component's own :attr:`Health.detail`, preceded by why a fallback serves, or the
+    error that stopped it from starting."""
     latency_ms: float | None = None
-    """How long the health check took."""
+    """How long the health check took, in milliseconds; ``None`` when none ran (the component
+    failed to start)."""
 
 
 class RuntimeHealth(msgspec.Struct, kw_only=True):
     """The runtime's health: the worst that matters of its components' (``/health/ready``)."""
 
     status: HealthStatus
+    """``down`` while the runtime is not running or a critical component is down (then
+    ``/health/ready`` answers 503), ``degraded`` when any component is not ``ok``, else ``ok``."""
     components: dict[str, ComponentHealth]
+    """Each component's health, by label (``memory``, ``llm.offline``, ``auth.api_key``...)."""

@@ -19,7 +19,7 @@ from hubbub.errors import ConfigError, ConfigIssue, PluginError
 from hubbub.plugins import Plugins
 from hubbub.registry import Kind, Registry
 
-__all__ = ["check_config", "selected_names"]
+__all__ = ["check_config", "selected_names", "settings_types"]
 
 
 def _one_of(registry: Registry, value: str) -> str:
@@ -48,7 +48,8 @@ def selected_names(config: Config, registries: Mapping[Kind, Registry]) -> dict[
     }
 
 
-def _settings_types(registries: Mapping[Kind, Registry]) -> dict[str, type[msgspec.Struct]]:
+def settings_types(registries: Mapping[Kind, Registry]) -> dict[str, type[msgspec.Struct]]:
+    """The settings struct each plugin declared, by plugin name."""
     types: dict[str, type[msgspec.Struct]] = {}
     for registry in registries.values():
         for registration in registry:
@@ -90,7 +91,7 @@ def check_config(config: Config, plugins: Plugins) -> dict[str, Any]:
         if section.fallback is not None and section.fallback == section.backend:
             issues.append(config.issue(f"{kind}.fallback", "must differ from backend"))
 
-    types = _settings_types(registries)
+    types = settings_types(registries)
     used = {
         registration.plugin
         for kind, names in selected_names(config, registries).items()
