@@ -93,7 +93,7 @@ class MemoryStore(Component, Protocol):
 
     async def list_conversations(
         self, owner: str, *, limit: int = 50, cursor: str | None = None
-    ) -> Page:
+    ) -> Page[Conversation]:
         """List ``owner``'s conversations, most recently updated first."""
 
     async def update_conversation(self, conversation: Conversation) -> Conversation:
@@ -108,7 +108,7 @@ class MemoryStore(Component, Protocol):
 
     async def list_messages(
         self, conversation_id: str, *, limit: int = 100, cursor: str | None = None
-    ) -> Page:
+    ) -> Page[Message]:
         """List the conversation's messages in the order they were appended."""
 
     async def recent_messages(self, conversation_id: str, *, limit: int) -> list[Message]:

@@ -116,7 +116,7 @@ class ConversationEngine:
 
     async def list_conversations(
         self, owner: Principal, *, limit: int = 50, cursor: str | None = None
-    ) -> Page:
+    ) -> Page[Conversation]:
         """``owner``'s conversations, most recently updated first."""
         return await self.memory.list_conversations(owner.id, limit=limit, cursor=cursor)
 
@@ -156,7 +156,7 @@ class ConversationEngine:
 
     async def messages(
         self, owner: Principal, conversation_id: str, *, limit: int = 100, cursor: str | None = None
-    ) -> Page:
+    ) -> Page[Message]:
         """The conversation's messages, oldest first."""
         await self.get(owner, conversation_id)
         return await self.memory.list_messages(conversation_id, limit=limit, cursor=cursor)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import os
 import time
-from typing import Any, Literal
+from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
 
@@ -173,12 +173,14 @@ class Conversation(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Free-form data for plugins, stored with the conversation; hubbub itself sets none."""
 
 
-class Page(msgspec.Struct, kw_only=True):
+PageItem = TypeVar("PageItem")
+
+
+class Page(msgspec.Struct, Generic[PageItem], kw_only=True):
     """One page of a listing, with the cursor that fetches the next one."""
 
-    items: list[Any]
-    """This page's items in the listing's order: :class:`Conversation` or :class:`Message`
-    objects, depending on the listing."""
+    items: list[PageItem]
+    """This page's items, in the listing's order."""
     next_cursor: str | None = None
     """Pass back as ``cursor`` to get the next page; ``None`` on the last page."""
 

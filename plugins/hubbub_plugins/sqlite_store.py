@@ -121,7 +121,7 @@ class SQLiteStore:
 
     async def list_conversations(
         self, owner: str, *, limit: int = 50, cursor: str | None = None
-    ) -> Page:
+    ) -> Page[Conversation]:
         after = _cursor_in(cursor, (float, int), str) if cursor else None
 
         def select(db: sqlite3.Connection) -> list[Any]:
@@ -196,7 +196,7 @@ class SQLiteStore:
 
     async def list_messages(
         self, conversation_id: str, *, limit: int = 100, cursor: str | None = None
-    ) -> Page:
+    ) -> Page[Message]:
         after = _cursor_in(cursor, int)[0] if cursor else 0
         rows = await self._run(
             lambda db: db.execute(

@@ -70,7 +70,7 @@ class ConversationsController(Controller):
     @get("/", summary="List your conversations, most recently active first")
     async def list_conversations(
         self, runtime: RuntimeDep, principal: Caller, limit: Limit = 50, cursor: Cursor = None
-    ) -> Page:
+    ) -> Page[Conversation]:
         return await runtime.conversations.list_conversations(principal, limit=limit, cursor=cursor)
 
     @get("/{conversation_id:str}", summary="Get a conversation")
@@ -125,7 +125,7 @@ class ConversationsController(Controller):
         conversation_id: FromPath[str],
         limit: Annotated[int, Parameter(ge=1, le=1000)] = 100,
         cursor: Cursor = None,
-    ) -> Page:
+    ) -> Page[Message]:
         return await runtime.conversations.messages(
             principal, conversation_id, limit=limit, cursor=cursor
         )
