@@ -209,12 +209,12 @@ def serve(
             raise ConfigProblem(exc) from None
         except HubbubError as exc:
             raise click.ClickException(str(exc)) from None
+        mode = "reloading on code changes" if reload else f"{config.server.workers} workers"
         click.echo(
-            f"hubbub serving on http://{config.server.host}:{config.server.port} with "
-            f"{config.server.workers} workers",
+            f"hubbub serving on http://{config.server.host}:{config.server.port} ({mode})",
             err=True,
         )
-        if config.server.workers > 1:
+        if config.server.workers > 1 and not reload:
             logger.warning(
                 "each worker has its own runtime: conversations and keys are shared through "
                 "the data directory, but events and SSE streams stay within one worker"
