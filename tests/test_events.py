@@ -211,3 +211,13 @@ async def test_events_from_another_process_keep_their_identity() -> None:
     assert got.origin != there.origin  # a forwarding sink on `there` would not send it back
     republished = there.publish(Status(state="idle", id="1-1", origin="bus_x"))
     assert (republished.id, republished.origin) == ("1-1", "bus_x")
+
+
+def test_since_returns_what_followed_an_event_and_forgets_old_ones() -> None:
+    bus = EventBus(history_size=3)
+    events = [bus.publish(Status(state=str(n), owner="ada" if n % 2 else "bo")) for n in range(5)]
+    assert bus.since(events[2].id) == events[3:]
+    assert bus.since(events[2].id, lambda e: e.owner == "ada") == [events[3]]
+    assert bus.since(events[4].id) == []
+    assert bus.since(events[0].id) is None  # only the last three are remembered
+    assert EventBus(history_size=0).since("1-1") is None

@@ -156,6 +156,8 @@ class EventsConfig(_Section):
     """Event sinks to deliver every event to, by registered name."""
     queue_size: int = 1000
     """Events buffered per subscriber before the oldest are dropped."""
+    history_size: int = 1000
+    """Recent events kept so an SSE client can resume with ``Last-Event-ID`` (0: none)."""
 
 
 class CacheConfig(_Section):

@@ -10,6 +10,7 @@ subscriber owns a bounded queue. A subscriber that falls behind loses its oldest
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import itertools
 import logging
@@ -257,7 +258,7 @@ class Subscription:
 class EventBus:
     """Publishes events to subscribers in this process. One per runtime; nothing global."""
 
-    def __init__(self, *, queue_size: int = 1000) -> None:
+    def __init__(self, *, queue_size: int = 1000, history_size: int = 1000) -> None:
         self._signal = blinker.Signal("hubbub events")
         self._subscriptions: set[Subscription] = set()
         self._sequence = itertools.count(1)
@@ -265,6 +266,7 @@ class EventBus:
         self.published = 0
         self.origin = new_id("bus_")
         """This bus's name, stamped on the events it publishes (:attr:`Event.origin`)."""
+        self._history: collections.deque[Event] = collections.deque(maxlen=history_size)
 
     def publish(self, event: Event) -> Event:
         """Stamp ``event`` (id, time, origin: whatever is not set yet) and hand it to every
@@ -281,8 +283,21 @@ class EventBus:
         """Hand an already stamped event to every subscriber as it is: for events that arrive
         from another process (a Redis fan-out plugin calls this). Never blocks."""
         self.published += 1
+        if self._history.maxlen:
+            self._history.append(event)
         self._signal.send(self, event=event)
         return event
+
+    def since(self, event_id: str, predicate: Predicate | None = None) -> list[Event] | None:
+        """The events delivered after the one with ``event_id`` (those ``predicate`` accepts),
+        for a client resuming with ``Last-Event-ID``; ``None`` when that event is no longer
+        remembered (the last ``[events] history_size`` are), so the client must reload."""
+        history = list(self._history)
+        for position in range(len(history) - 1, -1, -1):
+            if history[position].id == event_id:
+                later = history[position + 1 :]
+                return [e for e in later if predicate is None or predicate(e)]
+        return None
 
     def subscribe(
         self, predicate: Predicate | None = None, *, maxsize: int | None = None

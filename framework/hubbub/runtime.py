@@ -126,7 +126,9 @@ class Runtime:
         self.settings = dict(settings)
         """Each plugin's decoded settings struct, by plugin name."""
         self.state: State = "new"
-        self.events = EventBus(queue_size=config.events.queue_size)
+        self.events = EventBus(
+            queue_size=config.events.queue_size, history_size=config.events.history_size
+        )
         self.abandoned: list[str] = []
         """Components that did not stop within ``[runtime] stop_timeout`` at the last stop."""
         self.auth_methods: dict[str, AuthMethod] = {}

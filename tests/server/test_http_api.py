@@ -431,3 +431,45 @@ def test_stream_content_type_is_event_stream(
     ):
         assert response.status_code == 200
         assert response.headers["content-type"].startswith("text/event-stream")
+
+
+def test_a_reconnecting_client_resumes_with_last_event_id(
+    live_server: LiveServer, alice_key: str, alice: httpx.Client
+) -> None:
+    cid = create(alice, "resumable")["id"]
+    path = f"/api/conversations/{cid}/events"
+    timeout = httpx.Timeout(10, read=5)
+    with (
+        live_server.client(alice_key, timeout=timeout) as listener,
+        listener.stream("GET", path) as events,
+    ):
+        sent = alice.post(f"/api/conversations/{cid}/messages", json={"content": "x", "wait": True})
+        assert sent.status_code == 200
+        first = read_frames(
+            events, lambda f: f["event"] == "status" and '"idle"' in (f["data"] or "")
+        )
+    seen = [f for f in first if f["event"]]
+    assert len(seen) > 3
+    # Reconnect as a browser does, naming the last event it handled (the second one).
+    headers = {"Last-Event-ID": seen[1]["id"]}
+    with (
+        live_server.client(alice_key, timeout=timeout) as listener,
+        listener.stream("GET", path, headers=headers) as events,
+    ):
+        resumed = read_frames(events, lambda f: f["id"] == seen[-1]["id"])
+    assert [f["id"] for f in resumed if f["event"]] == [f["id"] for f in seen[2:]]
+
+
+def test_resuming_from_a_forgotten_event_says_so(
+    live_server: LiveServer, alice_key: str, alice: httpx.Client
+) -> None:
+    cid = create(alice, "too old")["id"]
+    with (
+        live_server.client(alice_key, timeout=httpx.Timeout(10, read=5)) as listener,
+        listener.stream(
+            "GET", f"/api/conversations/{cid}/events", headers={"Last-Event-ID": "1-1"}
+        ) as events,
+    ):
+        (frame,) = read_frames(events, lambda f: f["event"] is not None)
+    assert frame["event"] == "error"
+    assert json.loads(frame["data"])["code"] == "resume_unavailable"

@@ -3,7 +3,10 @@ per-conversation stream.
 
 Each frame has ``id:`` (the event id), ``event:`` (its type) and ``data:`` (its JSON); a comment
 heartbeat keeps idle connections open. Streams end when the server drains for shutdown.
-Resuming with ``Last-Event-ID`` across processes arrives with the Redis event fan-out.
+A client that reconnects with ``Last-Event-ID`` first gets the events it missed (from the last
+``[events] history_size`` events of this process), or an ``error`` event with code
+``resume_unavailable`` when they are gone. Resuming on another process arrives with the Redis
+event fan-out.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from litestar import Controller, Request, get
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from hubbub.events import Event, EventBus
+from hubbub.events import ErrorEvent, Event, EventBus
 from hubbub.models import Principal
 from hubbub.runtime import Runtime
 from hubbub_server.security import Caller, RuntimeDep
@@ -28,13 +31,34 @@ __all__ = ["EventsController", "event_stream"]
 _encode = msgspec.json.Encoder().encode
 
 
+def _frame(event: Event) -> ServerSentEventMessage:
+    return ServerSentEventMessage(id=event.id, event=event.type, data=_encode(event).decode())
+
+
 async def _frames(
-    bus: EventBus, visible: Callable[[Event], bool], drain: asyncio.Event
+    bus: EventBus,
+    visible: Callable[[Event], bool],
+    drain: asyncio.Event,
+    last_event_id: str | None,
 ) -> AsyncIterator[ServerSentEventMessage]:
     # Subscribed here, when the response starts: a response never sent holds no subscription.
     drained = asyncio.ensure_future(drain.wait())
     try:
         with bus.subscribe(visible) as subscription:
+            replayed: set[str] = set()
+            if last_event_id:  # subscribed first, so nothing falls between replay and live
+                missed = bus.since(last_event_id, visible)
+                if missed is None:
+                    yield _frame(
+                        ErrorEvent(
+                            code="resume_unavailable",
+                            message=f"events after {last_event_id} are no longer available; "
+                            "reload the conversation",
+                        )
+                    )
+                for old in missed or ():
+                    replayed.add(old.id)
+                    yield _frame(old)
             while True:
                 next_event = asyncio.ensure_future(subscription.get())
                 done, _ = await asyncio.wait(
@@ -43,12 +67,11 @@ async def _frames(
                 if next_event not in done:
                     next_event.cancel()
                     return
-                event: Event | None = next_event.result()
-                if event is None:
+                live: Event | None = next_event.result()
+                if live is None:
                     return
-                yield ServerSentEventMessage(
-                    id=event.id, event=event.type, data=_encode(event).decode()
-                )
+                if live.id not in replayed:
+                    yield _frame(live)
     finally:
         drained.cancel()
 
@@ -67,8 +90,10 @@ def event_stream(
         )
 
     state = request.app.state
+    last_event_id = request.headers.get("last-event-id")
     frames = with_heartbeat(
-        _frames(runtime.events, visible, state.drain), runtime.config.server.heartbeat_interval
+        _frames(runtime.events, visible, state.drain, last_event_id),
+        runtime.config.server.heartbeat_interval,
     )
     return sse_response(frames, state)
 
