@@ -138,7 +138,7 @@ def test_misspelled_hook_is_an_error_naming_the_plugin() -> None:
 def test_misspelled_hook_suggests_the_right_hook() -> None:
     with pytest.raises(PluginError) as caught:
         load_plugins(extra=[Typo()], entry_points=False, env={})
-    assert str(caught.value).endswith("did you mean 'register_cache_backends'?")
+    assert str(caught.value).endswith("(did you mean 'register_cache_backends'?)")
 
 
 def test_misspelled_argument_is_a_plugin_error() -> None:

@@ -10,17 +10,18 @@ Exit codes: 0 success, 1 failure, 2 usage or configuration error.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import platform
 import sys
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import click
 
-from hubbub.config import Config, encode_config, load_config
+from hubbub.config import Config, encode_config, env_var, load_config
 from hubbub.errors import ConfigError, HubbubError, PluginError
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.tomlout import dump_toml
@@ -30,6 +31,7 @@ __all__ = [
     "Loaded",
     "UsageProblem",
     "cli",
+    "cli_errors",
     "config_option",
     "load_for_cli",
     "main",
@@ -83,16 +85,24 @@ def load_for_cli(config_path: str | None) -> Loaded:
     (exit 2 for configuration, 1 for plugins)."""
     from hubbub.selection import check_config
 
-    try:
+    with cli_errors():
         config = load_config(config_path)
         plugins = load_plugins(disabled=config.plugins.disabled)
         plugins.raise_for_failures()
         settings = check_config(config, plugins)
+    return Loaded(config, plugins, settings)
+
+
+@contextlib.contextmanager
+def cli_errors() -> Iterator[None]:
+    """Turn hubbub's errors into one-line command-line errors: configuration problems exit 2,
+    the others 1."""
+    try:
+        yield
     except ConfigError as exc:
         raise ConfigProblem(exc) from None
     except HubbubError as exc:
         raise click.ClickException(str(exc)) from None
-    return Loaded(config, plugins, settings)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -121,11 +131,14 @@ def plugins_command(as_json: bool, config_path: str | None) -> None:
         disabled = []  # show the plugins anyway; `hubbub config check` explains the config
     plugins = load_plugins(disabled=disabled)
     provides: dict[str, list[str]] = {}
+    descriptions: dict[str, str] = {}
     registration_error = None
     try:
         for kind, registry in plugins.registries().items():
             for registration in registry:
-                provides.setdefault(registration.plugin, []).append(f"{kind}:{registration.name}")
+                label = f"{kind}:{registration.name}"
+                provides.setdefault(registration.plugin, []).append(label)
+                descriptions[label] = registration.description
     except PluginError as exc:
         registration_error = str(exc)
     rows = [
@@ -149,8 +162,9 @@ def plugins_command(as_json: bool, config_path: str | None) -> None:
                 click.echo(f"  error: {row['error']}")
             if row["hooks"]:
                 click.echo(f"  hooks: {', '.join(row['hooks'])}")
-            if row["provides"]:
-                click.echo(f"  provides: {', '.join(row['provides'])}")
+            for label in provides.get(str(row["name"]), []):
+                described = f": {descriptions[label]}" if descriptions[label] else ""
+                click.echo(f"  provides {label}{described}")
         if not rows:
             click.echo("no plugins loaded (is HUBBUB_LOAD_PLUGINS set to an empty list?)")
     if registration_error:
@@ -171,7 +185,7 @@ def config_check(config_path: str | None) -> None:
     config = load_for_cli(config_path).config
     where = config.source or "built-in defaults"
     if config.overrides:
-        variables = ", ".join("HUBBUB_" + p.upper().replace(".", "__") for p in config.overrides)
+        variables = ", ".join(env_var(path) for path in config.overrides)
         where += f" with environment overrides ({variables})"
     click.echo(f"ok: {where} is valid")
 

@@ -18,7 +18,6 @@ Every error names the TOML path (and the line, when the key is in the file):
 
 from __future__ import annotations
 
-import difflib
 import os
 import re
 import tomllib
@@ -29,7 +28,7 @@ from typing import Annotated, Any, ClassVar, Literal
 
 import msgspec
 
-from hubbub.errors import ConfigError, ConfigIssue
+from hubbub.errors import ConfigError, ConfigIssue, did_you_mean
 
 __all__ = [
     "AuthConfig",
@@ -46,6 +45,7 @@ __all__ = [
     "decode_settings",
     "default_home",
     "encode_config",
+    "env_var",
     "load_config",
     "locate_line",
 ]
@@ -361,10 +361,7 @@ def validation_issue(
         key = unknown.group("field")
         struct = _struct_at(root, path)
         valid = _fields_of(struct) if struct else []
-        close = difflib.get_close_matches(key, valid, n=1)
-        message = "unknown key"
-        if close:
-            message += f" (did you mean {close[0]!r}?)"
+        message = "unknown key" + did_you_mean(key, valid)
         if valid:
             message += "; valid keys: " + ", ".join(valid)
         path = f"{path}.{key}" if path else key
@@ -450,6 +447,11 @@ def load_config(
     return config
 
 
+def env_var(path: str) -> str:
+    """The environment variable that overrides dotted ``path``: ``HUBBUB_SERVER__PORT``."""
+    return ENV_PREFIX + path.upper().replace(".", "__")
+
+
 def _issue(
     path: str, message: str, text: str | None, source: str | None, overridden: Iterable[str]
 ) -> ConfigIssue:
@@ -457,7 +459,7 @@ def _issue(
         p for p in overridden if path == p or path.startswith(p + ".") or p.startswith(path + ".")
     ]
     if from_env:
-        variable = ENV_PREFIX + from_env[0].upper().replace(".", "__")
+        variable = env_var(from_env[0])
         return ConfigIssue(path=path, message=message, source=f"environment variable {variable}")
     line = locate_line(text, path) if text else None
     return ConfigIssue(path=path, message=message, line=line, source=source if line else None)
@@ -473,8 +475,7 @@ def decode_settings(config: Config, plugin: str, settings_type: type[msgspec.Str
     known = {f.encode_name for f in msgspec.structs.fields(settings_type)}
     for key in raw:
         if key not in known:
-            close = difflib.get_close_matches(key, sorted(known), n=1)
-            message = "unknown key" + (f" (did you mean {close[0]!r}?)" if close else "")
+            message = "unknown key" + did_you_mean(key, sorted(known))
             message += "; valid keys: " + (", ".join(sorted(known)) or "none")
             raise ConfigError([config.issue(f"plugins.{plugin}.{key}", message)])
     try:
@@ -537,8 +538,8 @@ def encode_config(
 
 
 def _redact_raw(value: Any) -> Any:
-    """Redact ``{env = ...}``/``{file = ...}`` secret references and secret-looking keys in raw
-    tables whose plugin did not declare their types."""
+    """Redact the values of secret-looking keys (``token``, ``password``, ``api_key``...) in raw
+    tables whose plugin declared no settings type."""
     if isinstance(value, dict):
         return {k: REDACTED if _looks_secret(k) else _redact_raw(v) for k, v in value.items()}
     if isinstance(value, list):

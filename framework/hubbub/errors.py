@@ -6,7 +6,8 @@ raises :class:`NotFoundError` gets a 404 without knowing anything about HTTP.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import difflib
+from collections.abc import Iterable, Sequence
 
 import msgspec
 
@@ -24,7 +25,14 @@ __all__ = [
     "ProviderError",
     "ProviderTimeoutError",
     "UnknownModelError",
+    "did_you_mean",
 ]
+
+
+def did_you_mean(value: str, choices: Iterable[str]) -> str:
+    """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
+    close = difflib.get_close_matches(value, list(choices), n=1)
+    return f" (did you mean {close[0]!r}?)" if close else ""
 
 
 class HubbubError(Exception):

@@ -109,19 +109,6 @@ class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
     cost_usd: float | None = None
     """Estimated cost in US dollars; ``None`` when the price is unknown (0.0 means free)."""
 
-    def __add__(self, other: Usage) -> Usage:
-        cost: float | None
-        if self.cost_usd is None and other.cost_usd is None:
-            cost = None
-        else:
-            cost = (self.cost_usd or 0.0) + (other.cost_usd or 0.0)
-        return Usage(
-            prompt_tokens=self.prompt_tokens + other.prompt_tokens,
-            completion_tokens=self.completion_tokens + other.completion_tokens,
-            total_tokens=self.total_tokens + other.total_tokens,
-            cost_usd=cost,
-        )
-
 
 class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     """One message of a conversation, as stored and as sent to a model."""

@@ -14,7 +14,6 @@ same rules apply to all of them:
 
 from __future__ import annotations
 
-import difflib
 import importlib.metadata
 import inspect
 import logging
@@ -27,7 +26,7 @@ from typing import Any, TypeVar, cast
 import pluggy
 
 from hubbub import hookspecs
-from hubbub.errors import HubbubError, PluginError
+from hubbub.errors import HubbubError, PluginError, did_you_mean
 from hubbub.registry import KINDS, Kind, Registrar, Registry
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "Plugins", "load_plugins", "maybe_await"]
@@ -130,9 +129,7 @@ class Plugins:
         known = [name for name, caller in vars(self.pm.hook).items() if caller.spec is not None]
         if "unknown hook" in message:
             hook = message.split("unknown hook", 1)[1].split()[0].strip("'\"")
-            close = difflib.get_close_matches(hook, known, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            return f"implements unknown hook {hook!r}{hint}"
+            return f"implements unknown hook {hook!r}{did_you_mean(hook, known)}"
         return message
 
     def load_entry_points(
@@ -248,17 +245,9 @@ class Plugins:
                 f"{self.describe(plugin_name)} failed in {hook_name}: {type(exc).__name__}: {exc}"
             ) from exc
 
-    def call_each(self, hook_name: str, **kwargs: Any) -> list[tuple[str, Any]]:
-        """Call ``hook_name`` on each implementing plugin in turn; return ``(plugin, result)``
-        pairs. Errors name the plugin (see :meth:`call_one`)."""
-        return [
-            (plugin_name, value)
-            for plugin_name in self.implementers(hook_name)
-            for value in self.call_one(plugin_name, hook_name, **kwargs)
-        ]
-
     async def acall_each(self, hook_name: str, **kwargs: Any) -> None:
-        """:meth:`call_each`, awaiting each result (the async rule); errors name the plugin."""
+        """Call ``hook_name`` on each implementing plugin in turn, awaiting each result (the
+        async rule); errors name the plugin (see :meth:`call_one`)."""
         for plugin_name in self.implementers(hook_name):
             for value in self.call_one(plugin_name, hook_name, **kwargs):
                 try:

@@ -39,7 +39,7 @@ from hubbub.log import log_context
 from hubbub.models import ComponentHealth, Health, HealthStatus, RuntimeHealth
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.registry import ComponentContext, Kind, Registration, check_component
-from hubbub.selection import check_config
+from hubbub.selection import check_config, selected_names
 from hubbub.tools import ToolRegistry
 
 __all__ = ["Runtime"]
@@ -340,13 +340,9 @@ class Runtime:
                 self.auth_methods[method] = component
             self._auth = Authenticator(self.auth_methods)  # local mode: the host decides
             await self._start_one("auth", "authenticator", self._auth, critical=True)
-            registries = self.plugins.registries()
+            selected = selected_names(config, self.plugins.registries())
             providers: dict[str, LLMProvider] = {}
-            for name in (
-                config.llm.providers
-                if config.llm.providers is not None
-                else registries["llm"].names()
-            ):
+            for name in selected["llm"]:
                 providers[name] = self.build("llm", name)
                 await self._start_one(f"llm.{name}", name, providers[name], critical=True)
             self._llm = LLMClient(
@@ -359,11 +355,7 @@ class Runtime:
             )
             await self._start_one("llm", "client", self._llm, critical=True)
             tool_providers = {}
-            for name in (
-                config.tools.providers
-                if config.tools.providers is not None
-                else registries["tools"].names()
-            ):
+            for name in selected["tools"]:
                 provider = await self._start_optional("tools", f"tools.{name}", name)
                 if provider is not None:
                     tool_providers[name] = provider

@@ -8,14 +8,13 @@ plugin declared. All problems are reported at once, each with its path.
 
 from __future__ import annotations
 
-import difflib
 from collections.abc import Iterable, Mapping
 from typing import Any
 
 import msgspec
 
 from hubbub.config import Config, decode_settings
-from hubbub.errors import ConfigError, ConfigIssue, PluginError
+from hubbub.errors import ConfigError, ConfigIssue, PluginError, did_you_mean
 from hubbub.plugins import Plugins
 from hubbub.registry import Kind, Registry
 
@@ -27,8 +26,7 @@ def _one_of(registry: Registry, value: str) -> str:
     if not names:
         return f"no {registry.kind} plugin is loaded, so {value!r} cannot be used"
     message = "expected one of " + ", ".join(repr(n) for n in names) + f", got {value!r}"
-    close = difflib.get_close_matches(value, names, n=1)
-    return message + (f" (did you mean {close[0]!r}?)" if close else "")
+    return message + did_you_mean(value, names)
 
 
 def selected_names(config: Config, registries: Mapping[Kind, Registry]) -> dict[Kind, list[str]]:
@@ -105,10 +103,7 @@ def check_config(config: Config, plugins: Plugins) -> dict[str, Any]:
                 message = "this plugin takes no settings"
             else:
                 loaded = sorted(name for name, info in plugins.info.items() if not info.error)
-                close = difflib.get_close_matches(plugin, loaded, n=1)
-                message = "no plugin of this name is loaded" + (
-                    f" (did you mean {close[0]!r}?)" if close else ""
-                )
+                message = "no plugin of this name is loaded" + did_you_mean(plugin, loaded)
             issues.append(config.issue(f"plugins.{plugin}", message))
             continue
         try:

@@ -25,7 +25,6 @@ from typing import Any, get_type_hints
 import msgspec
 
 from hubbub.contracts import Tool, ToolContext, ToolProvider
-from hubbub.errors import NotFoundError
 from hubbub.models import Health, ToolCall, ToolResult, ToolSpec
 
 __all__ = ["FunctionTool", "StaticToolProvider", "ToolRegistry", "function_tools"]
@@ -179,12 +178,6 @@ class ToolRegistry:
             msgspec.structs.replace(tool.spec, source=provider)
             for _, (provider, tool) in sorted(self._tools.items())
         ]
-
-    def get(self, name: str) -> Tool:
-        found = self._tools.get(name)
-        if found is None:
-            raise NotFoundError(f"no tool named {name!r}")
-        return found[1]
 
     async def call(self, call: ToolCall, context: ToolContext) -> ToolResult:
         """Run ``call``. Every failure (unknown tool, bad JSON, exception, timeout) comes back as

@@ -19,6 +19,7 @@ import os
 import re
 import secrets
 import sqlite3
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import click
@@ -31,7 +32,7 @@ from hubbub.models import Health, Principal, now
 from hubbub.sqlite import SQLiteDatabase
 
 if TYPE_CHECKING:
-    from hubbub.registry import ComponentContext, Registrar
+    from hubbub.registry import Registrar
 
 PLUGIN = "api_keys"
 METHOD = "api_key"
@@ -109,7 +110,6 @@ class ApiKeys:
         if match is None:
             return None
         key_id, secret = match.group("id"), match.group("secret")
-        digest = _digest(secret)
         files = self._files_signature()
         if files != self._files_seen:
             self._accepted.clear()
@@ -117,6 +117,7 @@ class ApiKeys:
         cached = self._accepted.get(credentials.bearer or "")
         if cached is not None:  # the whole key (id and secret) was accepted before
             return cached
+        digest = _digest(secret)
         row = await self.db.run(
             lambda c: c.execute(
                 "SELECT principal, digest, roles, revoked_at FROM api_keys WHERE id = ?", (key_id,)
@@ -202,16 +203,15 @@ class ApiKeys:
         ]
 
 
-def _path(context: ComponentContext) -> str:
-    settings: ApiKeySettings = context.settings
-    return settings.path or str(context.data_dir / "api_keys.sqlite3")
+def _path(settings: ApiKeySettings, data_dir: Path) -> str:
+    return settings.path or str(data_dir / "api_keys.sqlite3")
 
 
 @hookimpl
 def register_auth_methods(register: Registrar) -> None:
     register(
         METHOD,
-        lambda context: ApiKeys(_path(context)),
+        lambda context: ApiKeys(_path(context.settings, context.data_dir)),
         settings=ApiKeySettings,
         description="bearer API keys (hubbub keys create)",
     )
@@ -222,7 +222,7 @@ async def _with_keys(config_path: str | None, action: Any) -> Any:
 
     loaded = load_for_cli(config_path)
     settings = loaded.settings.get(PLUGIN) or ApiKeySettings()
-    keys = ApiKeys(settings.path or str(loaded.config.data_dir / "api_keys.sqlite3"))
+    keys = ApiKeys(_path(settings, loaded.config.data_dir))
     await keys.start()
     try:
         return await action(keys)

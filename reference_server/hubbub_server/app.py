@@ -26,6 +26,7 @@ from litestar.plugins import InitPlugin
 from hubbub import __version__
 from hubbub.config import Config, load_config
 from hubbub.errors import ComponentError
+from hubbub.events import UsageRecorded
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.runtime import Runtime
 from hubbub_server.metrics import Metrics
@@ -81,14 +82,22 @@ class HubbubPlugin(InitPlugin):
         app.state.drain = asyncio.Event()
         if owned:
             await self.runtime.start()
+        counting = asyncio.create_task(self._count_usage(), name="hubbub usage metrics")
         try:
             if self.runtime.auth.allow_local is None:  # `hubbub serve` decided before binding
                 await check_exposure(self.runtime, self.runtime.config.server.host)
             yield
         finally:
             app.state.drain.set()
+            counting.cancel()
             if owned:
                 await self.runtime.stop()
+
+    async def _count_usage(self) -> None:
+        with self.runtime.events.subscribe(lambda e: isinstance(e, UsageRecorded)) as usage:
+            async for event in usage:
+                assert isinstance(event, UsageRecorded)
+                self.metrics.record_usage(event.model, event.usage)
 
     def _plugin_routes(self) -> list[Any]:
         handlers: list[Any] = []
@@ -143,15 +152,13 @@ def create_app(
     :param extra_plugins: plugin objects to register in addition (tests, embedding).
     :param runtime: an existing runtime to serve instead of building one.
     """
-    metrics = Metrics()
     if runtime is None:
         config = config if config is not None else load_config()
         if plugins is None:
             plugins = load_plugins(disabled=config.plugins.disabled, extra=extra_plugins)
-        plugins.register(metrics, "hubbub_server.metrics")
         runtime = Runtime.from_config(config, plugins=plugins)
     return Litestar(
-        plugins=[HubbubPlugin(runtime, metrics=metrics)],
+        plugins=[HubbubPlugin(runtime)],
         request_max_body_size=runtime.config.server.max_body_bytes,
         openapi_config=OpenAPIConfig(title="Hubbub", version=__version__, path="/schema"),
         logging_config=None,

@@ -1,7 +1,8 @@
 """Prometheus metrics of one app (its own registry: nothing global).
 
 Requests (count and latency by route and status), streams open now, LLM tokens and cost by model
-(recorded through the ``after_llm_response`` hook, like any plugin would), and component health.
+(from the runtime's ``usage`` events, so any runtime the app serves is counted), and component
+health.
 """
 
 from __future__ import annotations
@@ -10,8 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from hubbub import hookimpl
-from hubbub.models import ChatRequest, ChatResponse, RuntimeHealth
+from hubbub.models import RuntimeHealth, Usage
 
 __all__ = ["Metrics"]
 
@@ -19,7 +19,7 @@ _HEALTH_VALUE = {"ok": 1.0, "degraded": 0.5, "down": 0.0}
 
 
 class Metrics:
-    """The app's metrics; also a hubbub plugin (``after_llm_response``) counting tokens."""
+    """The app's metrics."""
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -74,9 +74,8 @@ class Metrics:
             self._requests[(method, route, status)] = child
         child.inc()
 
-    @hookimpl
-    def after_llm_response(self, request: ChatRequest, response: ChatResponse) -> None:
-        usage, model = response.usage, response.model
+    def record_usage(self, model: str, usage: Usage) -> None:
+        """Count one LLM reply's tokens and cost (from the runtime's ``usage`` events)."""
         children = self._tokens.get(model)
         if children is None:
             children = self._tokens[model] = (

@@ -27,9 +27,8 @@ import click
 import uvicorn
 from uvicorn.server import HANDLED_SIGNALS
 
-from hubbub.cli import ConfigProblem, config_option
+from hubbub.cli import cli_errors, config_option
 from hubbub.config import Config, load_config
-from hubbub.errors import ConfigError, HubbubError
 from hubbub.log import configure_logging
 from hubbub.runtime import Runtime
 from hubbub_server.app import check_exposure, create_app
@@ -122,12 +121,9 @@ async def _serve_one(config: Config, log_level: str) -> None:
     try:
         await runtime.start()
         await check_exposure(runtime, config.server.host)
-    except ConfigError as exc:
+    except BaseException:
         await runtime.stop()
-        raise ConfigProblem(exc) from None
-    except HubbubError as exc:
-        await runtime.stop()
-        raise click.ClickException(str(exc)) from None
+        raise
     server = _DrainingServer(
         uvicorn.Config(
             app,
@@ -181,10 +177,8 @@ def serve(
     reload: bool,
 ) -> None:
     """Run the reference server."""
-    try:
+    with cli_errors():
         config = load_config(config_path)
-    except ConfigError as exc:
-        raise ConfigProblem(exc) from None
     if host is not None:
         config.server.host = host
     if port is not None:
@@ -203,12 +197,8 @@ def serve(
         os.environ["HUBBUB_SERVER__HOST"] = config.server.host
         os.environ["HUBBUB_SERVER__PORT"] = str(config.server.port)
         os.environ["HUBBUB_SERVER__WORKERS"] = str(config.server.workers)
-        try:  # fail here, once and in one line, rather than in every worker
+        with cli_errors():  # fail here, once and in one line, rather than in every worker
             asyncio.run(_preflight(config))
-        except ConfigError as exc:
-            raise ConfigProblem(exc) from None
-        except HubbubError as exc:
-            raise click.ClickException(str(exc)) from None
         mode = "reloading on code changes" if reload else f"{config.server.workers} workers"
         click.echo(
             f"hubbub serving on http://{config.server.host}:{config.server.port} ({mode})",
@@ -232,10 +222,7 @@ def serve(
         )
         return
     try:
-        asyncio.run(_serve_one(config, config.logging.level))
-    except ConfigError as exc:
-        raise ConfigProblem(exc) from None
-    except HubbubError as exc:
-        raise click.ClickException(str(exc)) from None
+        with cli_errors():
+            asyncio.run(_serve_one(config, config.logging.level))
     except KeyboardInterrupt:  # a second Ctrl-C
         sys.exit(130)

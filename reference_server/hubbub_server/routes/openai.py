@@ -59,13 +59,14 @@ class OpenAIController(Controller):
         # Ready-made ASGI responses: this is the hottest route, and Litestar's response
         # conversion is work the handler can skip.
         chat = to_chat_request(data, principal.id)
-        runtime.llm.resolve(chat.model)  # an unknown model is a 404 before any stream starts
         if not data.stream:
             response = await runtime.llm.complete(chat)
             body = _encode(completion_payload(response))
             return ASGIResponse(body=body, media_type="application/json", status_code=200)
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
-        chunks = await runtime.llm.open_stream(chat)  # refusals are errors, not a 200 stream
+        # Hooks run and the model is resolved here: refusals and unknown models are errors,
+        # not a 200 stream.
+        chunks = await runtime.llm.open_stream(chat)
         stream = sse_response(_stream(chunks, chat, include_usage), request.app.state)
         return stream.to_asgi_response(None, request)
 
