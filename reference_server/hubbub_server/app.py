@@ -79,7 +79,7 @@ class HubbubPlugin(InitPlugin):
     @contextlib.asynccontextmanager
     async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
         owned = self.runtime.state == "new"
-        app.state.drain = asyncio.Event()
+        app.state.drain.clear()  # an app can be started again after a shutdown (tests do)
         if owned:
             await self.runtime.start()
         counting = asyncio.create_task(self._count_usage(), name="hubbub usage metrics")
@@ -127,7 +127,9 @@ class HubbubPlugin(InitPlugin):
         )
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)
         app_config.state.update(
-            {"runtime": self.runtime, "metrics": self.metrics, "draining": False}
+            # drain: set when the server starts shutting down (new requests get 503, event
+            # streams end, requests cut by the end of the grace period end quietly).
+            {"runtime": self.runtime, "metrics": self.metrics, "drain": asyncio.Event()}
         )
         app_config.on_startup.append(self._wrap_app)
         app_config.lifespan.append(self._lifespan)

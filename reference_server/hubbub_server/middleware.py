@@ -59,7 +59,7 @@ class RequestMiddleware:
         request_id = request_id_for(scope)
         header = (b"x-request-id", request_id.encode())
         method = scope["method"]
-        if getattr(self.state, "draining", False):
+        if self.state.drain.is_set():
             await send(
                 {
                     "type": "http.response.start",
@@ -89,8 +89,7 @@ class RequestMiddleware:
         try:
             await self.app(scope, receive, send_with_id)
         except asyncio.CancelledError:
-            drain = getattr(self.state, "drain", None)
-            if drain is None or not drain.is_set():
+            if not self.state.drain.is_set():
                 raise
             # The shutdown grace period is over and the server cancels what still runs: end
             # quietly (the client sees its response cut short) rather than with a traceback.

@@ -72,14 +72,11 @@ class _DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.app_state.draining:
+        if not self.app_state.drain.is_set():
             logger.info(
                 "stopping: draining requests for up to %s s", self.config.timeout_graceful_shutdown
             )
-        self.app_state.draining = True
-        drain = getattr(self.app_state, "drain", None)
-        if drain is not None:
-            drain.set()
+        self.app_state.drain.set()
         super().handle_exit(sig, frame)
 
 
