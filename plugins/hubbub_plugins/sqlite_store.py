@@ -52,6 +52,16 @@ class SQLiteStoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
 
 _encode = msgspec.json.Encoder().encode
 _decode_conversation = msgspec.json.Decoder(Conversation).decode
+
+
+def _conversation(row: Any) -> Conversation:
+    """A conversation from ``(data, updated_at, ...)``: the column holds the current
+    ``updated_at`` (appending a message bumps only the column)."""
+    conversation = _decode_conversation(row[0])
+    conversation.updated_at = row[1]
+    return conversation
+
+
 _decode_message = msgspec.json.Decoder(Message).decode
 
 
@@ -114,10 +124,10 @@ class SQLiteStore:
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         row = await self._run(
             lambda db: db.execute(
-                "SELECT data FROM conversations WHERE id = ?", (conversation_id,)
+                "SELECT data, updated_at FROM conversations WHERE id = ?", (conversation_id,)
             ).fetchone()
         )
-        return _decode_conversation(row[0]) if row else None
+        return _conversation(row) if row else None
 
     async def list_conversations(
         self, owner: str, *, limit: int = 50, cursor: str | None = None
@@ -142,7 +152,7 @@ class SQLiteStore:
         more = len(rows) > limit
         rows = rows[:limit]
         return Page(
-            items=[_decode_conversation(r[0]) for r in rows],
+            items=[_conversation(r) for r in rows],
             next_cursor=_cursor_out(rows[-1][1], rows[-1][2]) if more else None,
         )
 
@@ -175,20 +185,16 @@ class SQLiteStore:
             raise InvalidRequestError("message has no conversation_id", field="conversation_id")
 
         def insert(db: sqlite3.Connection) -> None:
-            row = db.execute(
-                "SELECT data FROM conversations WHERE id = ?", (conversation_id,)
-            ).fetchone()
-            if row is None:
+            # The column is the source of updated_at (see _conversation): no blob rewrite here.
+            bumped = db.execute(
+                "UPDATE conversations SET updated_at = max(?, updated_at) WHERE id = ?",
+                (now(), conversation_id),
+            ).rowcount
+            if not bumped:
                 raise NotFoundError(f"no conversation {conversation_id!r}")
             db.execute(
                 "INSERT INTO messages (id, conversation_id, data) VALUES (?, ?, ?)",
                 (message.id, conversation_id, _encode(message)),
-            )
-            conversation = _decode_conversation(row[0])
-            conversation.updated_at = max(now(), conversation.updated_at)
-            db.execute(
-                "UPDATE conversations SET updated_at = ?, data = ? WHERE id = ?",
-                (conversation.updated_at, _encode(conversation), conversation_id),
             )
 
         await self._run(insert, write=True)
