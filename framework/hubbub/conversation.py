@@ -165,9 +165,15 @@ class ConversationEngine:
 
     async def send(self, owner: Principal, conversation_id: str, content: str) -> Message:
         """Store the user's message (the reply is :meth:`reply`'s job)."""
+        return await self._store_user_message(
+            owner, await self.get(owner, conversation_id), content
+        )
+
+    async def _store_user_message(
+        self, owner: Principal, conversation: Conversation, content: str
+    ) -> Message:
         if not content.strip():
             raise InvalidRequestError("content must not be empty", field="content")
-        conversation = await self.get(owner, conversation_id)
         message = await self.memory.append_message(
             Message(
                 role="user",
@@ -199,11 +205,14 @@ class ConversationEngine:
             self.llm.resolve(model)
         self._reserve(conversation_id)
         try:
-            message = await self.send(owner, conversation_id, content)
+            conversation = await self.get(owner, conversation_id)
+            message = await self._store_user_message(owner, conversation, content)
         except BaseException:
             self._replying.discard(conversation_id)
             raise
-        reply = self._reply_reserved(owner, conversation_id, model=model, request_id=request_id)
+        reply = self._reply_reserved(
+            owner, conversation_id, conversation=conversation, model=model, request_id=request_id
+        )
         if wait:
             return message, await reply
         if self._spawn is None:
@@ -244,11 +253,13 @@ class ConversationEngine:
         owner: Principal,
         conversation_id: str,
         *,
+        conversation: Conversation | None = None,
         model: str | None,
         request_id: str | None,
     ) -> Message:
         try:
-            conversation = await self.get(owner, conversation_id)
+            if conversation is None:
+                conversation = await self.get(owner, conversation_id)
             model_id = model or conversation.model or self.llm.default_model
             with log_context(conversation_id=conversation_id, model=model_id):
                 publish = _Publisher(self.events, conversation_id, owner.id)
