@@ -81,7 +81,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     """``POST /v1/chat/completions`` body (the subset hubbub acts on; other fields ignored)."""
 
     model: Annotated[str, msgspec.Meta(min_length=1)]
-    messages: list[WireMessage]
+    messages: Annotated[list[WireMessage], msgspec.Meta(min_length=1)]
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[WireTool] | None = None

@@ -13,21 +13,65 @@ import re
 from http import HTTPStatus
 from typing import Any
 
+import msgspec
 from litestar import Request, Response
 from litestar.exceptions import HTTPException, SerializationException, ValidationException
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.types import ExceptionHandlersMap
 
 from hubbub.errors import AuthenticationError, HubbubError, InvalidRequestError
 from hubbub.log import current_context
 
-__all__ = ["EXCEPTION_HANDLERS", "problem"]
+__all__ = ["EXCEPTION_HANDLERS", "PROBLEM_RESPONSES", "Problem", "problem"]
 
 logger = logging.getLogger("hubbub.server")
 
 MEDIA_TYPE = "application/problem+json"
 _MISSING = re.compile(r"missing required field `(?P<field>[^`]+)`")
-_UNKNOWN = re.compile(r"unknown field `(?P<field>[^`]+)`")
+_UNKNOWN = re.compile(r"unknown field `(?P<field>[^`]*)`")
 _BODY_KEY = "data"  # Litestar's name for the request body in validation errors
+
+
+class FieldProblem(msgspec.Struct, kw_only=True):
+    """One field's problem in a request."""
+
+    field: str
+    """Dotted path of the field, e.g. ``messages[0].role``."""
+    message: str
+
+
+class Problem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """An error response (``application/problem+json``): what the OpenAPI document shows."""
+
+    type: str = "about:blank"
+    title: str
+    status: int
+    detail: str
+    """What went wrong, for a person; starts with the field when one is at fault."""
+    code: str
+    """Stable machine-readable name: ``invalid_request``, ``not_found``, ``unauthenticated``..."""
+    request_id: str | None = None
+    errors: list[FieldProblem] | None = None
+
+
+def _spec(description: str) -> ResponseSpec:
+    return ResponseSpec(
+        data_container=Problem,
+        description=description,
+        media_type=MEDIA_TYPE,
+        generate_examples=False,
+    )
+
+
+PROBLEM_RESPONSES: dict[int, ResponseSpec] = {
+    400: _spec("Malformed request (for example, invalid JSON)"),
+    401: _spec("Missing, invalid, expired or revoked credentials"),
+    404: _spec("Not found, or not yours"),
+    409: _spec("Conflicts with the current state"),
+    413: _spec("Request body too large"),
+    422: _spec("A field is invalid; `errors` names it"),
+}
+"""The problem responses every API route may give, for the OpenAPI document."""
 
 
 def problem(
@@ -86,6 +130,8 @@ def _field_error(entry: dict[str, Any]) -> dict[str, Any]:
         name = unknown.group("field")
         key = name if key == _BODY_KEY else f"{key}.{name}"
         return {"field": key, "message": "unknown field"}
+    if message in ("Expected `array` of length >= 1", "Expected `str` of length >= 1"):
+        return {"field": key, "message": "must not be empty"}
     return {"field": key, "message": _sentence(message)}
 
 

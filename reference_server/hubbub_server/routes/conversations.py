@@ -11,11 +11,13 @@ from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, Response, delete, get, patch, post
+from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
 from hubbub.log import current_context
 from hubbub.models import Conversation, Message, Page
+from hubbub_server.problems import PROBLEM_RESPONSES
 from hubbub_server.routes.events import event_stream
 from hubbub_server.security import Caller, RuntimeDep
 
@@ -61,25 +63,33 @@ class ConversationsController(Controller):
     path = "/api/conversations"
     tags = ["conversations"]
 
-    @post("/", summary="Start a conversation")
+    @post("/", summary="Start a conversation", responses=PROBLEM_RESPONSES)
     async def create_conversation(
         self, runtime: RuntimeDep, principal: Caller, data: JSONBody[CreateConversation]
     ) -> Conversation:
         return await runtime.conversations.create(principal, title=data.title, model=data.model)
 
-    @get("/", summary="List your conversations, most recently active first")
+    @get(
+        "/",
+        summary="List your conversations, most recently active first",
+        responses=PROBLEM_RESPONSES,
+    )
     async def list_conversations(
         self, runtime: RuntimeDep, principal: Caller, limit: Limit = 50, cursor: Cursor = None
     ) -> Page[Conversation]:
         return await runtime.conversations.list_conversations(principal, limit=limit, cursor=cursor)
 
-    @get("/{conversation_id:str}", summary="Get a conversation")
+    @get("/{conversation_id:str}", summary="Get a conversation", responses=PROBLEM_RESPONSES)
     async def get_conversation(
         self, runtime: RuntimeDep, principal: Caller, conversation_id: FromPath[str]
     ) -> Conversation:
         return await runtime.conversations.get(principal, conversation_id)
 
-    @patch("/{conversation_id:str}", summary="Rename a conversation or change its model")
+    @patch(
+        "/{conversation_id:str}",
+        summary="Rename a conversation or change its model",
+        responses=PROBLEM_RESPONSES,
+    )
     async def update_conversation(
         self,
         runtime: RuntimeDep,
@@ -91,13 +101,27 @@ class ConversationsController(Controller):
             principal, conversation_id, title=data.title, model=data.model
         )
 
-    @delete("/{conversation_id:str}", summary="Delete a conversation and its messages")
+    @delete(
+        "/{conversation_id:str}",
+        summary="Delete a conversation and its messages",
+        responses=PROBLEM_RESPONSES,
+    )
     async def delete_conversation(
         self, runtime: RuntimeDep, principal: Caller, conversation_id: FromPath[str]
     ) -> None:
         await runtime.conversations.delete(principal, conversation_id)
 
-    @post("/{conversation_id:str}/messages", summary="Send a message; the reply follows")
+    @post(
+        "/{conversation_id:str}/messages",
+        summary="Send a message; the reply follows",
+        description="202 at once (follow the reply on the events stream), or 200 with the "
+        "reply when `wait` is true. 409 while a reply to this conversation is being written.",
+        status_code=202,
+        responses={
+            200: ResponseSpec(SentMessage, description="With `wait`: the message and the reply"),
+            **PROBLEM_RESPONSES,
+        },
+    )
     async def send_message(
         self,
         runtime: RuntimeDep,
@@ -117,7 +141,11 @@ class ConversationsController(Controller):
             SentMessage(message=message, reply=reply), status_code=200 if data.wait else 202
         )
 
-    @get("/{conversation_id:str}/messages", summary="List a conversation's messages")
+    @get(
+        "/{conversation_id:str}/messages",
+        summary="List a conversation's messages",
+        responses=PROBLEM_RESPONSES,
+    )
     async def list_messages(
         self,
         runtime: RuntimeDep,
@@ -130,7 +158,11 @@ class ConversationsController(Controller):
             principal, conversation_id, limit=limit, cursor=cursor
         )
 
-    @get("/{conversation_id:str}/events", summary="Server-sent events of one conversation")
+    @get(
+        "/{conversation_id:str}/events",
+        summary="Server-sent events of one conversation",
+        responses=PROBLEM_RESPONSES,
+    )
     async def conversation_events(
         self,
         request: Request[Any, Any, Any],

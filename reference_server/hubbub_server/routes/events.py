@@ -23,6 +23,7 @@ from litestar.response.sse import ServerSentEventMessage
 from hubbub.events import ErrorEvent, Event, EventBus
 from hubbub.models import Principal
 from hubbub.runtime import Runtime
+from hubbub_server.problems import PROBLEM_RESPONSES
 from hubbub_server.security import Caller, RuntimeDep
 from hubbub_server.sse import sse_response, with_heartbeat
 
@@ -102,7 +103,7 @@ class EventsController(Controller):
     path = "/api/events"
     tags = ["events"]
 
-    @get("/", summary="Server-sent events of everything you may see")
+    @get("/", summary="Server-sent events of everything you may see", responses=PROBLEM_RESPONSES)
     async def events(
         self, request: Request[Any, Any, Any], runtime: RuntimeDep, principal: Caller
     ) -> ServerSentEvent:

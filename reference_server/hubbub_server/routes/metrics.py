@@ -12,7 +12,11 @@ from hubbub_server.security import RuntimeDep
 __all__ = ["metrics_endpoint"]
 
 
-@get("/metrics", tags=["operations"], summary="Prometheus metrics", include_in_schema=True)
+# Prometheus' text format; Litestar adds the charset itself.
+MEDIA_TYPE = CONTENT_TYPE_LATEST.split(";")[0] + "; version=1.0.0"
+
+
+@get("/metrics", tags=["operations"], summary="Prometheus metrics", media_type=MEDIA_TYPE)
 async def metrics_endpoint(request: Request[Any, Any, Any], runtime: RuntimeDep) -> Response[bytes]:
     body = request.app.state.metrics.render(await runtime.health())
-    return Response(body, media_type=CONTENT_TYPE_LATEST)
+    return Response(body, media_type=MEDIA_TYPE)

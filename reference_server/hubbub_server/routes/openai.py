@@ -25,6 +25,7 @@ from hubbub_server.openai_format import (
     models_payload,
     to_chat_request,
 )
+from hubbub_server.problems import PROBLEM_RESPONSES
 from hubbub_server.security import Caller, RuntimeDep
 from hubbub_server.sse import sse_response
 
@@ -37,7 +38,7 @@ class OpenAIController(Controller):
     path = "/v1"
     tags = ["openai"]
 
-    @get("/models", summary="Models available (OpenAI format)")
+    @get("/models", summary="Models available (OpenAI format)", responses=PROBLEM_RESPONSES)
     async def models(self, runtime: RuntimeDep, principal: Caller) -> dict[str, Any]:
         return models_payload(runtime.llm.models())
 
@@ -48,6 +49,7 @@ class OpenAIController(Controller):
         description="A `chat.completion` object, or with `stream: true` server-sent events of "
         "`chat.completion.chunk` objects ending with `data: [DONE]`.",
         media_type="application/json",
+        responses=PROBLEM_RESPONSES,
     )
     async def chat_completions(
         self,
