@@ -20,12 +20,12 @@ from litestar import Controller, Request, get
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from hubbub.events import ErrorEvent, Event, EventBus
+from hubbub.events import ErrorEvent, Event, EventBus, Subscription
 from hubbub.models import Principal
 from hubbub.runtime import Runtime
 from hubbub_server.problems import PROBLEM_RESPONSES
 from hubbub_server.security import Caller, RuntimeDep
-from hubbub_server.sse import sse_response, with_heartbeat
+from hubbub_server.sse import sse_response
 
 __all__ = ["EventsController", "event_stream"]
 
@@ -36,16 +36,22 @@ def _frame(event: Event) -> ServerSentEventMessage:
     return ServerSentEventMessage(id=event.id, event=event.type, data=_encode(event).decode())
 
 
+async def _close_on(drain: asyncio.Event, subscription: Subscription) -> None:
+    await drain.wait()
+    subscription.close()  # ends the stream once what is queued has been sent
+
+
 async def _frames(
     bus: EventBus,
     visible: Callable[[Event], bool],
     drain: asyncio.Event,
     last_event_id: str | None,
+    heartbeat: float,
 ) -> AsyncIterator[ServerSentEventMessage]:
     # Subscribed here, when the response starts: a response never sent holds no subscription.
-    drained = asyncio.ensure_future(drain.wait())
-    try:
-        with bus.subscribe(visible) as subscription:
+    with bus.subscribe(visible) as subscription:
+        watcher = asyncio.ensure_future(_close_on(drain, subscription))  # one task per stream
+        try:
             replayed: set[str] = set()
             if last_event_id:  # subscribed first, so nothing falls between replay and live
                 missed = bus.since(last_event_id, visible)
@@ -61,20 +67,20 @@ async def _frames(
                     replayed.add(old.id)
                     yield _frame(old)
             while True:
-                next_event = asyncio.ensure_future(subscription.get())
-                done, _ = await asyncio.wait(
-                    {next_event, drained}, return_when=asyncio.FIRST_COMPLETED
-                )
-                if next_event not in done:
-                    next_event.cancel()
-                    return
-                live: Event | None = next_event.result()
+                try:
+                    async with asyncio.timeout(heartbeat):
+                        live = await subscription.get()
+                except TimeoutError:
+                    yield ServerSentEventMessage(data=None, comment="heartbeat")
+                    continue
                 if live is None:
                     return
-                if live.id not in replayed:
-                    yield _frame(live)
-    finally:
-        drained.cancel()
+                if replayed and live.id in replayed:
+                    continue
+                replayed.clear()  # live events are past the replayed ones now
+                yield _frame(live)
+        finally:
+            watcher.cancel()
 
 
 def event_stream(
@@ -92,8 +98,11 @@ def event_stream(
 
     state = request.app.state
     last_event_id = request.headers.get("last-event-id")
-    frames = with_heartbeat(
-        _frames(runtime.events, visible, state.drain, last_event_id),
+    frames = _frames(
+        runtime.events,
+        visible,
+        state.drain,
+        last_event_id,
         runtime.config.server.heartbeat_interval,
     )
     return sse_response(frames, state)
