@@ -28,7 +28,6 @@ from hubbub.models import (
     ChatRequest,
     ChatResponse,
     Health,
-    Message,
     ModelInfo,
     ToolCall,
     Usage,
@@ -201,16 +200,6 @@ class LLMClient:
             if closer is not None:
                 await closer()
             # Recorded however the stream ended (a client that leaves still used tokens).
-            message = Message(
-                role="assistant",
-                content="".join(text),
-                tool_calls=calls or None,
-                model=request.model,
-                usage=usage,
-            )
             await self._record(
-                request,
-                ChatResponse(
-                    model=request.model, message=message, finish_reason=outcome, usage=usage
-                ),
+                request, ChatResponse.of(request.model, "".join(text), calls, usage, outcome)
             )

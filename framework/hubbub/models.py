@@ -290,6 +290,23 @@ class ChatResponse(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str = msgspec.field(default_factory=lambda: new_id("chatcmpl-"))
     """Completion identifier (``chatcmpl-`` and random hex): the OpenAI API's ``id``."""
 
+    @classmethod
+    def of(
+        cls,
+        model: str,
+        text: str,
+        tool_calls: list[ToolCall] | None,
+        usage: Usage,
+        finish_reason: str | None = None,
+    ) -> ChatResponse:
+        """A reply from its parts; ``finish_reason`` defaults to ``tool_calls`` when there are
+        tool calls, else ``stop``."""
+        message = Message(
+            role="assistant", content=text, tool_calls=tool_calls or None, model=model, usage=usage
+        )
+        reason = finish_reason or ("tool_calls" if tool_calls else "stop")
+        return cls(model=model, message=message, finish_reason=reason, usage=usage)
+
 
 class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     """What a component says about itself when asked."""

@@ -209,18 +209,8 @@ class LiteLLMProvider:
             for c in choice.message.tool_calls or ()
         ]
         usage = self._usage(arguments["model"], getattr(response, "usage", None))
-        message = Message(
-            role="assistant",
-            content=choice.message.content or "",
-            tool_calls=calls or None,
-            model=request.model,
-            usage=usage,
-        )
-        return ChatResponse(
-            model=request.model,
-            message=message,
-            usage=usage,
-            finish_reason=choice.finish_reason or "stop",
+        return ChatResponse.of(
+            request.model, choice.message.content or "", calls, usage, choice.finish_reason
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:

@@ -134,19 +134,7 @@ class OfflineProvider:
     async def complete(self, request: ChatRequest) -> ChatResponse:
         text, calls = self._answer(request)
         usage = self._usage(request, text, calls)
-        message = Message(
-            role="assistant",
-            content=text,
-            tool_calls=calls or None,
-            model=request.model,
-            usage=usage,
-        )
-        return ChatResponse(
-            model=request.model,
-            message=message,
-            usage=usage,
-            finish_reason="tool_calls" if calls else "stop",
-        )
+        return ChatResponse.of(request.model, text, calls, usage)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         text, calls = self._answer(request)
