@@ -13,7 +13,7 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Coroutine
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -97,14 +97,7 @@ class ConversationEngine:
         conversation = await self.memory.create_conversation(
             Conversation(owner=owner.id, title=_title(title), model=model)
         )
-        self.events.publish(
-            ConversationUpdated(
-                change="created",
-                conversation=conversation,
-                conversation_id=conversation.id,
-                owner=owner.id,
-            )
-        )
+        self._changed("created", owner, conversation.id, conversation)
         return conversation
 
     async def get(self, owner: Principal, conversation_id: str) -> Conversation:
@@ -136,22 +129,29 @@ class ConversationEngine:
             self.llm.resolve(model)
             conversation.model = model
         conversation = await self.memory.update_conversation(conversation)
-        self.events.publish(
-            ConversationUpdated(
-                change="updated",
-                conversation=conversation,
-                conversation_id=conversation.id,
-                owner=owner.id,
-            )
-        )
+        self._changed("updated", owner, conversation.id, conversation)
         return conversation
 
     async def delete(self, owner: Principal, conversation_id: str) -> None:
         """Delete a conversation and its messages."""
         await self.get(owner, conversation_id)
         await self.memory.delete_conversation(conversation_id)
+        self._changed("deleted", owner, conversation_id)
+
+    def _changed(
+        self,
+        change: Literal["created", "updated", "deleted"],
+        owner: Principal,
+        conversation_id: str,
+        conversation: Conversation | None = None,
+    ) -> None:
         self.events.publish(
-            ConversationUpdated(change="deleted", conversation_id=conversation_id, owner=owner.id)
+            ConversationUpdated(
+                change=change,
+                conversation=conversation,
+                conversation_id=conversation_id,
+                owner=owner.id,
+            )
         )
 
     async def messages(
