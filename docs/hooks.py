@@ -1,7 +1,7 @@
 """MkDocs hooks: fill generated content into pages, so it is always the code's current truth.
 
-``<!-- config-reference -->`` becomes :func:`hubbub.config_reference.render_markdown`;
-``<!-- config-example -->`` becomes :func:`hubbub.config_reference.render_example_toml` in a TOML
+``<!-- config-reference -->`` becomes :func:`hubbub.config.reference.render_markdown`;
+``<!-- config-example -->`` becomes :func:`hubbub.config.reference.render_example_toml` in a TOML
 code block.
 """
 
@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from hubbub.config_reference import render_example_toml, render_markdown
+from hubbub.config.reference import render_example_toml, render_markdown
 
 
 def on_page_markdown(markdown: str, **kwargs: Any) -> str:

@@ -17,7 +17,7 @@ from hubbub import hookimpl
 from hubbub.config import Config, Secret, decode_settings, encode_config, load_config
 from hubbub.errors import ConfigError
 from hubbub.plugins import load_plugins
-from hubbub.selection import check_config
+from hubbub.runtime.selection import check_config
 from hubbub.tools import function_tools
 
 

@@ -4,7 +4,9 @@ method of the extension contracts has a docstring. The site renders both."""
 
 from __future__ import annotations
 
+import importlib
 import inspect
+import pkgutil
 import typing
 from types import ModuleType
 from typing import Protocol
@@ -12,10 +14,16 @@ from typing import Protocol
 import msgspec
 import pytest
 
-from hubbub import config, contracts, events, models
-from hubbub.config_reference import field_docs
+import hubbub
+from hubbub import contracts
+from hubbub.config.reference import field_docs
+from hubbub.events import types as events
 
-MODULES = [models, events, contracts, config]
+MODULES = [
+    importlib.import_module(info.name)
+    for info in pkgutil.walk_packages(hubbub.__path__, "hubbub.")
+    if info.name != "hubbub.testing"
+]
 
 
 def structs(module: ModuleType) -> list[type[msgspec.Struct]]:

@@ -44,8 +44,13 @@ async def test_subscribers_receive_what_their_filter_accepts() -> None:
         Status(state="thinking", conversation_id="c2"),
         MessageDelta(message_id="m", delta="hi", conversation_id="c1"),
     ]
-    for event in events:
-        assert bus.publish(event) is event
+    published = [bus.publish(event) for event in events]
+    # Events are frozen: the bus stamps a copy and leaves what it was given alone.
+    assert [event.id for event in events] == ["", "", ""]
+    assert [event.id for event in published] == [
+        f"{e.id.split('-')[0]}-{n}" for n, e in enumerate(published, 1)
+    ]
+    events = published
     assert await received(everything) == events
     assert await received(only_c1) == [events[0], events[2]]
     assert await received(only_typing) == [events[0]]
@@ -176,9 +181,10 @@ EXAMPLES: list[Event] = [
 
 @pytest.mark.parametrize("event", EXAMPLES, ids=lambda e: e.type)
 async def test_events_round_trip_through_json(event: Event) -> None:
-    EventBus().publish(event)
-    event.conversation_id = event.conversation_id or "conv_1"
-    event.owner = "ada"
+    event = EventBus().publish(event)
+    event = msgspec.structs.replace(
+        event, conversation_id=event.conversation_id or "conv_1", owner="ada"
+    )
     data = msgspec.json.encode(event)
     assert msgspec.json.decode(data)["type"] == event.type
     decoded = decode_event(data)

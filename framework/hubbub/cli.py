@@ -22,9 +22,9 @@ from typing import Any, TypeVar
 import click
 
 from hubbub.config import Config, encode_config, env_var, load_config
+from hubbub.config.toml import dump_toml
 from hubbub.errors import ConfigError, HubbubError, PluginError
 from hubbub.plugins import Plugins, load_plugins
-from hubbub.tomlout import dump_toml
 
 __all__ = [
     "ConfigProblem",
@@ -83,7 +83,7 @@ class Loaded:
 def load_for_cli(config_path: str | None) -> Loaded:
     """Load the configuration and its plugins, validate both, and turn problems into CLI errors
     (exit 2 for configuration, 1 for plugins)."""
-    from hubbub.selection import check_config
+    from hubbub.runtime.selection import check_config
 
     with cli_errors():
         config = load_config(config_path)
@@ -205,8 +205,8 @@ def config_show(as_json: bool, config_path: str | None) -> None:
 @click.option("--force", is_flag=True, help="Overwrite an existing file.")
 def config_init(path: str, force: bool) -> None:
     """Write a commented example configuration covering every section."""
-    from hubbub.config_reference import render_example_toml
-    from hubbub.selection import settings_types
+    from hubbub.config.reference import render_example_toml
+    from hubbub.runtime.selection import settings_types
 
     target = Path(path)
     if target.exists() and not force:

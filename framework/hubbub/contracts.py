@@ -17,7 +17,7 @@ from typing import Any, Protocol
 
 import msgspec
 
-from hubbub.events import Event
+from hubbub.events.types import Event
 from hubbub.models import (
     ChatChunk,
     ChatRequest,

@@ -50,6 +50,7 @@ class ConfigIssue(msgspec.Struct, frozen=True):
     path: str
     """Dotted TOML path, e.g. ``cache.fallback``."""
     message: str
+    """What is wrong, and what would be right."""
     line: int | None = None
     """1-based line in the configuration file, when the key can be located."""
     source: str | None = None

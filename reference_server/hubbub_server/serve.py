@@ -5,7 +5,8 @@ connections, so configuration and startup problems are one-line errors. On SIGIN
 server stops accepting, answers new requests on open connections with 503 and
 ``Connection: close``, lets requests in flight finish within ``[server] grace_period``, ends
 event streams, then stops the runtime. Several workers (``--workers``) each run their own runtime
-through :func:`hubbub_server.app.app_from_env`.
+through :func:`worker_app`, loading the same file with the same command-line options (the process
+environment is never written).
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ import asyncio
 import contextlib
 import gc
 import logging
-import os
 import signal
 import socket
 import sys
@@ -25,6 +25,7 @@ from typing import Any
 
 import click
 import uvicorn
+from litestar import Litestar
 from uvicorn.server import HANDLED_SIGNALS
 
 from hubbub.cli import cli_errors, config_option
@@ -33,7 +34,7 @@ from hubbub.log import configure_logging
 from hubbub.runtime import Runtime
 from hubbub_server.app import check_exposure, create_app
 
-__all__ = ["serve"]
+__all__ = ["serve", "worker_app"]
 
 logger = logging.getLogger("hubbub.server")
 
@@ -147,6 +148,61 @@ async def _serve_one(config: Config, log_level: str) -> None:
         raise click.ClickException(f"could not listen on {config.server.host}:{config.server.port}")
 
 
+_WORKER_LOAD: dict[str, Any] = {}
+"""How a worker process loads its configuration: set from :class:`_WorkerConfig` as the worker
+starts, read by :func:`worker_app`."""
+
+
+class _WorkerConfig(uvicorn.Config):
+    """uvicorn's settings plus how each worker loads the same configuration (the file and the
+    command-line overrides). uvicorn pickles it into every worker process, so nothing is passed
+    through the process environment."""
+
+    def __init__(
+        self, *args: Any, hubbub_source: str | None, hubbub_overrides: dict[str, Any], **kw: Any
+    ) -> None:
+        super().__init__(*args, **kw)
+        self.hubbub_source = hubbub_source
+        self.hubbub_overrides = hubbub_overrides
+
+    def load(self) -> None:
+        _WORKER_LOAD.update(source=self.hubbub_source, overrides=self.hubbub_overrides)
+        super().load()
+
+
+def worker_app() -> Litestar:
+    """The app of one worker process (``serve --workers N`` or ``--reload``): the configuration
+    the parent loaded, read again from the same file with the same command-line overrides."""
+    config = load_config(_WORKER_LOAD.get("source"), overrides=_WORKER_LOAD.get("overrides"))
+    configure_logging(config.logging.level, config.logging.format)
+    return create_app(config)
+
+
+def _serve_workers(config: Config, overrides: dict[str, Any], *, reload: bool) -> None:
+    """Run several worker processes (or one that reloads on code changes) on one socket."""
+    from uvicorn.supervisors import ChangeReload, Multiprocess
+
+    worker_config = _WorkerConfig(
+        "hubbub_server.serve:worker_app",
+        factory=True,
+        host=config.server.host,
+        port=config.server.port,
+        workers=None if reload else config.server.workers,
+        reload=reload,
+        log_level=config.logging.level.lower(),
+        access_log=False,
+        timeout_graceful_shutdown=int(max(1, config.server.grace_period)),
+        hubbub_source=config.source,
+        hubbub_overrides=overrides,
+    )
+    server = uvicorn.Server(worker_config)
+    sock = worker_config.bind_socket()
+    if reload:
+        ChangeReload(worker_config, target=server.run, sockets=[sock]).run()
+    else:
+        Multiprocess(worker_config, sockets=[sock]).run()
+
+
 async def _preflight(config: Config) -> None:
     """Start and stop a runtime once: configuration, plugins, components and the exposure rule
     are checked before any worker starts."""
@@ -174,26 +230,17 @@ def serve(
     reload: bool,
 ) -> None:
     """Run the reference server."""
+    options: dict[str, Any] = {
+        "server.host": host,
+        "server.port": port,
+        "server.workers": workers,
+        "logging.level": log_level.upper() if log_level else None,
+    }
+    overrides = {path: value for path, value in options.items() if value is not None}
     with cli_errors():
-        config = load_config(config_path)
-    if host is not None:
-        config.server.host = host
-    if port is not None:
-        config.server.port = port
-    if workers is not None:
-        config.server.workers = workers
-    if log_level is not None:
-        config.logging.level = log_level.upper()  # type: ignore[assignment]
+        config = load_config(config_path, overrides=overrides)
     configure_logging(config.logging.level, config.logging.format)
     if config.server.workers > 1 or reload:
-        # Each worker builds its own runtime from the environment: pass every choice along,
-        # the bind address included (local mode depends on it).
-        if config.source:
-            os.environ["HUBBUB_CONFIG"] = str(config.source)
-        os.environ["HUBBUB_LOGGING__LEVEL"] = config.logging.level
-        os.environ["HUBBUB_SERVER__HOST"] = config.server.host
-        os.environ["HUBBUB_SERVER__PORT"] = str(config.server.port)
-        os.environ["HUBBUB_SERVER__WORKERS"] = str(config.server.workers)
         with cli_errors():  # fail here, once and in one line, rather than in every worker
             asyncio.run(_preflight(config))
         mode = "reloading on code changes" if reload else f"{config.server.workers} workers"
@@ -206,17 +253,7 @@ def serve(
                 "each worker has its own runtime: conversations and keys are shared through "
                 "the data directory, but events and SSE streams stay within one worker"
             )
-        uvicorn.run(
-            "hubbub_server.app:app_from_env",
-            factory=True,
-            host=config.server.host,
-            port=config.server.port,
-            workers=None if reload else config.server.workers,
-            reload=reload,
-            log_level=config.logging.level.lower(),
-            access_log=False,
-            timeout_graceful_shutdown=int(max(1, config.server.grace_period)),
-        )
+        _serve_workers(config, overrides, reload=reload)
         return
     try:
         with cli_errors():

@@ -386,9 +386,7 @@ class _Publisher:
         self._owner = owner
 
     def __call__(self, event: Any) -> None:
-        event.conversation_id = self._conversation_id
-        event.owner = self._owner
-        self._bus.publish(event)
+        self._bus.publish(event, conversation_id=self._conversation_id, owner=self._owner)
 
 
 def _title(title: str) -> str:

@@ -30,16 +30,17 @@ from typing import Any, Literal, TypeVar
 
 from hubbub.auth import Authenticator
 from hubbub.config import Config, load_config
-from hubbub.contracts import AuthMethod, CacheBackend, EventSink, LLMProvider, MemoryStore
+from hubbub.contracts import AuthMethod, CacheBackend, LLMProvider, MemoryStore
 from hubbub.conversation import ConversationEngine
 from hubbub.errors import ComponentError, ConfigError, HubbubError
-from hubbub.events import EventBus, Subscription
+from hubbub.events import EventBus
+from hubbub.events.sinks import SinkRunner
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
 from hubbub.models import ComponentHealth, Health, HealthStatus, RuntimeHealth
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.registry import ComponentContext, Kind, Registration, check_component
-from hubbub.selection import check_config, selected_names
+from hubbub.runtime.selection import check_config, selected_names
 from hubbub.tools import ToolRegistry
 
 __all__ = ["Runtime"]
@@ -67,53 +68,6 @@ class _Failed:
     label: str
     backend: str
     error: str
-
-
-class _SinkRunner:
-    """Runs one event sink: its own bounded subscription and a delivery task."""
-
-    def __init__(self, name: str, sink: EventSink, bus: EventBus) -> None:
-        self.name = name
-        self.sink = sink
-        self.bus = bus
-        self.subscription: Subscription | None = None
-        self.task: asyncio.Task[None] | None = None
-
-    async def start(self) -> None:
-        await self.sink.start()
-        self.subscription = self.bus.subscribe()
-        self.task = asyncio.create_task(
-            self._deliver(self.subscription), name=f"hubbub event sink {self.name}"
-        )
-
-    async def _deliver(self, subscription: Subscription) -> None:
-        async for event in subscription:
-            try:
-                await self.sink.handle(event)
-            except Exception:
-                logger.exception(
-                    "event sink %s failed to handle %s",
-                    self.name,
-                    event.type,
-                    extra={"sink": self.name},
-                )
-
-    async def health(self) -> Health:
-        health = await self.sink.health()
-        if self.subscription is not None and self.subscription.dropped:
-            detail = f"{health.detail}; {self.subscription.dropped} events dropped (too slow)"
-            return Health(
-                status="degraded" if health.status == "ok" else health.status,
-                detail=detail.strip("; "),
-            )
-        return health
-
-    async def aclose(self) -> None:
-        if self.subscription is not None:
-            self.subscription.close()  # the delivery task drains what is queued, then ends
-        if self.task is not None:
-            await self.task
-        await self.sink.aclose()
 
 
 class Runtime:
@@ -303,7 +257,7 @@ class Runtime:
         try:
             component = self.build(kind, name)
             if kind == "events":
-                component = _SinkRunner(name, component, self.events)
+                component = SinkRunner(name, component, self.events)
             await self._start_one(label, name, component, critical=False)
             return component
         except ComponentError as exc:

@@ -20,13 +20,14 @@ from typing import Any
 import msgspec
 import msgspec.inspect as mi
 
-from hubbub.config import Config, PluginsConfig, Secret
-from hubbub.tomlout import toml_value
+from hubbub.config.schema import Config, PluginsConfig, Secret
+from hubbub.config.toml import toml_value
 
 __all__ = ["field_docs", "render_example_toml", "render_markdown"]
 
-_SKIPPED = {(PluginsConfig, "settings")}
-"""Fields not written as keys: ``[plugins] settings`` holds the ``[plugins.<name>]`` tables."""
+_SKIPPED = {(PluginsConfig, "settings"), (Config, "origin")}
+"""Fields not written as keys: ``[plugins] settings`` holds the ``[plugins.<name>]`` tables, and
+``origin`` records where the configuration came from."""
 
 
 @functools.cache

@@ -1,0 +1,282 @@
+"""The configuration's shape: one msgspec struct per ``hubbub.toml`` table, each rejecting unknown
+keys, plus :class:`Secret` for values that must not be echoed and :class:`ConfigOrigin`, the frozen
+snapshot of where a configuration came from (file, text, environment).
+
+Every struct is frozen: a configuration is loaded once (:func:`hubbub.config.load_config`) and
+never changed afterwards; to vary it, load another (command-line options are overrides at load).
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from hubbub.config.issues import make_issue
+from hubbub.errors import ConfigIssue
+
+__all__ = [
+    "AuthConfig",
+    "CacheConfig",
+    "Config",
+    "ConfigOrigin",
+    "EventsConfig",
+    "LLMConfig",
+    "LoggingConfig",
+    "MemoryConfig",
+    "PluginsConfig",
+    "RuntimeConfig",
+    "Secret",
+    "ServerConfig",
+    "ToolsConfig",
+    "default_home",
+]
+
+REDACTED = "********"
+
+
+class Secret:
+    """A configuration value that must not be echoed: ``str(secret)`` and ``repr`` are redacted.
+
+    Call :meth:`reveal` where the clear value is needed (an HTTP header, a connection string).
+    """
+
+    __slots__ = ("_origin", "_value")
+
+    def __init__(self, value: str, origin: str = "literal") -> None:
+        self._value = value
+        self._origin = origin
+
+    def reveal(self) -> str:
+        """The clear value."""
+        return self._value
+
+    @property
+    def origin(self) -> str:
+        """Where the value came from (``env:NAME``, ``file:PATH`` or ``literal``)."""
+        return self._origin
+
+    def __repr__(self) -> str:
+        return f"Secret({REDACTED}, origin={self._origin!r})"
+
+    __str__ = __repr__
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and other._value == self._value
+
+    def __hash__(self) -> int:
+        return hash(self._value)
+
+
+class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=True):
+    """Base of every configuration table: unknown keys are errors."""
+
+
+class LoggingConfig(_Section, frozen=True):
+    """How hubbub logs."""
+
+    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
+    """Lowest level logged."""
+    format: Literal["text", "json"] = "text"
+    """``text`` for people, ``json`` (one object per line) for log collectors."""
+
+
+class ServerConfig(_Section, frozen=True):
+    """The reference server (``hubbub serve``)."""
+
+    host: str = "127.0.0.1"
+    """Address to bind. Anything but loopback requires authentication to be configured."""
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
+    """TCP port to listen on (0: any free port)."""
+    workers: int = 1
+    """Worker processes. Each has its own runtime: conversations and keys are shared through
+    the data directory, events and SSE streams are per worker (until the Redis fan-out)."""
+    max_body_bytes: int = 1_048_576
+    """Largest request body accepted; larger ones get 413."""
+    grace_period: float = 10.0
+    """Seconds that requests in flight may take to finish after SIGTERM/SIGINT."""
+    heartbeat_interval: float = 15.0
+    """Seconds between SSE heartbeat comments on idle streams."""
+
+
+class RuntimeConfig(_Section, frozen=True):
+    """Component lifecycle."""
+
+    start_timeout: float = 30.0
+    """Seconds a component may take to start before it counts as failed."""
+    stop_timeout: float = 5.0
+    """Seconds a component may take to stop before it is abandoned (and reported)."""
+    health_timeout: float = 2.0
+    """Seconds a health check may take before the component counts as down."""
+    drain_timeout: float = 10.0
+    """Seconds background work that should finish (replies being written) may take when the
+    runtime stops, before it is cancelled."""
+
+
+class EventsConfig(_Section, frozen=True):
+    """The event bus and where events go."""
+
+    sinks: list[str] = msgspec.field(default_factory=lambda: ["log"])
+    """Event sinks to deliver every event to, by registered name."""
+    queue_size: int = 1000
+    """Events buffered per subscriber before the oldest are dropped."""
+    history_size: int = 1000
+    """Recent events kept so an SSE client can resume with ``Last-Event-ID`` (0: none)."""
+
+
+class CacheConfig(_Section, frozen=True):
+    """The cache."""
+
+    backend: str = "memory"
+    """Registered cache backend to use."""
+    fallback: str | None = None
+    """Backend to use when ``backend`` cannot start (health then reports ``degraded``)."""
+
+
+class MemoryConfig(_Section, frozen=True):
+    """Where conversations and messages are stored."""
+
+    backend: str = "sqlite"
+    """Registered memory store to use."""
+    fallback: str | None = None
+    """Store to use when ``backend`` cannot start (health then reports ``degraded``)."""
+
+
+class AuthConfig(_Section, frozen=True):
+    """Authentication."""
+
+    methods: list[str] = msgspec.field(default_factory=lambda: ["api_key"])
+    """Auth methods to enable, tried in this order."""
+    local_mode: bool = True
+    """While no enabled method is provisioned (no API key, user or identity provider yet),
+    serve callers without credentials as a local user. The server allows this only when bound
+    to loopback, and warns; bound elsewhere it refuses to start instead."""
+
+
+class LLMConfig(_Section, frozen=True):
+    """LLM providers and models."""
+
+    default_model: str = "offline/echo"
+    """Model used when a request names none."""
+    providers: list[str] | None = None
+    """Providers to start, by registered name; all registered ones when unset."""
+    request_timeout: float = 60.0
+    """Seconds to wait for a whole reply, or between two streamed chunks."""
+    max_tool_rounds: int = 5
+    """Most times one reply may call tools before it must answer."""
+    history_messages: int = 200
+    """How many of a conversation's latest messages a model is shown."""
+
+
+class ToolsConfig(_Section, frozen=True):
+    """Tools models may call."""
+
+    providers: list[str] | None = None
+    """Tool providers to start, by registered name; all registered ones when unset."""
+    call_timeout: float = 30.0
+    """Seconds a tool call may take before it fails."""
+
+
+class PluginsConfig(_Section, frozen=True):
+    """Which plugins load, and their settings (``[plugins.<name>]`` tables)."""
+
+    disabled: list[str] = msgspec.field(default_factory=list)
+    """Plugins not to load, by name (as ``hubbub plugins`` lists them)."""
+    settings: dict[str, dict[str, Any]] = msgspec.field(default_factory=dict)
+    """Each ``[plugins.<name>]`` table, decoded later into the struct that plugin declared."""
+
+
+@dataclass(frozen=True)
+class ConfigOrigin:
+    """Where a configuration came from: one frozen snapshot taken when it was loaded."""
+
+    path: str | None = None
+    """The file the configuration was read from, if any."""
+    text: str | None = field(default=None, repr=False)
+    """That file's text, used to point errors at lines."""
+    env: dict[str, str] = field(default_factory=dict, repr=False)
+    """A copy of the environment at load time: overrides, ``{ env = "NAME" }`` secrets and the
+    default data directory are read from it, never from the live process environment."""
+    overrides: tuple[str, ...] = ()
+    """Dotted paths set by ``HUBBUB_*`` environment variables or command-line options."""
+
+    def __eq__(self, other: object) -> bool:
+        # Two configurations that say the same are equal, wherever they came from.
+        return isinstance(other, ConfigOrigin)
+
+    def __hash__(self) -> int:
+        return 0
+
+
+class Config(_Section, frozen=True):
+    """The whole configuration."""
+
+    home: str | None = None
+    """Data directory (databases, keys). Default: ``$HUBBUB_HOME``, else
+    ``$XDG_DATA_HOME/hubbub``, else ``~/.local/share/hubbub``."""
+    logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
+    """The ``[logging]`` table."""
+    server: ServerConfig = msgspec.field(default_factory=ServerConfig)
+    """The ``[server]`` table."""
+    runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
+    """The ``[runtime]`` table."""
+    events: EventsConfig = msgspec.field(default_factory=EventsConfig)
+    """The ``[events]`` table."""
+    cache: CacheConfig = msgspec.field(default_factory=CacheConfig)
+    """The ``[cache]`` table."""
+    memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
+    """The ``[memory]`` table."""
+    auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
+    """The ``[auth]`` table."""
+    llm: LLMConfig = msgspec.field(default_factory=LLMConfig)
+    """The ``[llm]`` table."""
+    tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
+    """The ``[tools]`` table."""
+    plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
+    """The ``[plugins]`` table and its ``[plugins.<name>]`` tables."""
+
+    origin: ConfigOrigin = msgspec.field(default_factory=ConfigOrigin)
+    """Where this configuration came from (set by the loader; not a TOML key)."""
+
+    @property
+    def source(self) -> str | None:
+        """The file the configuration was read from, if any."""
+        return self.origin.path
+
+    @property
+    def text(self) -> str | None:
+        """That file's text."""
+        return self.origin.text
+
+    @property
+    def env(self) -> Mapping[str, str]:
+        """The environment snapshot the configuration was loaded with."""
+        return self.origin.env
+
+    @property
+    def overrides(self) -> tuple[str, ...]:
+        """Dotted paths set by environment variables or command-line options."""
+        return self.origin.overrides
+
+    @property
+    def data_dir(self) -> Path:
+        """The resolved data directory."""
+        return Path(self.home or default_home(self.origin.env)).expanduser()
+
+    def issue(self, path: str, message: str) -> ConfigIssue:
+        """A :class:`ConfigIssue` at ``path``, naming where the value came from: the environment
+        variable that set it, or the file and line."""
+        return make_issue(path, message, self.text, self.source, self.overrides)
+
+
+def default_home(env: Mapping[str, str] | None = None) -> str:
+    """The data directory when ``home`` is not configured."""
+    environ = os.environ if env is None else env
+    if environ.get("HUBBUB_HOME"):
+        return environ["HUBBUB_HOME"]
+    base = environ.get("XDG_DATA_HOME") or str(Path.home() / ".local" / "share")
+    return str(Path(base) / "hubbub")

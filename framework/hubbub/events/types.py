@@ -1,0 +1,177 @@
+"""The typed events hubbub publishes.
+
+Events are frozen msgspec structs tagged by ``type`` (the SSE ``event:`` name), so one decoder
+turns any event's JSON back into the right class. Subscribers share one instance of each event,
+so none can change what another sees; the bus stamps ``id``, ``ts`` and ``origin`` on a copy
+(:func:`msgspec.structs.replace`) when the event is published.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import msgspec
+
+from hubbub.models import Conversation, Message, ToolCall, ToolResult, Usage
+
+__all__ = [
+    "AnyEvent",
+    "ConversationUpdated",
+    "ErrorEvent",
+    "Event",
+    "MessageCompleted",
+    "MessageCreated",
+    "MessageDelta",
+    "SessionRevoked",
+    "Status",
+    "ToolFinished",
+    "ToolStarted",
+    "Typing",
+    "UsageRecorded",
+    "decode_event",
+]
+
+
+class Event(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True, tag_field="type"):
+    """Base of every event. The bus fills in ``id`` and ``ts`` when the event is published."""
+
+    id: str = ""
+    """Ordered identifier (``<milliseconds>-<sequence>``), the SSE ``id:`` used to resume."""
+    ts: float = 0.0
+    """When the event was published (Unix seconds)."""
+    conversation_id: str | None = None
+    """The conversation the event belongs to, if any."""
+    owner: str | None = None
+    """The principal allowed to see the event; ``None`` for events meant for operators only."""
+    origin: str = ""
+    """The bus (one per runtime, so per process) that published the event first. Sinks that
+    forward events to other processes forward only their own bus's, which prevents echoes."""
+
+    @property
+    def type(self) -> str:
+        """The event's type name, e.g. ``message.delta``."""
+        tag = type(self).__struct_config__.tag
+        return str(tag)
+
+
+class MessageCreated(Event, tag="message.created", frozen=True):
+    """A message was added to a conversation (the user's, or the start of a reply)."""
+
+    message: Message
+    """The new message: the user's or a tool result as stored, or, when a reply starts, the
+    ``assistant`` message before any text (its ``id`` is the one the deltas and the
+    ``message.completed`` event carry)."""
+
+
+class MessageDelta(Event, tag="message.delta", frozen=True):
+    """A piece of a reply being streamed."""
+
+    message_id: str
+    """The :attr:`~hubbub.models.Message.id` of the reply being streamed, announced by
+    ``message.created``."""
+    delta: str
+    """The next piece of the reply's text, to append to the pieces before it."""
+
+
+class MessageCompleted(Event, tag="message.completed", frozen=True):
+    """A reply is finished and stored."""
+
+    message: Message
+    """The finished ``assistant`` message as stored, with its ``usage`` and, when it asks for
+    tools, ``tool_calls``."""
+
+
+class Typing(Event, tag="typing", frozen=True):
+    """Someone (the assistant, usually) started or stopped composing."""
+
+    active: bool
+    """True when composing starts, false when it stops."""
+    who: str = "assistant"
+    """Who is composing; the engine reports only ``assistant``."""
+
+
+class Status(Event, tag="status", frozen=True):
+    """Progress of a reply: ``thinking``, ``calling_tool``, ``idle``..."""
+
+    state: str
+    """``thinking`` (waiting for the model), ``calling_tool`` (running a tool) or ``idle``
+    (the reply ended, however it ended)."""
+    detail: str = ""
+    """The model (``thinking``) or the tool (``calling_tool``); empty otherwise."""
+
+
+class ToolStarted(Event, tag="tool.started", frozen=True):
+    """A tool call began."""
+
+    call: ToolCall
+    """The call as the model made it (``arguments`` as JSON text)."""
+
+
+class ToolFinished(Event, tag="tool.finished", frozen=True):
+    """A tool call ended (``result.is_error`` says whether it failed)."""
+
+    result: ToolResult
+    """What the tool produced; ``result.call_id`` names the call."""
+    duration_ms: float = 0.0
+    """How long the call took, in milliseconds."""
+
+
+class ConversationUpdated(Event, tag="conversation.updated", frozen=True):
+    """A conversation was created, renamed, or deleted."""
+
+    change: Literal["created", "updated", "deleted"]
+    """``created``, ``updated`` (renamed, or its model changed) or ``deleted``."""
+    conversation: Conversation | None = None
+    """The conversation as stored after the change; ``None`` when it was deleted."""
+
+
+class UsageRecorded(Event, tag="usage", frozen=True):
+    """An LLM request consumed tokens."""
+
+    model: str
+    """The model the request went to (after the ``before_llm_request`` hooks)."""
+    usage: Usage
+    """What the provider reported; for a stream cut short, what it reported before the end."""
+
+
+class ErrorEvent(Event, tag="error", frozen=True):
+    """Something failed while serving a conversation; ``message`` is safe to show the user."""
+
+    code: str
+    """Machine-readable: a :class:`hubbub.errors.HubbubError`'s ``code`` (``provider_timeout``,
+    ``model_not_found``...), ``interrupted`` (the server is stopping) or ``internal_error``."""
+    message: str
+    """What went wrong, in words safe to show the user (no traceback)."""
+
+
+class SessionRevoked(Event, tag="session.revoked", frozen=True):
+    """A login session was revoked; every process must stop honouring it."""
+
+    session_id: str
+    """The revoked :attr:`~hubbub.models.Session.id` (a principal's ``session_id``)."""
+    principal_id: str
+    """The :attr:`~hubbub.models.Principal.id` the session belonged to."""
+
+
+AnyEvent = (
+    MessageCreated
+    | MessageDelta
+    | MessageCompleted
+    | Typing
+    | Status
+    | ToolStarted
+    | ToolFinished
+    | ConversationUpdated
+    | UsageRecorded
+    | ErrorEvent
+    | SessionRevoked
+)
+"""Every event type this version of hubbub defines."""
+
+_decoder = msgspec.json.Decoder(AnyEvent)
+
+
+def decode_event(data: bytes | str) -> Event:
+    """Decode an event's JSON (as the bus, SSE and Redis carry it) into its class."""
+    event: Event = _decoder.decode(data)
+    return event
