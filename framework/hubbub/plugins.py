@@ -302,10 +302,12 @@ def load_plugins(
     disabled: Iterable[str] = (),
     extra: Iterable[object] = (),
     entry_points: bool = True,
+    only: Iterable[str] | None = None,
     env: Mapping[str, str] | None = None,
 ) -> Plugins:
-    """Build a :class:`Plugins`: entry points (filtered by ``HUBBUB_LOAD_PLUGINS`` and
-    ``disabled``), then ``extra`` plugin objects (registered under their ``__name__``).
+    """Build a :class:`Plugins`: entry points (filtered by ``only``, else
+    ``HUBBUB_LOAD_PLUGINS``, and by ``disabled``), then ``extra`` plugin objects (registered
+    under their ``__name__``).
 
     Failures to load are recorded, not raised; call :meth:`Plugins.raise_for_failures` where a
     broken plugin must stop the program.
@@ -315,8 +317,7 @@ def load_plugins(
     blocked = list(disabled)
     if entry_points:
         only_text = environ.get("HUBBUB_LOAD_PLUGINS")
-        only = None
-        if only_text is not None:
+        if only is None and only_text is not None:
             only = [name.strip() for name in only_text.split(",") if name.strip()]
         plugins.load_entry_points(only=only, disabled=blocked)
     for plugin in extra:
