@@ -12,8 +12,8 @@ missing methods instead of failing later.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Sequence
-from typing import Any, Protocol
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from typing import Any, Protocol, TypeAlias
 
 import msgspec
 
@@ -28,6 +28,7 @@ from hubbub.models import (
     ModelInfo,
     Page,
     Principal,
+    ToolCall,
     ToolResult,
     ToolSpec,
 )
@@ -35,14 +36,19 @@ from hubbub.models import (
 __all__ = [
     "AuthMethod",
     "CacheBackend",
+    "CompleteNext",
     "Component",
     "Credentials",
     "EventSink",
+    "LLMMiddleware",
     "LLMProvider",
     "MemoryStore",
     "RedirectAuthMethod",
+    "StreamNext",
     "Tool",
     "ToolContext",
+    "ToolMiddleware",
+    "ToolNext",
     "ToolProvider",
 ]
 
@@ -214,3 +220,76 @@ class EventSink(Component, Protocol):
 
     async def handle(self, event: Event) -> None:
         """Consume one event. Exceptions are logged and do not stop delivery."""
+
+
+CompleteNext: TypeAlias = Callable[[ChatRequest], Awaitable[ChatResponse]]
+"""The rest of the chain for a whole reply: the next middleware, or finally the client's own
+handler, which routes ``request.model`` to its provider (see :class:`LLMMiddleware`)."""
+
+StreamNext: TypeAlias = Callable[[ChatRequest], AsyncIterator[ChatChunk]]
+"""The rest of the chain for a streamed reply. Calling it never raises: it returns the chunks,
+and refusals and failures of the inner layers come out of iterating them."""
+
+ToolNext: TypeAlias = Callable[[ToolCall, ToolContext], Awaitable[ToolResult]]
+"""The rest of the chain for a tool call: the next middleware, or finally the tool registry's
+own call path (lookup, argument decoding, timeout, errors as results)."""
+
+
+class LLMMiddleware(Component, Protocol):
+    """Code around every LLM request: budgets, redaction, tracing, guardrails.
+
+    Middleware form an onion ordered by :attr:`priority`: the lowest is outermost, first to see
+    the request and last to see the reply or the failure; equal priorities keep registration
+    order. Each layer receives the request and ``call_next``, the rest of the chain. It may
+    change the request (in place or by passing another one on, even with another ``model``:
+    routing happens innermost, after every middleware), refuse it by raising a
+    :class:`hubbub.errors.HubbubError` without calling ``call_next``, call ``call_next`` more
+    than once (a retry, a fallback model), and see or change what comes back. Provider failures
+    arrive as :class:`hubbub.errors.ProviderError` (``ProviderTimeoutError`` when too slow).
+
+    Both methods must be implemented, since a request is either whole or streamed;
+    :class:`hubbub.middleware.LLMMiddlewareBase` passes both through, so a subclass overrides
+    only what it needs, and :class:`hubbub.middleware.LLMHooks` turns plain ``before`` /
+    ``after`` / ``on_error`` callbacks into both.
+    """
+
+    @property
+    def priority(self) -> int:
+        """Position in the chain: lower runs first on the way in and last on the way out.
+        Read once, when the chain is built."""
+
+    async def complete(self, request: ChatRequest, call_next: CompleteNext) -> ChatResponse:
+        """Handle a request for a whole reply: usually ``return await call_next(request)``,
+        with work before and after. Raise a :class:`hubbub.errors.HubbubError` to refuse."""
+
+    def stream(self, request: ChatRequest, call_next: StreamNext) -> AsyncIterator[ChatChunk]:
+        """Handle a request for a streamed reply, as an async generator: inspect, change or
+        refuse the request, then ``async for chunk in call_next(request)`` and yield (or
+        change, hold back, add) chunks. Use ``try``/``except``/``finally`` around the loop to
+        see a failure (it is re-raised unless you raise another) and the end of the stream:
+        ``finally`` also runs when the reader leaves early (the chain closes every layer,
+        innermost first), though no chunk can be yielded then. The last chunk carries
+        ``finish_reason`` and, when known, ``usage``."""
+
+
+class ToolMiddleware(Component, Protocol):
+    """Code around every tool call: approval, argument redaction, auditing, limits, timing.
+
+    Ordered like :class:`LLMMiddleware` (lowest :attr:`priority` outermost, ties in registration
+    order). A layer may change the call (``msgspec.structs.replace(call, arguments=...)``),
+    refuse it by returning a result with ``is_error=True`` (or by raising a
+    :class:`hubbub.errors.HubbubError`, which the registry turns into such a result: a tool
+    call never raises), and see or change the result. Unknown tools and invalid arguments reach
+    the middleware too; they become error results innermost.
+    """
+
+    @property
+    def priority(self) -> int:
+        """Position in the chain: lower runs first on the way in and last on the way out.
+        Read once, when the chain is built."""
+
+    async def call_tool(
+        self, call: ToolCall, context: ToolContext, call_next: ToolNext
+    ) -> ToolResult:
+        """Handle one tool call: usually ``return await call_next(call, context)``, with work
+        before and after; return an error :class:`hubbub.models.ToolResult` to refuse."""

@@ -25,6 +25,7 @@ __all__ = [
     "ProviderError",
     "ProviderTimeoutError",
     "UnknownModelError",
+    "blame",
     "did_you_mean",
 ]
 
@@ -33,6 +34,16 @@ def did_you_mean(value: str, choices: Iterable[str]) -> str:
     """`` (did you mean 'x'?)`` for the closest of ``choices``, or an empty string."""
     close = difflib.get_close_matches(value, list(choices), n=1)
     return f" (did you mean {close[0]!r}?)" if close else ""
+
+
+def blame(exc: BaseException, where: str, error: type[HubbubError] | None = None) -> HubbubError:
+    """The one translation of a plugin's exception: a :class:`HubbubError` keeps its meaning
+    (it was raised on purpose, to refuse a request, say); anything else becomes ``error``
+    (default :class:`PluginError`) reading ``<where>: <type>: <message>``, where ``where`` names
+    the plugin and what it was doing. Raise the result ``from exc``."""
+    if isinstance(exc, HubbubError):
+        return exc
+    return (error or PluginError)(f"{where}: {type(exc).__name__}: {exc}")
 
 
 class HubbubError(Exception):

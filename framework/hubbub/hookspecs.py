@@ -4,7 +4,9 @@ A plugin is a module (or object) with functions decorated by :data:`hubbub.hooki
 and parameter names match the specs below; it may implement any subset and may omit parameters it
 does not need. A misspelled hook name is an error at startup, not a silent no-op.
 
-**The async rule.** pluggy calls hooks synchronously. Registration hooks hand over *factories*;
+**The async rule.** pluggy calls hooks synchronously, one plugin at a time; implementations
+declared ``wrapper=True`` or ``hookwrapper=True`` are refused at load (register middleware
+instead, which wraps async work in a declared order). Registration hooks hand over *factories*;
 the objects those factories build do their I/O in ``async`` methods. The lifecycle and interception
 hooks (:func:`on_startup`, :func:`on_shutdown`, :func:`before_llm_request`,
 :func:`after_llm_response`) may be written as ``async def``: whatever they return is awaited if it
@@ -32,7 +34,6 @@ if TYPE_CHECKING:
 
     from hubbub.models import ChatRequest, ChatResponse
     from hubbub.registry import Registrar
-    from hubbub.runtime import Runtime
 
 __all__ = ["hookimpl", "hookspec"]
 
@@ -93,6 +94,34 @@ def register_llm_providers(register: Registrar) -> None:
 
 
 @hookspec
+def register_llm_middleware(register: Registrar) -> None:
+    """Register middleware around every LLM request (:class:`hubbub.contracts.LLMMiddleware`):
+    budgets, redaction, tracing, guardrails.
+
+    Every registered middleware runs, in increasing ``priority`` (the lowest is outermost: first
+    to see the request, last to see the reply or the failure); equal priorities keep
+    registration order. :mod:`hubbub.middleware` has base classes to start from.
+
+    :param register: ``register(name, factory, *, settings=None, description="")``.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
+def register_tool_middleware(register: Registrar) -> None:
+    """Register middleware around every tool call (:class:`hubbub.contracts.ToolMiddleware`):
+    approval, argument redaction, auditing, limits.
+
+    Every registered middleware runs, in increasing ``priority`` (the lowest is outermost).
+
+    :param register: ``register(name, factory, *, settings=None, description="")``.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
 def register_tools(register: Registrar) -> None:
     """Register tool providers (:class:`hubbub.contracts.ToolProvider`), each offering one or more
     tools. :func:`hubbub.tools.function_tools` turns plain async functions into a provider.
@@ -145,7 +174,7 @@ def register_commands(cli: click.Group) -> None:
 
 
 @hookspec
-def on_startup(runtime: Runtime) -> Any:
+def on_startup(runtime: Any) -> Any:
     """Called once after every component has started, before the runtime is used.
 
     May be ``async``. Raising aborts startup (the components are stopped again) with an error
@@ -158,7 +187,7 @@ def on_startup(runtime: Runtime) -> Any:
 
 
 @hookspec
-def on_shutdown(runtime: Runtime) -> Any:
+def on_shutdown(runtime: Any) -> Any:
     """Called once when the runtime begins to stop, while every component still works.
 
     May be ``async``. Exceptions are logged; shutdown continues.
@@ -170,12 +199,14 @@ def on_shutdown(runtime: Runtime) -> Any:
 
 
 @hookspec
-def before_llm_request(request: ChatRequest, runtime: Runtime) -> Any:
+def before_llm_request(request: ChatRequest, runtime: Any) -> Any:
     """Intercept every LLM request before it reaches the provider.
 
     Change ``request`` in place (add a system message, redact text, lower ``max_tokens``...) or
     raise a :class:`hubbub.errors.HubbubError` to refuse it. May be ``async``. Implementations run
-    in pluggy's order: declare ``tryfirst``/``trylast`` when order matters.
+    in pluggy's order (declare ``tryfirst``/``trylast`` when order matters), together as one
+    middleware of priority 0 (see :func:`register_llm_middleware`); the provider is chosen after
+    them, so they may change the model.
 
     :param request: the :class:`hubbub.models.ChatRequest` about to be sent.
     :param runtime: the running :class:`hubbub.runtime.Runtime`.
@@ -185,7 +216,7 @@ def before_llm_request(request: ChatRequest, runtime: Runtime) -> Any:
 
 
 @hookspec
-def after_llm_response(request: ChatRequest, response: ChatResponse, runtime: Runtime) -> Any:
+def after_llm_response(request: ChatRequest, response: ChatResponse, runtime: Any) -> Any:
     """Observe every completed LLM reply (streamed replies once they are complete).
 
     Useful for accounting, auditing and metrics. May be ``async``. Exceptions are logged and do

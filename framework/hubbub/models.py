@@ -238,7 +238,7 @@ class ChatRequest(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     model: str
     """The :attr:`ModelInfo.id` to ask. When empty, the LLM client uses ``[llm] default_model``;
-    it routes the request after the ``before_llm_request`` hooks, which may change it."""
+    it routes the request after the LLM middleware, which may change it."""
     messages: list[Message]
     """The conversation so far, oldest first, as the model should see it."""
     tools: list[ToolSpec] | None = None
@@ -315,6 +315,10 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     """How the component is doing; see :data:`HealthStatus`."""
     detail: str = ""
     """A short explanation for operators (counts, a path, what failed); may be empty."""
+    backend: str | None = None
+    """The backend serving now, when the component knows better than the runtime: a component
+    that falls back while running (a Redis cache serving from memory while Redis is down)
+    reports the stand-in here; ``None``: the backend the runtime started."""
 
 
 class ComponentHealth(msgspec.Struct, kw_only=True):
@@ -325,7 +329,8 @@ class ComponentHealth(msgspec.Struct, kw_only=True):
     ``degraded``; a component that failed to start, or whose check failed or timed out, is
     ``down``."""
     backend: str
-    """The registered name of the backend serving now (the fallback's, when it serves)."""
+    """The backend serving now: the component's own :attr:`Health.backend` when it reports
+    one, else the registered name the runtime started (the fallback's, when it serves)."""
     detail: str = ""
     """The component's own :attr:`Health.detail`, preceded by why a fallback serves, or the
     error that stopped it from starting."""

@@ -26,8 +26,9 @@ from typing import Any, TypeVar, cast
 import pluggy
 
 from hubbub import hookspecs
-from hubbub.errors import HubbubError, PluginError, did_you_mean
-from hubbub.registry import KINDS, Kind, Registrar, Registry
+from hubbub.errors import PluginError, blame, did_you_mean
+from hubbub.kinds import KINDS, KindSpec
+from hubbub.registry import Kind, Registrar, Registry
 
 __all__ = ["ENTRY_POINT_GROUP", "PluginInfo", "Plugins", "load_plugins", "maybe_await"]
 
@@ -71,9 +72,14 @@ class PluginInfo:
 class Plugins:
     """A pluggy manager plus what hubbub knows about each plugin."""
 
-    def __init__(self) -> None:
+    def __init__(self, kinds: Sequence[KindSpec] = KINDS) -> None:
         self.pm = pluggy.PluginManager("hubbub")
         self.pm.add_hookspecs(hookspecs)
+        self.kinds: tuple[KindSpec, ...] = tuple(kinds)
+        """The kinds of component registrations are collected for (:data:`hubbub.kinds.KINDS`)."""
+        for spec in self.kinds:
+            if not hasattr(self.pm.hook, spec.hook):
+                self.pm.add_hookspecs(_registration_spec(spec))
         self.info: dict[str, PluginInfo] = {}
         self._registries: dict[Kind, Registry] | None = None
         self._callers: dict[tuple[str, str], Callable[..., Any]] = {}
@@ -105,6 +111,21 @@ class Plugins:
         try:
             self.pm.register(plugin, name=plugin_name)
             self.pm.check_pending()
+            wrappers = [
+                impl
+                for caller in self.pm.get_hookcallers(plugin) or []
+                for impl in caller.get_hookimpls()
+                if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)
+            ]
+            if wrappers:
+                hook = wrappers[0].function.__name__
+                raise pluggy.PluginValidationError(
+                    plugin,
+                    f"implements {hook!r} as a wrapper (wrapper=True or hookwrapper=True), "
+                    "which hubbub does not support: hooks are called one plugin at a time, so "
+                    "a wrapper would not wrap the others, and it cannot wrap async code; use "
+                    "middleware instead (register_llm_middleware, register_tool_middleware)",
+                )
         except pluggy.PluginValidationError as exc:
             if self.pm.is_registered(plugin):
                 self.pm.unregister(plugin)
@@ -238,12 +259,8 @@ class Plugins:
         :class:`PluginError` that names the plugin and its distribution."""
         try:
             return list(self._caller(hook_name, plugin_name)(**kwargs))
-        except HubbubError:  # raised on purpose (to refuse a request, say): keep its meaning
-            raise
         except Exception as exc:
-            raise PluginError(
-                f"{self.describe(plugin_name)} failed in {hook_name}: {type(exc).__name__}: {exc}"
-            ) from exc
+            raise blame(exc, f"{self.describe(plugin_name)} failed in {hook_name}") from exc
 
     async def acall_each(self, hook_name: str, **kwargs: Any) -> None:
         """Call ``hook_name`` on each implementing plugin in turn, awaiting each result (the
@@ -252,13 +269,9 @@ class Plugins:
             for value in self.call_one(plugin_name, hook_name, **kwargs):
                 try:
                     await maybe_await(value)
-                except HubbubError:
-                    raise
                 except Exception as exc:
-                    raise PluginError(
-                        f"{self.describe(plugin_name)} failed in {hook_name}: "
-                        f"{type(exc).__name__}: {exc}"
-                    ) from exc
+                    where = f"{self.describe(plugin_name)} failed in {hook_name}"
+                    raise blame(exc, where) from exc
 
     def has_implementations(self, hook_name: str) -> bool:
         """Whether any plugin implements ``hook_name``."""
@@ -268,11 +281,11 @@ class Plugins:
         """Collect every registration hook once; cached until another plugin is registered."""
         if self._registries is None:
             registries: dict[Kind, Registry] = {}
-            for kind, hook_name in KINDS.items():
-                registry = Registry(kind)
-                for plugin_name in self.implementers(hook_name):
-                    self.call_one(plugin_name, hook_name, register=Registrar(registry, plugin_name))
-                registries[kind] = registry
+            for spec in self.kinds:
+                registry = Registry(spec.name)
+                for plugin_name in self.implementers(spec.hook):
+                    self.call_one(plugin_name, spec.hook, register=Registrar(registry, plugin_name))
+                registries[spec.name] = registry
             self._registries = registries
         return self._registries
 
@@ -297,6 +310,19 @@ class Plugins:
         self.pm.add_hookcall_monitoring(before, after)
 
 
+def _registration_spec(spec: KindSpec) -> type:
+    """A hook spec for a kind whose hook :mod:`hubbub.hookspecs` does not declare (a kind
+    added to the table by an embedding application or a test)."""
+
+    def register(register: Registrar) -> None:
+        """Register components."""
+
+    register.__name__ = spec.hook
+    register.__doc__ = f"Register {spec.title}s ({spec.description})"
+    namespace = type(spec.hook, (), {spec.hook: staticmethod(hookspecs.hookspec(register))})
+    return namespace
+
+
 def load_plugins(
     *,
     disabled: Iterable[str] = (),
@@ -304,6 +330,7 @@ def load_plugins(
     entry_points: bool = True,
     only: Iterable[str] | None = None,
     env: Mapping[str, str] | None = None,
+    kinds: Sequence[KindSpec] = KINDS,
 ) -> Plugins:
     """Build a :class:`Plugins`: entry points (filtered by ``only``, else
     ``HUBBUB_LOAD_PLUGINS``, and by ``disabled``), then ``extra`` plugin objects (registered
@@ -313,7 +340,7 @@ def load_plugins(
     broken plugin must stop the program.
     """
     environ = os.environ if env is None else env
-    plugins = Plugins()
+    plugins = Plugins(kinds)
     blocked = list(disabled)
     if entry_points:
         only_text = environ.get("HUBBUB_LOAD_PLUGINS")

@@ -11,20 +11,18 @@ import inspect
 import logging
 import re
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Generic, TypeVar
 
 import msgspec
 
+from hubbub.config import Config
 from hubbub.errors import ComponentError, PluginError
-
-if TYPE_CHECKING:
-    from hubbub.config import Config
-    from hubbub.runtime import Runtime
+from hubbub.kinds import KindSpec, Member, protocol_members
+from hubbub.services import Resources, Tasks
 
 __all__ = [
-    "KINDS",
     "ComponentContext",
     "Kind",
     "Registrar",
@@ -33,42 +31,10 @@ __all__ = [
     "check_component",
 ]
 
-Kind = Literal["cache", "memory", "auth", "llm", "tools", "events", "routes"]
+Kind = str
+"""A kind's name (see :data:`hubbub.kinds.KINDS`): ``cache``, ``memory``, ``llm``..."""
 
-KINDS: dict[Kind, str] = {
-    "cache": "register_cache_backends",
-    "memory": "register_memory_stores",
-    "auth": "register_auth_methods",
-    "llm": "register_llm_providers",
-    "tools": "register_tools",
-    "events": "register_event_sinks",
-    "routes": "register_routes",
-}
-"""Each kind of registration and the hook that collects it."""
-
-# The coroutine methods each kind's components must have (``routes`` factories return handlers).
-_REQUIRED: dict[Kind, tuple[str, ...]] = {
-    "cache": ("start", "health", "aclose", "get", "set", "delete", "incr"),
-    "memory": (
-        "start",
-        "health",
-        "aclose",
-        "create_conversation",
-        "get_conversation",
-        "list_conversations",
-        "update_conversation",
-        "delete_conversation",
-        "append_message",
-        "list_messages",
-        "recent_messages",
-    ),
-    "auth": ("start", "health", "aclose", "authenticate", "is_provisioned"),
-    "llm": ("start", "health", "aclose", "list_models", "complete"),
-    "tools": ("start", "health", "aclose"),
-    "events": ("start", "health", "aclose", "handle"),
-    "routes": (),
-}
-_REQUIRED_SYNC: dict[Kind, tuple[str, ...]] = {"llm": ("stream",), "tools": ("tools",)}
+SettingsT = TypeVar("SettingsT")
 
 _NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
@@ -79,7 +45,7 @@ class Registration:
 
     kind: Kind
     name: str
-    factory: Callable[[ComponentContext], Any]
+    factory: Callable[[ComponentContext[Any]], Any]
     plugin: str
     """Name of the plugin that registered it."""
     settings: type[msgspec.Struct] | None = None
@@ -132,7 +98,7 @@ class Registrar:
     def __call__(
         self,
         name: str,
-        factory: Callable[[ComponentContext], Any],
+        factory: Callable[[ComponentContext[Any]], Any],
         *,
         settings: type[msgspec.Struct] | None = None,
         description: str = "",
@@ -168,42 +134,72 @@ class Registrar:
 
 
 @dataclass
-class ComponentContext:
-    """What a factory receives: its settings and the surroundings it may need."""
+class ComponentContext(Generic[SettingsT]):
+    """What a factory receives: its settings and the services the runtime owns for it.
+
+    Annotate a factory's parameter as ``ComponentContext[MySettings]`` and ``context.settings``
+    is typed. Components use the services here (``tasks``, ``resources``, ``logger``) rather
+    than reaching into the runtime.
+    """
 
     name: str
     """The registered name being built."""
     kind: Kind
+    """The kind being built (``cache``, ``llm``...)."""
     plugin: str
     """The plugin that registered it."""
-    settings: Any
-    """The plugin's decoded settings struct, or ``None`` when it declared none."""
+    settings: SettingsT
+    """The plugin's decoded ``[plugins.<plugin>]`` settings struct, or ``None`` when it declared
+    none."""
     config: Config
-    """The whole configuration."""
+    """The whole configuration (frozen)."""
     data_dir: Path
-    """Directory for the component's files (created on demand by the runtime)."""
-    runtime: Runtime | None = None
-    """The runtime building the component; components started later can use earlier ones
-    (``runtime.cache``, ``runtime.events``...)."""
-    logger: logging.Logger = field(default_factory=lambda: logging.getLogger("hubbub"))
-    """A logger named ``hubbub.plugins.<plugin>``."""
+    """Directory for the component's files (created by the runtime before anything starts)."""
+    tasks: Tasks
+    """Background tasks the runtime supervises for this component: failures logged, restarted
+    with back-off when asked, cancelled before the component stops."""
+    resources: Resources
+    """Shared resources (one Redis client per URL, one PostgreSQL pool...): created on first use,
+    closed after the last component that used them has stopped."""
+    runtime: Any = None
+    """The :class:`hubbub.runtime.Runtime`, for route factories that serve it; other components
+    use the services above and the components handed to them."""
+
+    @property
+    def logger(self) -> logging.Logger:
+        """A logger named ``hubbub.plugins.<plugin>``."""
+        return logging.getLogger(f"hubbub.plugins.{self.plugin}")
 
 
-def check_component(kind: Kind, registration: Registration, component: Any) -> None:
-    """Raise :class:`ComponentError` naming the missing methods if ``component`` does not
-    satisfy its kind's contract. Explicit, so the message says what is wrong."""
+def _problems(component: Any, members: list[Member]) -> list[str]:
     problems = []
-    for method in _REQUIRED[kind]:
-        value = getattr(component, method, None)
+    for member in members:
+        value = getattr(component, member.name, None)
         if value is None:
-            problems.append(f"{method}() is missing")
-        elif not inspect.iscoroutinefunction(value):
-            problems.append(f"{method}() must be async")
-    for method in _REQUIRED_SYNC.get(kind, ()):
-        if not callable(getattr(component, method, None)):
-            problems.append(f"{method}() is missing")
+            problems.append(f"{member.name}{'()' if member.form != 'attribute' else ''} is missing")
+        elif member.form == "coroutine" and not inspect.iscoroutinefunction(value):
+            problems.append(f"{member.name}() must be async")
+        elif member.form == "callable" and not callable(value):
+            problems.append(f"{member.name}() must be callable")
+    return problems
+
+
+def check_component(spec: KindSpec, registration: Registration, component: Any) -> None:
+    """Raise :class:`ComponentError` naming what is missing if ``component`` does not satisfy
+    its kind's Protocol (and, when it has part of a variant, all of that variant). The members
+    are read from the Protocols, so the message says exactly what is wrong."""
+    if spec.protocol is None:
+        return
+    problems = _problems(component, protocol_members(spec.protocol))
+    base = {member.name for member in protocol_members(spec.protocol)}
+    for variant in spec.variants:
+        extra = [m for m in protocol_members(variant) if m.name not in base]
+        if any(getattr(component, m.name, None) is not None for m in extra):
+            found = _problems(component, extra)
+            problems += [f"{problem} (for {variant.__name__})" for problem in found]
     if problems:
         raise ComponentError(
-            f"{kind} {registration.name!r} from plugin {registration.plugin!r} built a "
-            f"{type(component).__name__} that does not satisfy the contract: " + "; ".join(problems)
+            f"{spec.name} {registration.name!r} from plugin {registration.plugin!r} built a "
+            f"{type(component).__name__} that does not satisfy {spec.protocol.__name__}: "
+            + "; ".join(problems)
         )

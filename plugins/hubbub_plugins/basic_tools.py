@@ -98,7 +98,7 @@ async def current_time(timezone: str = "UTC") -> str:
 
 @hookimpl
 def register_tools(register: Registrar) -> None:
-    def build(context: ComponentContext) -> StaticToolProvider:
+    def build(context: ComponentContext[None]) -> StaticToolProvider:
         return function_tools(calculator, current_time)
 
     register("basic", build, description="calculator and current_time")

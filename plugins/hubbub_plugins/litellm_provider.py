@@ -253,7 +253,7 @@ class LiteLLMProvider:
 
 @hookimpl
 def register_llm_providers(register: Registrar) -> None:
-    def build(context: ComponentContext) -> LiteLLMProvider:
+    def build(context: ComponentContext[LiteLLMSettings]) -> LiteLLMProvider:
         return LiteLLMProvider(context.name, context.settings)
 
     register(

@@ -59,7 +59,7 @@ class LogSink:
 
 @hookimpl
 def register_event_sinks(register: Registrar) -> None:
-    def build(context: ComponentContext) -> LogSink:
+    def build(context: ComponentContext[LogSinkSettings]) -> LogSink:
         return LogSink(context.settings)
 
     register("log", build, settings=LogSinkSettings, description="logs every event")

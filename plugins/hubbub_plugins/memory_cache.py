@@ -79,7 +79,7 @@ class MemoryCache:
 
 @hookimpl
 def register_cache_backends(register: Registrar) -> None:
-    def build(context: ComponentContext) -> MemoryCache:
+    def build(context: ComponentContext[MemoryCacheSettings]) -> MemoryCache:
         return MemoryCache(context.settings)
 
     register(

@@ -151,7 +151,7 @@ class OfflineProvider:
 
 @hookimpl
 def register_llm_providers(register: Registrar) -> None:
-    def build(context: ComponentContext) -> OfflineProvider:
+    def build(context: ComponentContext[OfflineSettings]) -> OfflineProvider:
         return OfflineProvider(context.name, context.settings)
 
     register(

@@ -231,8 +231,8 @@ class SQLiteStore:
 
 @hookimpl
 def register_memory_stores(register: Registrar) -> None:
-    def build(context: ComponentContext) -> SQLiteStore:
-        settings: SQLiteStoreSettings = context.settings
+    def build(context: ComponentContext[SQLiteStoreSettings]) -> SQLiteStore:
+        settings = context.settings
         path = settings.path or str(context.data_dir / "hubbub.sqlite3")
         return SQLiteStore(path, busy_timeout=settings.busy_timeout)
 

@@ -1,6 +1,12 @@
 """Test helpers for the reference server, loaded by pytest automatically (entry point
 ``pytest11``): ``hubbub_client``, an async HTTP client (httpx, in process) for an app serving
-``hubbub_runtime``. A plugin's routes, tools and models are reachable through it::
+``hubbub_runtime``. That runtime loads the plugins the test names (``hubbub_plugins``, see
+:mod:`hubbub.testing`) plus ``server``, the reference server's own plugin. A plugin's routes,
+tools and models are reachable through it::
+
+    @pytest.fixture
+    def hubbub_plugins():
+        return [*builtin_plugins(), "my_plugin"]
 
     async def test_my_route(hubbub_client):
         response = await hubbub_client.get("/api/tools")
@@ -25,7 +31,8 @@ if pytest_asyncio is not None:
 
     @pytest_asyncio.fixture
     async def hubbub_client(hubbub_runtime: Any) -> AsyncIterator[Any]:
-        """An ``httpx.AsyncClient`` talking to an app that serves ``hubbub_runtime``."""
+        """An ``httpx.AsyncClient`` talking to an app that serves ``hubbub_runtime`` (which
+        loads the ``server`` plugin because this fixture is used)."""
         from litestar.testing import AsyncTestClient
 
         from hubbub_server.app import create_app

@@ -129,7 +129,7 @@ class UsageRecorded(Event, tag="usage", frozen=True):
     """An LLM request consumed tokens."""
 
     model: str
-    """The model the request went to (after the ``before_llm_request`` hooks)."""
+    """The model the request went to (after the LLM middleware, which may change it)."""
     usage: Usage
     """What the provider reported; for a stream cut short, what it reported before the end."""
 

@@ -1,19 +1,23 @@
 """The LLM client: one front for every provider.
 
-It routes a request to the provider that serves its model, runs the ``before_llm_request`` and
-``after_llm_response`` hooks around it, publishes a ``usage`` event for every reply (also one
-cut short: a client that leaves mid-stream still used tokens), and turns a provider that is too
-slow into :class:`hubbub.errors.ProviderTimeoutError` (for a stream: too slow between chunks).
+A request goes through the LLM middleware (:mod:`hubbub.middleware`, lowest ``priority``
+outermost; the ``before_llm_request`` and ``after_llm_response`` hooks are one of them), then to
+the client's own handler, innermost: it routes the request to the provider that serves its model
+(after every middleware, which may have changed the model), turns a provider that is too slow
+into :class:`hubbub.errors.ProviderTimeoutError` (for a stream: too slow between chunks) and any
+other provider failure into :class:`hubbub.errors.ProviderError`, and publishes a ``usage``
+event for every reply a provider produced (also one cut short: a reader that leaves mid-stream
+still used tokens).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
+from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
-from hubbub.contracts import LLMProvider
+from hubbub.contracts import LLMMiddleware, LLMProvider
 from hubbub.errors import (
     ConfigError,
     ConfigIssue,
@@ -23,25 +27,26 @@ from hubbub.errors import (
     UnknownModelError,
 )
 from hubbub.events import EventBus, UsageRecorded
-from hubbub.models import (
-    ChatChunk,
-    ChatRequest,
-    ChatResponse,
-    Health,
-    ModelInfo,
-    ToolCall,
-    Usage,
-)
+from hubbub.middleware import StreamedReply, chain_complete, chain_stream, prime
+from hubbub.models import ChatChunk, ChatRequest, ChatResponse, Health, ModelInfo
 
 __all__ = ["LLMClient"]
 
 logger = logging.getLogger("hubbub.llm")
 
-Hook = Callable[..., Awaitable[None]]
-
 
 class LLMClient:
-    """Routes chat requests to providers by model id."""
+    """Routes chat requests to providers by model id, through the LLM middleware.
+
+    :param providers: the started providers, by registered name; the first to claim a model id
+        serves it.
+    :param default_model: the model of requests that name none.
+    :param timeout: seconds a provider may take to answer (for a stream: between chunks).
+    :param middleware: the LLM middleware, in registration order (the chain orders them by
+        ``priority``; ties keep this order). The client only calls them: they are components
+        their owner starts and stops.
+    :param events: where a ``usage`` event is published for every reply.
+    """
 
     def __init__(
         self,
@@ -49,18 +54,21 @@ class LLMClient:
         *,
         default_model: str,
         timeout: float,
-        before_request: Hook | None = None,
-        after_response: Hook | None = None,
+        middleware: Sequence[LLMMiddleware] = (),
         events: EventBus | None = None,
     ) -> None:
         self.providers = dict(providers)
         self.default_model = default_model
         self.timeout = timeout
-        self._before = before_request
-        self._after = after_response
+        self.middleware: tuple[LLMMiddleware, ...] = tuple(
+            sorted(middleware, key=lambda m: m.priority)
+        )
+        """The middleware every request goes through, in chain order: outermost first."""
         self.events = events
         """Where a ``usage`` event is published for every reply (budgets, metrics, clients)."""
         self._models: dict[str, tuple[LLMProvider, ModelInfo]] = {}
+        self._complete = chain_complete(self.middleware, self._provider_complete)
+        self._stream = chain_stream(self.middleware, self._provider_stream)
 
     async def start(self) -> None:
         """Ask every provider for its models; the first provider to claim an id serves it."""
@@ -107,16 +115,8 @@ class LLMClient:
             )
         return found
 
-    async def _prepare(self, request: ChatRequest) -> LLMProvider:
-        if not request.model:
-            request.model = self.default_model
-        if self._before is not None:
-            await self._before(request=request)
-        provider, _ = self.resolve(request.model)  # after the hooks: they may change the model
-        return provider
-
-    async def _record(self, request: ChatRequest, response: ChatResponse) -> None:
-        """Account for one reply, whole or not: a ``usage`` event, then the hooks."""
+    def _record(self, request: ChatRequest, response: ChatResponse) -> None:
+        """Account for one reply a provider produced, whole or not: a ``usage`` event."""
         if self.events is not None:
             self.events.publish(
                 UsageRecorded(
@@ -126,16 +126,39 @@ class LLMClient:
                     conversation_id=request.metadata.get("conversation_id"),
                 )
             )
-        if self._after is None:
-            return
-        try:
-            await self._after(request=request, response=response)
-        except Exception:
-            logger.exception("after_llm_response hook failed", extra={"model": request.model})
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        """Send ``request`` and wait for the whole reply."""
-        provider = await self._prepare(request)
+        """Send ``request`` through the middleware and wait for the whole reply."""
+        if not request.model:
+            request.model = self.default_model
+        return await self._complete(request)
+
+    async def open_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        """Send ``request`` through the middleware and wait for the first chunk, then return
+        the stream (which yields that chunk first): a refusal, an unknown model or a provider
+        that fails before answering is raised here, before anything is sent to a client. Close
+        the stream (``aclose()``) when leaving it early."""
+        if not request.model:
+            request.model = self.default_model
+        return await prime(self._stream(request))
+
+    async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
+        """Send ``request`` through the middleware and yield the reply as it arrives. The last
+        chunk has ``finish_reason`` and ``usage``. Closing this generator early closes every
+        layer of the chain."""
+        chunks = await self.open_stream(request)
+        try:
+            async for chunk in chunks:
+                yield chunk
+        finally:
+            closer: Any = getattr(chunks, "aclose", None)
+            if closer is not None:
+                await closer()
+
+    # -- innermost: the provider -----------------------------------------------------------
+
+    async def _provider_complete(self, request: ChatRequest) -> ChatResponse:
+        provider, _ = self.resolve(request.model)  # after the middleware: they may change it
         try:
             async with asyncio.timeout(self.timeout):
                 response = await provider.complete(request)
@@ -147,29 +170,13 @@ class LLMClient:
             raise
         except Exception as exc:
             raise ProviderError(f"model {request.model!r} failed: {exc}") from exc
-        await self._record(request, response)
+        self._record(request, response)
         return response
 
-    async def open_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Run the ``before_llm_request`` hooks and choose the provider now, then return the
-        stream: a refusal or an unknown model is raised before anything is sent to a client."""
-        provider = await self._prepare(request)
-        return self._stream(provider, request)
-
-    async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        """Send ``request`` and yield the reply as it arrives. The last chunk has
-        ``finish_reason`` and ``usage``."""
-        async for chunk in await self.open_stream(request):
-            yield chunk
-
-    async def _stream(
-        self, provider: LLMProvider, request: ChatRequest
-    ) -> AsyncIterator[ChatChunk]:
-        text: list[str] = []
-        calls: list[ToolCall] = []
-        finish = "stop"
+    async def _provider_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+        provider, _ = self.resolve(request.model)  # after the middleware: they may change it
+        reply = StreamedReply()
         outcome = "cancelled"  # until the stream ends one way or the other
-        usage = Usage()
         iterator = aiter(provider.stream(request))
         try:
             while True:
@@ -186,12 +193,9 @@ class LLMClient:
                     raise
                 except Exception as exc:
                     raise ProviderError(f"model {request.model!r} failed: {exc}") from exc
-                text.append(chunk.delta)
-                calls.extend(chunk.tool_calls or ())
-                finish = chunk.finish_reason or finish
-                usage = chunk.usage or usage
+                reply.add(chunk)
                 yield chunk
-            outcome = finish
+            outcome = "stop"
         except Exception:
             outcome = "error"
             raise
@@ -199,7 +203,5 @@ class LLMClient:
             closer: Any = getattr(iterator, "aclose", None)
             if closer is not None:
                 await closer()
-            # Recorded however the stream ended (a client that leaves still used tokens).
-            await self._record(
-                request, ChatResponse.of(request.model, "".join(text), calls, usage, outcome)
-            )
+            # Recorded however the stream ended (a reader that leaves still used tokens).
+            self._record(request, reply.response(request.model, outcome))

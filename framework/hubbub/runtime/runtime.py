@@ -1,9 +1,10 @@
-"""The runtime: builds the configured components, starts them in order, reports their health, and
-stops them in reverse.
+"""The runtime: builds the configured components, starts them in declared stages, reports their
+health, and stops them in reverse.
 
-Start order (each later component may use the earlier ones through the runtime):
-event bus and sinks → cache → memory store → auth methods and authenticator → LLM providers and
-client → tool providers and registry → conversation engine → ``on_startup`` hooks.
+The stages (:mod:`hubbub.runtime.stages`) follow the kinds table (:data:`hubbub.kinds.KINDS`):
+event bus and sinks → cache → memory store → auth methods and authenticator → LLM middleware,
+providers and client → tool middleware, providers and registry → conversation engine →
+``on_startup`` hooks. Each stage is logged with its duration.
 
 ::
 
@@ -23,24 +24,27 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Coroutine, Iterable, Mapping
+from collections.abc import Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from hubbub.auth import Authenticator
 from hubbub.config import Config, load_config
-from hubbub.contracts import AuthMethod, CacheBackend, LLMProvider, MemoryStore
+from hubbub.contracts import AuthMethod, CacheBackend, MemoryStore
 from hubbub.conversation import ConversationEngine
-from hubbub.errors import ComponentError, ConfigError, HubbubError
+from hubbub.errors import ComponentError, ConfigError, blame
 from hubbub.events import EventBus
-from hubbub.events.sinks import SinkRunner
+from hubbub.kinds import KindSpec, kinds_by_name
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
+from hubbub.middleware import HookMiddleware
 from hubbub.models import ComponentHealth, Health, HealthStatus, RuntimeHealth
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.registry import ComponentContext, Kind, Registration, check_component
-from hubbub.runtime.selection import check_config, selected_names
+from hubbub.runtime.selection import check_config
+from hubbub.runtime.stages import WRAPPERS, stages
+from hubbub.services import Closed, Resources, SharedResources, Tasks, close_within
 from hubbub.tools import ToolRegistry
 
 __all__ = ["Runtime"]
@@ -52,22 +56,22 @@ State = Literal["new", "starting", "running", "stopping", "stopped"]
 
 
 @dataclass
-class _Started:
-    """A started component and what health reporting needs to know about it."""
+class _Entry:
+    """One component the runtime started (or tried to), and what health needs to know."""
 
     label: str
-    backend: str
+    """``cache``, ``auth.api_key``, ``llm``...: the key in health reports."""
+    configured: str
+    """The backend the configuration asked for."""
+    serving: str
+    """The backend the runtime started (the fallback's name when it stands in)."""
     component: Any
+    """The started component; ``None`` when a non-critical one failed to start."""
     critical: bool
-    fallback_for: str | None = None
-    primary_error: str | None = None
-
-
-@dataclass
-class _Failed:
-    label: str
-    backend: str
-    error: str
+    note: str | None = None
+    """Why the configured backend is not serving (its start error)."""
+    tasks: Tasks | None = None
+    resources: Resources | None = None
 
 
 class Runtime:
@@ -79,25 +83,23 @@ class Runtime:
         self.plugins = plugins
         self.settings = dict(settings)
         """Each plugin's decoded settings struct, by plugin name."""
+        self.kinds: Mapping[Kind, KindSpec] = kinds_by_name(plugins.kinds)
+        """The kinds of component this runtime manages, by name."""
         self.state: State = "new"
         self.events = EventBus(
             queue_size=config.events.queue_size, history_size=config.events.history_size
         )
         self.abandoned: list[str] = []
-        """Components that did not stop within ``[runtime] stop_timeout`` at the last stop."""
-        self.auth_methods: dict[str, AuthMethod] = {}
-        """Enabled auth methods, in the configured order."""
-        self._started: list[_Started] = []
-        self._failed: list[_Failed] = []
+        """Components and tasks that did not stop within ``[runtime] stop_timeout`` at the last
+        stop."""
+        self.resources = SharedResources(close_timeout=config.runtime.stop_timeout)
+        """Resources shared by the components (each component uses its own view of them)."""
+        self._entries: list[_Entry] = []
+        self._components: dict[Kind, dict[str, Any]] = {}
+        self._core: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
         self._drain: set[asyncio.Task[Any]] = set()
         self._start_done = asyncio.Event()
-        self._cache: CacheBackend | None = None
-        self._auth: Authenticator | None = None
-        self._memory: MemoryStore | None = None
-        self._llm: LLMClient | None = None
-        self._tools: ToolRegistry | None = None
-        self._conversations: ConversationEngine | None = None
 
     @classmethod
     def from_config(
@@ -118,43 +120,65 @@ class Runtime:
 
     # -- components ------------------------------------------------------------------------
 
-    def _require(self, value: T | None, what: str) -> T:
+    # -- components ------------------------------------------------------------------------
+
+    def _require(self, name: str, what: str) -> Any:
+        value = self._core.get(name)
         if value is None:
             raise RuntimeError(f"the runtime has no {what}: it is {self.state}, not running")
         return value
 
+    def components(self, kind: Kind) -> dict[str, Any]:
+        """The started components of ``kind``, by registered name, in the configured order."""
+        return dict(self._components.get(kind, {}))
+
     @property
     def cache(self) -> CacheBackend:
         """The cache backend serving now (the fallback when the primary failed)."""
-        return self._require(self._cache, "cache")
+        value: CacheBackend = self._require("cache", "cache")
+        return value
 
     @property
     def memory(self) -> MemoryStore:
         """The memory store serving now."""
-        return self._require(self._memory, "memory store")
+        value: MemoryStore = self._require("memory", "memory store")
+        return value
+
+    @property
+    def auth_methods(self) -> dict[str, AuthMethod]:
+        """Enabled auth methods, in the configured order."""
+        return self.components("auth")
 
     @property
     def auth(self) -> Authenticator:
         """Authenticates callers with the enabled auth methods."""
-        return self._require(self._auth, "authenticator")
+        value: Authenticator = self._require("auth", "authenticator")
+        return value
 
     @property
     def llm(self) -> LLMClient:
         """The LLM client over every started provider."""
-        return self._require(self._llm, "LLM client")
+        value: LLMClient = self._require("llm", "LLM client")
+        return value
 
     @property
     def tools(self) -> ToolRegistry:
         """Every tool of the started tool providers."""
-        return self._require(self._tools, "tool registry")
+        value: ToolRegistry = self._require("tools", "tool registry")
+        return value
 
     @property
     def conversations(self) -> ConversationEngine:
         """The conversation engine."""
-        return self._require(self._conversations, "conversation engine")
+        value: ConversationEngine = self._require("conversations", "conversation engine")
+        return value
 
-    def context(self, registration: Registration) -> ComponentContext:
+    def context(
+        self, registration: Registration, tasks: Tasks | None = None
+    ) -> ComponentContext[Any]:
         """The :class:`ComponentContext` a factory of ``registration`` receives."""
+        label = f"{registration.kind}.{registration.name}"
+        log = logging.getLogger(f"hubbub.plugins.{registration.plugin}")
         return ComponentContext(
             name=registration.name,
             kind=registration.kind,
@@ -162,113 +186,129 @@ class Runtime:
             settings=self.settings.get(registration.plugin),
             config=self.config,
             data_dir=self.config.data_dir,
+            tasks=tasks or Tasks(label, log=log),
+            resources=self.resources.for_user(label),
             runtime=self,
-            logger=logging.getLogger(f"hubbub.plugins.{registration.plugin}"),
         )
 
     def build(self, kind: Kind, name: str) -> Any:
         """Build (not start) the component registered as ``name`` of ``kind``."""
+        return self._build(kind, name)[0]
+
+    def _build(self, kind: Kind, name: str) -> tuple[Any, ComponentContext[Any]]:
+        spec = self.kinds[kind]
         registration = self.plugins.registries()[kind].get(name)
         if registration is None:
-            raise ComponentError(f"no {kind} is registered as {name!r}")
+            raise ComponentError(f"no {spec.title} is registered as {name!r}")
+        context = self.context(registration)
         with log_context(plugin=registration.plugin):
             try:
-                component = registration.factory(self.context(registration))
-            except HubbubError:
-                raise
+                component = registration.factory(context)
             except Exception as exc:
-                raise ComponentError(
+                where = (
                     f"{kind} {name!r} from {self.plugins.describe(registration.plugin)} could "
-                    f"not be built: {type(exc).__name__}: {exc}"
-                ) from exc
-        check_component(kind, registration, component)
-        return component
+                    "not be built"
+                )
+                raise blame(exc, where, ComponentError) from exc
+        check_component(spec, registration, component)
+        return component, context
 
-    async def _start_one(
-        self,
-        label: str,
-        backend: str,
-        component: Any,
-        *,
-        critical: bool,
-        fallback_for: str | None = None,
-        primary_error: str | None = None,
-    ) -> None:
-        started = time.perf_counter()
+    async def _start_entry(self, entry: _Entry) -> None:
+        """Start ``entry.component`` within ``[runtime] start_timeout``; on failure close it
+        again and raise :class:`ComponentError` naming it."""
+        began = time.perf_counter()
+        timeout = self.config.runtime.start_timeout
         try:
-            async with asyncio.timeout(self.config.runtime.start_timeout):
-                await component.start()
+            async with asyncio.timeout(timeout):
+                await entry.component.start()
         except BaseException as exc:
-            await self._close_quietly(label, component)
+            await self._close(entry, quiet=True)
             if isinstance(exc, ConfigError):  # a configuration problem found at start
                 raise
             if isinstance(exc, TimeoutError):
                 raise ComponentError(
-                    f"{label} {backend!r} did not start within "
-                    f"{self.config.runtime.start_timeout:g} s"
+                    f"{entry.label} {entry.serving!r} did not start within {timeout:g} s"
                 ) from None
             if isinstance(exc, Exception):
-                raise ComponentError(
-                    f"{label} {backend!r} failed to start: {type(exc).__name__}: {exc}"
-                ) from exc
+                where = f"{entry.label} {entry.serving!r} failed to start"
+                raise ComponentError(f"{where}: {type(exc).__name__}: {exc}") from exc
             raise
-        self._started.append(
-            _Started(label, backend, component, critical, fallback_for, primary_error)
-        )
+        self._entries.append(entry)
         logger.info(
             "started %s (%s) in %.1f ms",
-            label,
-            backend,
-            (time.perf_counter() - started) * 1000,
-            extra={"component": label, "backend": backend},
+            entry.label,
+            entry.serving,
+            (time.perf_counter() - began) * 1000,
+            extra={"component": entry.label, "backend": entry.serving},
         )
 
-    async def _close_quietly(self, label: str, component: Any) -> None:
-        try:
-            async with asyncio.timeout(self.config.runtime.stop_timeout):
-                await component.aclose()
-        except Exception:
-            logger.warning("%s did not close cleanly after failing to start", label, exc_info=True)
+    async def start_core(
+        self, label: str, backend: str, component: Any, *, critical: bool = True
+    ) -> None:
+        """Start one of the runtime's own components (the bus, the LLM client...)."""
+        await self._start_entry(_Entry(label, backend, backend, component, critical))
+        self._core[label] = component
 
-    async def _start_with_fallback(
-        self, kind: Kind, label: str, backend: str, fallback: str | None
+    async def _start_component(
+        self, spec: KindSpec, label: str, name: str, *, configured: str, note: str | None = None
     ) -> Any:
-        try:
-            component = self.build(kind, backend)
-            await self._start_one(label, backend, component, critical=True)
-            return component
-        except ComponentError as exc:
-            if fallback is None:
-                raise
-            logger.warning("%s; falling back to %r", exc, fallback, extra={"component": label})
-            component = self.build(kind, fallback)
-            await self._start_one(
-                label,
-                fallback,
-                component,
-                critical=True,
-                fallback_for=backend,
-                primary_error=str(exc),
-            )
-            return component
+        component, context = self._build(spec.name, name)
+        wrap = WRAPPERS.get(spec.name)
+        running = wrap(self, name, component) if wrap is not None else component
+        entry = _Entry(
+            label, configured, name, running, spec.critical, note, context.tasks, context.resources
+        )
+        await self._start_entry(entry)
+        self._components.setdefault(spec.name, {})[name] = component
+        return component
 
-    async def _start_optional(self, kind: Kind, label: str, name: str) -> Any | None:
-        """Start a non-critical component; a failure is reported as ``down``, not raised."""
-        try:
-            component = self.build(kind, name)
-            if kind == "events":
-                component = SinkRunner(name, component, self.events)
-            await self._start_one(label, name, component, critical=False)
-            return component
-        except ComponentError as exc:
-            logger.error("%s; continuing without it", exc, extra={"component": label})
-            self._failed.append(_Failed(label, name, str(exc)))
-            return None
+    async def start_kind(self, spec: KindSpec) -> None:
+        """Start the components of ``spec`` the configuration selects, with the kind's
+        fallback and criticality policy."""
+        names = spec.selected(self.config, self.plugins.registries()[spec.name].names())
+        if spec.selection == "one":
+            primary, fallback = names[0], spec.fallback_name(self.config)
+            try:
+                component = await self._start_component(
+                    spec, spec.name, primary, configured=primary
+                )
+            except ComponentError as exc:
+                if fallback is None:
+                    raise
+                logger.warning(
+                    "%s; falling back to %r", exc, fallback, extra={"component": spec.name}
+                )
+                component = await self._start_component(
+                    spec, spec.name, fallback, configured=primary, note=str(exc)
+                )
+            self._core[spec.name] = component
+            return
+        for name in names:
+            label = f"{spec.name}.{name}"
+            try:
+                await self._start_component(spec, label, name, configured=name)
+            except ComponentError as exc:
+                if spec.critical:
+                    raise
+                logger.error("%s; continuing without it", exc, extra={"component": label})
+                self._entries.append(_Entry(label, name, name, None, False, str(exc)))
+
+    def hook_middleware(self) -> HookMiddleware:
+        """The ``before_llm_request``/``after_llm_response`` hooks as one middleware (priority
+        0), calling each implementing plugin in pluggy's order."""
+
+        async def before(**kwargs: Any) -> None:
+            await self.plugins.acall_each("before_llm_request", runtime=self, **kwargs)
+
+        async def after(**kwargs: Any) -> None:
+            await self.plugins.acall_each("after_llm_response", runtime=self, **kwargs)
+
+        return HookMiddleware(before, after)
 
     # -- lifecycle -------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Start every component in dependency order, then run the ``on_startup`` hooks.
+        """Run the start stages in order, then the runtime serves.
 
         On failure, everything already started is stopped again before the error propagates.
         """
@@ -276,59 +316,20 @@ class Runtime:
             raise RuntimeError(f"a runtime starts once; this one is {self.state}")
         self.state = "starting"
         began = time.perf_counter()
-        config = self.config
         try:
-            config.data_dir.mkdir(parents=True, exist_ok=True)
-            await self._start_one("events", "blinker", self.events, critical=True)
-            for sink in config.events.sinks:
-                await self._start_optional("events", f"events.{sink}", sink)
-            self._cache = await self._start_with_fallback(
-                "cache", "cache", config.cache.backend, config.cache.fallback
-            )
-            self._memory = await self._start_with_fallback(
-                "memory", "memory", config.memory.backend, config.memory.fallback
-            )
-            for method in config.auth.methods:
-                component = self.build("auth", method)
-                await self._start_one(f"auth.{method}", method, component, critical=True)
-                self.auth_methods[method] = component
-            self._auth = Authenticator(self.auth_methods)  # local mode: the host decides
-            await self._start_one("auth", "authenticator", self._auth, critical=True)
-            selected = selected_names(config, self.plugins.registries())
-            providers: dict[str, LLMProvider] = {}
-            for name in selected["llm"]:
-                providers[name] = self.build("llm", name)
-                await self._start_one(f"llm.{name}", name, providers[name], critical=True)
-            self._llm = LLMClient(
-                providers,
-                default_model=config.llm.default_model,
-                timeout=config.llm.request_timeout,
-                before_request=self._hook_caller("before_llm_request"),
-                after_response=self._hook_caller("after_llm_response"),
-                events=self.events,
-            )
-            await self._start_one("llm", "client", self._llm, critical=True)
-            tool_providers = {}
-            for name in selected["tools"]:
-                provider = await self._start_optional("tools", f"tools.{name}", name)
-                if provider is not None:
-                    tool_providers[name] = provider
-            self._tools = ToolRegistry(tool_providers, timeout=config.tools.call_timeout)
-            await self._start_one("tools", "registry", self._tools, critical=False)
-            self._conversations = ConversationEngine(
-                self.memory,
-                self.llm,
-                self.tools,
-                self.events,
-                max_tool_rounds=config.llm.max_tool_rounds,
-                history_limit=config.llm.history_messages,
-                spawn=lambda coro, name: self.spawn(coro, name=name, drain=True),
-            )
-            await self._start_one("conversations", "engine", self._conversations, critical=True)
-            await self.plugins.acall_each("on_startup", runtime=self)
+            for stage in stages(self.plugins.kinds):
+                stage_began = time.perf_counter()
+                await stage.run(self)
+                logger.debug(
+                    "stage %s done in %.1f ms",
+                    stage.name,
+                    (time.perf_counter() - stage_began) * 1000,
+                    extra={"stage": stage.name},
+                )
         except BaseException:
             logger.error(
-                "startup failed; stopping the %d components already started", len(self._started)
+                "startup failed; stopping the %d components already started",
+                len([e for e in self._entries if e.component is not None]),
             )
             await self._stop_components()
             self.state = "stopped"
@@ -338,19 +339,11 @@ class Runtime:
         self.state = "running"
         logger.info("runtime started in %.1f ms", (time.perf_counter() - began) * 1000)
 
-    def _hook_caller(self, hook_name: str) -> Callable[..., Coroutine[Any, Any, None]] | None:
-        if not self.plugins.has_implementations(hook_name):
-            return None
-
-        async def call(**kwargs: Any) -> None:
-            await self.plugins.acall_each(hook_name, runtime=self, **kwargs)
-
-        return call
-
     async def stop(self) -> None:
         """Run the ``on_shutdown`` hooks, cancel background tasks, and stop every component in
-        reverse start order, each within ``[runtime] stop_timeout``. Safe to call twice, and
-        while the runtime is still starting (it waits for the start to end first)."""
+        reverse start order (its own tasks first), each within ``[runtime] stop_timeout``. Safe
+        to call twice, and while the runtime is still starting (it waits for the start to end
+        first)."""
         if self.state == "starting":
             await self._start_done.wait()
         if self.state in ("stopping", "stopped", "new"):
@@ -384,46 +377,44 @@ class Runtime:
                 self.abandoned.append(f"task {task.get_name()}")
                 logger.error("background task %s ignored cancellation; abandoned", task.get_name())
 
-    async def _stop_components(self) -> None:
+    async def _close(self, entry: _Entry, *, quiet: bool = False) -> Closed:
+        """Stop one entry: its tasks, then the component, then its shared resources; each
+        within ``[runtime] stop_timeout``."""
         timeout = self.config.runtime.stop_timeout
-        while self._started:
-            entry = self._started.pop()
-            began = time.perf_counter()
-            task = asyncio.ensure_future(entry.component.aclose())
-            done, _ = await asyncio.wait({task}, timeout=timeout)
-            if not done:
-                task.cancel()
-                self.abandoned.append(entry.label)
-                logger.error(
-                    "%s (%s) did not stop within %g s; abandoned it",
-                    entry.label,
-                    entry.backend,
-                    timeout,
-                    extra={"component": entry.label},
-                )
+        if entry.tasks is not None:
+            self.abandoned += [f"task {n}" for n in await entry.tasks.aclose(timeout)]
+        closed: Closed = "closed"
+        if entry.component is not None:
+            what = f"{entry.label} ({entry.serving})"
+            with log_context(component=entry.label):
+                closed = await close_within(entry.component.aclose, timeout, what)
+        if entry.resources is not None:
+            await entry.resources.release_all()
+        if closed != "closed" and quiet:
+            logger.warning("%s did not close cleanly after failing to start", entry.label)
+        return closed
+
+    async def _stop_components(self) -> None:
+        while self._entries:
+            entry = self._entries.pop()
+            if entry.component is None:
                 continue
-            if task.exception() is not None:
-                logger.error(
-                    "%s (%s) failed to stop: %r",
-                    entry.label,
-                    entry.backend,
-                    task.exception(),
-                    extra={"component": entry.label},
-                )
+            began = time.perf_counter()
+            outcome = await self._close(entry)
+            if outcome == "timeout":
+                self.abandoned.append(entry.label)
+            if outcome != "closed":
                 continue
             logger.info(
                 "stopped %s (%s) in %.1f ms",
                 entry.label,
-                entry.backend,
+                entry.serving,
                 (time.perf_counter() - began) * 1000,
                 extra={"component": entry.label},
             )
-        self._cache = self._memory = None
-        self._auth = None
-        self._llm = None
-        self._tools = None
-        self._conversations = None
-        self.auth_methods = {}
+        await self.resources.aclose()
+        self._components.clear()
+        self._core.clear()
 
     async def __aenter__(self) -> Runtime:
         await self.start()
@@ -461,15 +452,13 @@ class Runtime:
     # -- health ----------------------------------------------------------------------------
 
     async def health(self) -> RuntimeHealth:
-        """Ask every component concurrently; aggregate into ``ok``/``degraded``/``down``."""
-        checks = await asyncio.gather(*(self._check(entry) for entry in self._started))
+        """Ask every component concurrently, now; aggregate into ``ok``/``degraded``/``down``
+        (down when the runtime is not running or a critical component is down)."""
+        entries = list(self._entries)
+        checks = await asyncio.gather(*(self._check(entry) for entry in entries))
         components = dict(checks)
-        for failed in self._failed:
-            components[failed.label] = ComponentHealth(
-                status="down", backend=failed.backend, detail=failed.error
-            )
         critical_down = any(
-            components[entry.label].status == "down" for entry in self._started if entry.critical
+            components[entry.label].status == "down" for entry in entries if entry.critical
         )
         status: HealthStatus
         if self.state != "running" or critical_down:
@@ -480,7 +469,10 @@ class Runtime:
             status = "ok"
         return RuntimeHealth(status=status, components=components)
 
-    async def _check(self, entry: _Started) -> tuple[str, ComponentHealth]:
+    async def _check(self, entry: _Entry) -> tuple[str, ComponentHealth]:
+        if entry.component is None:
+            detail = entry.note or "not running"
+            return entry.label, ComponentHealth(status="down", backend=entry.serving, detail=detail)
         began = time.perf_counter()
         try:
             async with asyncio.timeout(self.config.runtime.health_timeout):
@@ -491,11 +483,11 @@ class Runtime:
             health = Health(status="down", detail=f"health check failed: {exc}")
         latency = round((time.perf_counter() - began) * 1000, 3)
         status, detail = health.status, health.detail
-        if entry.fallback_for is not None:
+        backend = health.backend or entry.serving
+        if backend != entry.configured:  # a stand-in serves, whoever decided so and when
             status = "degraded" if status == "ok" else status
-            detail = f"fallback serving because {entry.primary_error}" + (
-                f"; {detail}" if detail else ""
-            )
+            why = entry.note or f"{entry.configured!r} is not available"
+            detail = f"fallback serving because {why}" + (f"; {detail}" if detail else "")
         return entry.label, ComponentHealth(
-            status=status, backend=entry.backend, detail=detail, latency_ms=latency
+            status=status, backend=backend, detail=detail, latency_ms=latency
         )

@@ -15,35 +15,42 @@ import msgspec
 
 from hubbub.config import Config, decode_settings
 from hubbub.errors import ConfigError, ConfigIssue, PluginError, did_you_mean
+from hubbub.kinds import KINDS, KindSpec
 from hubbub.plugins import Plugins
 from hubbub.registry import Kind, Registry
 
-__all__ = ["check_config", "selected_names", "settings_types"]
+__all__ = ["check_config", "kind_issues", "selected_names", "settings_types"]
 
 
-def _one_of(registry: Registry, value: str) -> str:
+def _one_of(spec: KindSpec, registry: Registry, value: str) -> str:
     names = registry.names()
     if not names:
-        return f"no {registry.kind} plugin is loaded, so {value!r} cannot be used"
+        return f"no {spec.title} plugin is loaded, so {value!r} cannot be used"
     message = "expected one of " + ", ".join(repr(n) for n in names) + f", got {value!r}"
     return message + did_you_mean(value, names)
 
 
-def selected_names(config: Config, registries: Mapping[Kind, Registry]) -> dict[Kind, list[str]]:
+def selected_names(
+    config: Config, registries: Mapping[Kind, Registry], kinds: Iterable[KindSpec] = KINDS
+) -> dict[Kind, list[str]]:
     """The registered names the configuration selects, by kind (valid or not)."""
+    return {spec.name: spec.selected(config, registries[spec.name].names()) for spec in kinds}
 
-    def all_or(names: list[str] | None, kind: Kind) -> list[str]:
-        return list(names) if names is not None else registries[kind].names()
 
-    return {
-        "events": list(config.events.sinks),
-        "cache": [n for n in (config.cache.backend, config.cache.fallback) if n],
-        "memory": [n for n in (config.memory.backend, config.memory.fallback) if n],
-        "auth": list(config.auth.methods),
-        "llm": all_or(config.llm.providers, "llm"),
-        "tools": all_or(config.tools.providers, "tools"),
-        "routes": registries["routes"].names(),
-    }
+def kind_issues(
+    config: Config, registries: Mapping[Kind, Registry], kinds: Iterable[KindSpec] = KINDS
+) -> list[ConfigIssue]:
+    """Every name the configuration gives that no plugin registered, each at its path."""
+    issues = []
+    for spec in kinds:
+        registry = registries[spec.name]
+        for path, name in spec.config_paths(config):
+            if name not in registry:
+                issues.append(config.issue(path, _one_of(spec, registry, name)))
+        fallback = spec.fallback_name(config)
+        if fallback is not None and fallback == spec.configured(config):
+            issues.append(config.issue(f"{spec.section}.fallback", "must differ from backend"))
+    return issues
 
 
 def settings_types(registries: Mapping[Kind, Registry]) -> dict[str, type[msgspec.Struct]]:
@@ -70,29 +77,12 @@ def check_config(config: Config, plugins: Plugins) -> dict[str, Any]:
     :raises ConfigError: listing every problem.
     """
     registries = plugins.registries()
-    issues: list[ConfigIssue] = []
-    fields: dict[Kind, tuple[str, Iterable[str] | None]] = {
-        "events": ("events.sinks", config.events.sinks),
-        "auth": ("auth.methods", config.auth.methods),
-        "llm": ("llm.providers", config.llm.providers),
-        "tools": ("tools.providers", config.tools.providers),
-    }
-    for kind, (path, names) in fields.items():
-        for index, name in enumerate(names or ()):
-            if name not in registries[kind]:
-                issues.append(config.issue(f"{path}[{index}]", _one_of(registries[kind], name)))
-    for kind, section in (("cache", config.cache), ("memory", config.memory)):
-        for key in ("backend", "fallback"):
-            value = getattr(section, key)
-            if value is not None and value not in registries[kind]:
-                issues.append(config.issue(f"{kind}.{key}", _one_of(registries[kind], value)))
-        if section.fallback is not None and section.fallback == section.backend:
-            issues.append(config.issue(f"{kind}.fallback", "must differ from backend"))
+    issues = kind_issues(config, registries, plugins.kinds)
 
     types = settings_types(registries)
     used = {
         registration.plugin
-        for kind, names in selected_names(config, registries).items()
+        for kind, names in selected_names(config, registries, plugins.kinds).items()
         for name in names
         if (registration := registries[kind].get(name)) is not None
     }

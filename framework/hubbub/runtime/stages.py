@@ -1,0 +1,143 @@
+"""The runtime's start stages, declared in dependency order.
+
+A stage is a small named step with an order number. The runtime's own stages (the data directory,
+the event bus, the aggregates it builds over plugin components, the conversation engine, the
+``on_startup`` hooks) are fixed here; every managed kind of :data:`hubbub.kinds.KINDS` adds one
+stage that starts its selected components, at the kind's :attr:`~hubbub.kinds.KindSpec.stage`.
+The whole order, by default::
+
+     0  data directory            45  llm_middleware components
+    10  event bus                 50  llm components
+    11  events components (sinks) 51  LLM client
+    20  cache components          55  tool_middleware components
+    30  memory components         60  tools components
+    40  auth components           61  tool registry
+    41  authenticator             70  conversation engine
+                                 100  on_startup hooks
+
+Stopping runs in the reverse order of what actually started.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+from hubbub.auth import Authenticator
+from hubbub.conversation import ConversationEngine
+from hubbub.events.sinks import SinkRunner
+from hubbub.kinds import KindSpec
+from hubbub.llm import LLMClient
+from hubbub.tools import ToolRegistry
+
+if TYPE_CHECKING:
+    from hubbub.runtime.runtime import Runtime
+
+__all__ = ["CORE_STAGES", "Stage", "stages"]
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One step of starting a runtime."""
+
+    order: int
+    """Stages run in increasing order (ties keep declaration order)."""
+    name: str
+    """Logged with the stage's duration."""
+    run: Callable[[Runtime], Awaitable[None]]
+    """The step itself."""
+
+
+async def _data_dir(runtime: Runtime) -> None:
+    path = runtime.config.data_dir
+    await asyncio.to_thread(path.mkdir, parents=True, exist_ok=True)
+
+
+async def _event_bus(runtime: Runtime) -> None:
+    await runtime.start_core("events", "blinker", runtime.events)
+
+
+async def _authenticator(runtime: Runtime) -> None:
+    # Local mode stays off until the host decides (the server: only when bound to loopback).
+    await runtime.start_core("auth", "authenticator", Authenticator(runtime.auth_methods))
+
+
+async def _llm_client(runtime: Runtime) -> None:
+    config = runtime.config
+    middleware = list(runtime.components("llm_middleware").values())
+    hooks = runtime.plugins
+    if hooks.has_implementations("before_llm_request") or hooks.has_implementations(
+        "after_llm_response"
+    ):
+        middleware.append(runtime.hook_middleware())
+    client = LLMClient(
+        runtime.components("llm"),
+        default_model=config.llm.default_model,
+        timeout=config.llm.request_timeout,
+        middleware=middleware,
+        events=runtime.events,
+    )
+    await runtime.start_core("llm", "client", client)
+
+
+async def _tool_registry(runtime: Runtime) -> None:
+    registry = ToolRegistry(
+        runtime.components("tools"),
+        timeout=runtime.config.tools.call_timeout,
+        middleware=list(runtime.components("tool_middleware").values()),
+    )
+    await runtime.start_core("tools", "registry", registry, critical=False)
+
+
+async def _conversations(runtime: Runtime) -> None:
+    config = runtime.config
+    engine = ConversationEngine(
+        runtime.memory,
+        runtime.llm,
+        runtime.tools,
+        runtime.events,
+        max_tool_rounds=config.llm.max_tool_rounds,
+        history_limit=config.llm.history_messages,
+        spawn=lambda coro, name: runtime.spawn(coro, name=name, drain=True),
+    )
+    await runtime.start_core("conversations", "engine", engine)
+
+
+async def _on_startup(runtime: Runtime) -> None:
+    await runtime.plugins.acall_each("on_startup", runtime=runtime)
+
+
+CORE_STAGES: tuple[Stage, ...] = (
+    Stage(0, "data directory", _data_dir),
+    Stage(10, "event bus", _event_bus),
+    Stage(41, "authenticator", _authenticator),
+    Stage(51, "LLM client", _llm_client),
+    Stage(61, "tool registry", _tool_registry),
+    Stage(70, "conversation engine", _conversations),
+    Stage(100, "on_startup hooks", _on_startup),
+)
+"""The runtime's own stages."""
+
+
+def _kind_stage(spec: KindSpec) -> Stage:
+    async def run(runtime: Runtime) -> None:
+        await runtime.start_kind(spec)
+
+    return Stage(spec.stage, f"{spec.name} components", run)
+
+
+def stages(kinds: Sequence[KindSpec]) -> list[Stage]:
+    """Every stage for these kinds, in start order."""
+    declared = list(CORE_STAGES) + [_kind_stage(spec) for spec in kinds if spec.managed]
+    return sorted(declared, key=lambda stage: stage.order)
+
+
+def _run_sink(runtime: Runtime, name: str, sink: Any) -> SinkRunner:
+    return SinkRunner(name, sink, runtime.events)
+
+
+WRAPPERS: dict[str, Callable[[Runtime, str, Any], Any]] = {"events": _run_sink}
+"""How the runtime runs the components of a kind, where it does more than start them: each
+event sink gets its own bounded subscription of the bus."""
