@@ -86,15 +86,20 @@ def _describe(runtime: Runtime, url: str) -> None:
     click.echo(
         f"hubbub serving on {url}  (OpenAPI: {url}/schema, health: {url}/health/ready)", err=True
     )
-    for label, section in (("cache", config.cache), ("memory", config.memory)):
-        fallback = f", fallback {section.fallback}" if section.fallback else ""
-        click.echo(f"  {label}: {section.backend}{fallback}", err=True)
+    registries = runtime.plugins.registries()
+    for spec in runtime.kinds.values():  # what the configuration selects, kind by kind
+        if spec.section is None:
+            continue
+        names = spec.selected(config, registries[spec.name].names())
+        if spec.selection == "one" and len(names) > 1:
+            click.echo(f"  {spec.name}: {names[0]}, fallback {names[1]}", err=True)
+        else:
+            click.echo(f"  {spec.name}: {', '.join(names) or 'none'}", err=True)
     click.echo(
-        f"  llm: default model {config.llm.default_model}; models: "
-        + ", ".join(m.id for m in runtime.llm.models()),
+        f"  models: {', '.join(m.id for m in runtime.llm.models())} "
+        f"(default {config.llm.default_model})",
         err=True,
     )
-    click.echo(f"  auth: {', '.join(config.auth.methods) or 'none'}", err=True)
     click.echo(f"  data: {config.data_dir}", err=True)
 
 
