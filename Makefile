@@ -8,7 +8,7 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export NO_MKDOCS_2_WARNING := 1
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: serve test lint docs bench venv redis clean
+.PHONY: serve test lint docs bench venv redis wrk clean
 
 serve: .venv/.synced  ## Run the reference server on its embedded defaults (127.0.0.1:8000).
 	.venv/bin/hubbub serve
@@ -24,7 +24,7 @@ lint: .venv/.synced  ## Lint, format check and type check.
 docs: .venv/.synced  ## Build the documentation site into site/.
 	.venv/bin/mkdocs build --strict
 
-bench: .venv/.synced  ## Run every benchmark under bench/.
+bench: .venv/.synced wrk  ## Run every benchmark under bench/.
 	.venv/bin/python bench/run_all.py
 
 venv: .venv/.synced
@@ -42,6 +42,12 @@ redis:
 	@command -v redis-server >/dev/null || { \
 	  echo "redis-server not found; installing it from Debian packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+# The HTTP benchmarks load the servers with wrk (Debian package, as root).
+wrk:
+	@command -v wrk >/dev/null || { \
+	  echo "wrk not found; installing it from Debian packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq wrk; }
 
 clean:
 	rm -rf .venv .uv site
