@@ -25,7 +25,6 @@ import asyncio
 import logging
 import time
 from collections.abc import Coroutine, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, TypeVar
 
@@ -39,12 +38,13 @@ from hubbub.kinds import KindSpec, kinds_by_name
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
 from hubbub.middleware import HookMiddleware
-from hubbub.models import ComponentHealth, Health, HealthStatus, RuntimeHealth
+from hubbub.models import RuntimeHealth
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.registry import ComponentContext, Kind, Registration, check_component
+from hubbub.runtime.health import Entry, aggregate, check
 from hubbub.runtime.selection import check_config
 from hubbub.runtime.stages import WRAPPERS, stages
-from hubbub.services import Closed, Resources, SharedResources, Tasks, close_within
+from hubbub.services import Closed, SharedResources, Tasks, close_within
 from hubbub.tools import ToolRegistry
 
 __all__ = ["Runtime"]
@@ -53,25 +53,6 @@ logger = logging.getLogger("hubbub.runtime")
 
 T = TypeVar("T")
 State = Literal["new", "starting", "running", "stopping", "stopped"]
-
-
-@dataclass
-class _Entry:
-    """One component the runtime started (or tried to), and what health needs to know."""
-
-    label: str
-    """``cache``, ``auth.api_key``, ``llm``...: the key in health reports."""
-    configured: str
-    """The backend the configuration asked for."""
-    serving: str
-    """The backend the runtime started (the fallback's name when it stands in)."""
-    component: Any
-    """The started component; ``None`` when a non-critical one failed to start."""
-    critical: bool
-    note: str | None = None
-    """Why the configured backend is not serving (its start error)."""
-    tasks: Tasks | None = None
-    resources: Resources | None = None
 
 
 class Runtime:
@@ -94,7 +75,7 @@ class Runtime:
         stop."""
         self.resources = SharedResources(close_timeout=config.runtime.stop_timeout)
         """Resources shared by the components (each component uses its own view of them)."""
-        self._entries: list[_Entry] = []
+        self._entries: list[Entry] = []
         self._components: dict[Kind, dict[str, Any]] = {}
         self._core: dict[str, Any] = {}
         self._tasks: set[asyncio.Task[Any]] = set()
@@ -173,9 +154,7 @@ class Runtime:
         value: ConversationEngine = self._require("conversations", "conversation engine")
         return value
 
-    def context(
-        self, registration: Registration, tasks: Tasks | None = None
-    ) -> ComponentContext[Any]:
+    def context(self, registration: Registration) -> ComponentContext[Any]:
         """The :class:`ComponentContext` a factory of ``registration`` receives."""
         label = f"{registration.kind}.{registration.name}"
         log = logging.getLogger(f"hubbub.plugins.{registration.plugin}")
@@ -186,7 +165,7 @@ class Runtime:
             settings=self.settings.get(registration.plugin),
             config=self.config,
             data_dir=self.config.data_dir,
-            tasks=tasks or Tasks(label, log=log),
+            tasks=Tasks(label, log=log),
             resources=self.resources.for_user(label),
             runtime=self,
         )
@@ -213,7 +192,7 @@ class Runtime:
         check_component(spec, registration, component)
         return component, context
 
-    async def _start_entry(self, entry: _Entry) -> None:
+    async def _start_entry(self, entry: Entry) -> None:
         """Start ``entry.component`` within ``[runtime] start_timeout``; on failure close it
         again and raise :class:`ComponentError` naming it."""
         began = time.perf_counter()
@@ -246,7 +225,7 @@ class Runtime:
         self, label: str, backend: str, component: Any, *, critical: bool = True
     ) -> None:
         """Start one of the runtime's own components (the bus, the LLM client...)."""
-        await self._start_entry(_Entry(label, backend, backend, component, critical))
+        await self._start_entry(Entry(label, backend, backend, component, critical))
         self._core[label] = component
 
     async def _start_component(
@@ -255,7 +234,7 @@ class Runtime:
         component, context = self._build(spec.name, name)
         wrap = WRAPPERS.get(spec.name)
         running = wrap(self, name, component) if wrap is not None else component
-        entry = _Entry(
+        entry = Entry(
             label, configured, name, running, spec.critical, note, context.tasks, context.resources
         )
         await self._start_entry(entry)
@@ -291,7 +270,7 @@ class Runtime:
                 if spec.critical:
                     raise
                 logger.error("%s; continuing without it", exc, extra={"component": label})
-                self._entries.append(_Entry(label, name, name, None, False, str(exc)))
+                self._entries.append(Entry(label, name, name, None, False, str(exc)))
 
     def hook_middleware(self) -> HookMiddleware:
         """The ``before_llm_request``/``after_llm_response`` hooks as one middleware (priority
@@ -377,7 +356,7 @@ class Runtime:
                 self.abandoned.append(f"task {task.get_name()}")
                 logger.error("background task %s ignored cancellation; abandoned", task.get_name())
 
-    async def _close(self, entry: _Entry, *, quiet: bool = False) -> Closed:
+    async def _close(self, entry: Entry, *, quiet: bool = False) -> Closed:
         """Stop one entry: its tasks, then the component, then its shared resources; each
         within ``[runtime] stop_timeout``."""
         timeout = self.config.runtime.stop_timeout
@@ -455,39 +434,6 @@ class Runtime:
         """Ask every component concurrently, now; aggregate into ``ok``/``degraded``/``down``
         (down when the runtime is not running or a critical component is down)."""
         entries = list(self._entries)
-        checks = await asyncio.gather(*(self._check(entry) for entry in entries))
-        components = dict(checks)
-        critical_down = any(
-            components[entry.label].status == "down" for entry in entries if entry.critical
-        )
-        status: HealthStatus
-        if self.state != "running" or critical_down:
-            status = "down"
-        elif any(c.status != "ok" for c in components.values()):
-            status = "degraded"
-        else:
-            status = "ok"
-        return RuntimeHealth(status=status, components=components)
-
-    async def _check(self, entry: _Entry) -> tuple[str, ComponentHealth]:
-        if entry.component is None:
-            detail = entry.note or "not running"
-            return entry.label, ComponentHealth(status="down", backend=entry.serving, detail=detail)
-        began = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.config.runtime.health_timeout):
-                health = await entry.component.health()
-        except TimeoutError:
-            health = Health(status="down", detail="health check timed out")
-        except Exception as exc:
-            health = Health(status="down", detail=f"health check failed: {exc}")
-        latency = round((time.perf_counter() - began) * 1000, 3)
-        status, detail = health.status, health.detail
-        backend = health.backend or entry.serving
-        if backend != entry.configured:  # a stand-in serves, whoever decided so and when
-            status = "degraded" if status == "ok" else status
-            why = entry.note or f"{entry.configured!r} is not available"
-            detail = f"fallback serving because {why}" + (f"; {detail}" if detail else "")
-        return entry.label, ComponentHealth(
-            status=status, backend=backend, detail=detail, latency_ms=latency
-        )
+        timeout = self.config.runtime.health_timeout
+        checks = await asyncio.gather(*(check(entry, timeout) for entry in entries))
+        return aggregate(entries, checks, running=self.state == "running")
