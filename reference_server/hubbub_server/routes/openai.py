@@ -91,6 +91,10 @@ async def _stream(
     except HubbubError as exc:  # headers are sent: report in-band, as OpenAI does
         yield frame({"error": {"message": str(exc), "type": exc.code, "code": exc.status}})
         return
+    finally:  # a client that leaves closes the middleware chain now, not when collected
+        closer = getattr(chunks, "aclose", None)
+        if closer is not None:
+            await closer()
     if include_usage:
         yield frame(chunk_payload(completion_id, chat.model, created, None, usage=usage))
     yield ServerSentEventMessage(data="[DONE]")
