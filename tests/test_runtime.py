@@ -104,7 +104,7 @@ async def test_failed_start_stops_the_started_ones_in_reverse(
     with pytest.raises(ComponentError) as caught:
         await runtime.start()
     assert str(caught.value) == (
-        "memory 'rec' failed to start: RuntimeError: memory refuses to start"
+        "memory 'rec' failed to start: RuntimeError: memory refuses to start (plugin 'rec')"
     )
     assert log == [
         "start sink",

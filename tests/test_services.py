@@ -408,3 +408,222 @@ def test_no_package_writes_the_process_environment(tmp_path: Path) -> None:
         "import os\nos.environ['A'] = '1'\nos.environ.update(B='2')\nos.putenv('C', '3')\n"
     )
     assert len(_environment_writes(sample)) == 3
+
+
+# -- failure paths (from review) -------------------------------------------------------------------
+
+
+async def test_a_closer_that_cancels_itself_does_not_stop_the_shutdown() -> None:
+    from hubbub.services import close_within
+
+    async def cancels_itself() -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        task.cancel()
+        await asyncio.sleep(0)
+
+    assert await close_within(cancels_itself, 1.0, "reader") == "failed"
+
+
+class SelfCancellingSink:
+    """Closes the way reader loops do: cancel the reader, then await it."""
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    async def start(self) -> None:
+        self.reader = asyncio.create_task(asyncio.sleep(3600))
+
+    async def health(self) -> Health:
+        return Health(backend="stand-in", detail="fine")
+
+    async def aclose(self) -> None:
+        self.log.append("close")
+        self.reader.cancel()
+        await self.reader  # re-raises CancelledError inside aclose()
+
+    async def handle(self, event: Any) -> None:
+        await asyncio.sleep(3600)  # never keeps up
+
+
+class SinkPlugin:
+    __name__ = "sink_plugin"
+
+    def __init__(self, log: list[str]) -> None:
+        self.log = log
+
+    @hookimpl
+    def register_event_sinks(self, register: Any) -> None:
+        register("slow", lambda context: SelfCancellingSink(self.log))
+
+
+async def test_a_slow_self_cancelling_sink_is_still_closed_and_the_runtime_stops(
+    tmp_path: Path,
+) -> None:
+    log: list[str] = []
+    config = config_for(tmp_path, '[events]\nsinks = ["slow"]\n[runtime]\nstop_timeout = 0.2\n')
+    runtime_cm = runtime_for(config, [SinkPlugin(log)])
+    runtime = await runtime_cm.__aenter__()
+    runtime.events.publish(Typing(active=True))
+    runtime.events.publish(Typing(active=False))
+    health = (await runtime.health()).components["events.slow"]
+    assert (health.backend, health.status) == ("stand-in", "degraded")  # the sink's own word
+    await runtime_cm.__aexit__(None, None, None)
+    assert log == ["close"]  # closed although its queue never drained
+    assert runtime.state == "stopped"
+    assert runtime.resources.keys() == []
+
+
+class LeakyPlugin:
+    """A cache whose factory starts a reader, then fails its contract check."""
+
+    __name__ = "leaky"
+    started: list[asyncio.Task[None]] = []
+
+    @hookimpl
+    def register_cache_backends(self, register: Any) -> None:
+        def build(context: Any) -> object:
+            self.started.append(context.tasks.start("reader", lambda: asyncio.sleep(3600)))
+            return object()  # not a cache
+
+        register("leaky", build)
+
+
+async def test_a_factory_that_fails_after_starting_a_task_leaves_no_task(tmp_path: Path) -> None:
+    plugin = LeakyPlugin()
+    config = config_for(tmp_path, '[cache]\nbackend = "leaky"\nfallback = "memory"\n')
+    async with runtime_for(config, [plugin]) as runtime:
+        await asyncio.sleep(0)
+        assert plugin.started[0].done()  # cancelled when the build failed
+        assert (await runtime.health()).components["cache"].backend == "memory"
+
+
+class FailingStartup:
+    __name__ = "failing_startup"
+    task: asyncio.Task[None] | None = None
+
+    @hookimpl
+    def on_startup(self, runtime: Any) -> None:
+        self.task = runtime.spawn(asyncio.sleep(3600), name="started by on_startup")
+        raise RuntimeError("cannot finish starting")
+
+
+async def test_tasks_spawned_before_a_failed_start_are_cancelled(tmp_path: Path) -> None:
+    plugin = FailingStartup()
+    with pytest.raises(PluginError, match="failing_startup"):
+        async with runtime_for(config_for(tmp_path), [plugin]):
+            pass
+    assert plugin.task is not None
+    assert plugin.task.cancelled()
+
+
+class RouteTasks:
+    __name__ = "route_tasks"
+    task: asyncio.Task[None] | None = None
+
+    @hookimpl
+    def register_routes(self, register: Any) -> None:
+        def routes(context: Any) -> list[Any]:
+            self.task = context.tasks.start("poller", lambda: asyncio.sleep(3600))
+            return []
+
+        register("polling", routes)
+
+
+async def test_tasks_of_route_factories_stop_with_the_runtime(tmp_path: Path) -> None:
+    plugin = RouteTasks()
+    async with runtime_for(config_for(tmp_path), [plugin]) as runtime:
+        runtime.build("routes", "polling")
+        assert plugin.task is not None
+        assert not plugin.task.done()
+    assert plugin.task.cancelled()
+
+
+class Broken(LLMCallbacks):
+    async def before(self, request: ChatRequest) -> None:
+        raise KeyError("budget")
+
+
+async def test_a_broken_middleware_is_named_in_the_error(tmp_path: Path) -> None:
+    class Plugin:
+        __name__ = "broken_middleware"
+
+        @hookimpl
+        def register_llm_middleware(self, register: Any) -> None:
+            register("broken", lambda context: Broken())
+
+    async with runtime_for(config_for(tmp_path), [Plugin()]) as runtime:
+        request = ChatRequest(model="offline/echo", messages=[Message(role="user", content="x")])
+        with pytest.raises(PluginError, match=r"LLM middleware .*Broken .* failed: KeyError"):
+            await runtime.llm.complete(request)
+
+
+class Rewriter(LLMCallbacks):
+    async def before(self, request: ChatRequest) -> None:
+        for message in request.messages:
+            message.content = message.content.replace("secret", "[redacted]")
+
+
+async def test_middleware_changing_messages_in_place_leaves_published_events_alone(
+    tmp_path: Path,
+) -> None:
+    from hubbub.events import MessageCreated
+
+    class Plugin:
+        __name__ = "rewriter"
+
+        @hookimpl
+        def register_llm_middleware(self, register: Any) -> None:
+            register("rewrite", lambda context: Rewriter())
+
+    async with runtime_for(config_for(tmp_path), [Plugin()]) as runtime:
+        ada = principal("ada")
+        with runtime.events.subscribe(lambda e: isinstance(e, MessageCreated)) as created:
+            conversation = await runtime.conversations.create(ada)
+            _, reply = await runtime.conversations.post_message(
+                ada, conversation.id, "my secret", wait=True
+            )
+            first = await created.get()
+        assert first is not None
+        assert first.message.content == "my secret"
+        stored = await runtime.memory.list_messages(conversation.id)
+        assert stored.items[0].content == "my secret"
+        assert reply is not None
+        assert "[redacted]" in reply.content
+
+
+def test_a_stream_written_as_a_coroutine_is_refused_at_build() -> None:
+    from hubbub.kinds import KINDS
+    from hubbub.registry import Registration, check_component
+
+    class CoroutineStream(LLMCallbacks):
+        async def stream(self, request: Any, call_next: Any) -> Any:  # type: ignore[override]
+            return call_next(request)
+
+    spec = next(s for s in KINDS if s.name == "llm_middleware")
+    registration = Registration(
+        kind="llm_middleware", name="c", factory=CoroutineStream, plugin="p"
+    )
+    with pytest.raises(Exception, match=r"stream\(\) must not be a coroutine"):
+        check_component(spec, registration, CoroutineStream())
+
+
+def test_a_configuration_cannot_be_serialised_with_its_environment(tmp_path: Path) -> None:
+    from hubbub.config import encode_config, load_config
+
+    config = load_config(text="", env={"HUBBUB_HOME": str(tmp_path), "API_TOKEN": "sk-secret"})
+    with pytest.raises(TypeError, match="ConfigOrigin"):
+        msgspec.json.encode(config)
+    assert "sk-secret" not in repr(config)
+    assert "sk-secret" not in str(encode_config(config))
+    with pytest.raises(TypeError):
+        config.env["API_TOKEN"] = "changed"  # type: ignore[index]
+
+
+def test_an_empty_backend_is_a_configuration_error(tmp_path: Path) -> None:
+    from hubbub.errors import ConfigError
+    from hubbub.runtime import Runtime
+
+    config = config_for(tmp_path, '[cache]\nbackend = ""\n')
+    with pytest.raises(ConfigError, match=r"cache.backend: expected one of .*got ''"):
+        Runtime.from_config(config)

@@ -87,7 +87,7 @@ def load_for_cli(config_path: str | None) -> Loaded:
 
     with cli_errors():
         config = load_config(config_path)
-        plugins = load_plugins(disabled=config.plugins.disabled)
+        plugins = load_plugins(disabled=config.plugins.disabled, env=config.env)
         plugins.raise_for_failures()
         settings = check_config(config, plugins)
     return Loaded(config, plugins, settings)

@@ -249,7 +249,7 @@ class LLMMiddleware(Component, Protocol):
 
     Both methods must be implemented, since a request is either whole or streamed;
     :class:`hubbub.middleware.LLMMiddlewareBase` passes both through, so a subclass overrides
-    only what it needs, and :class:`hubbub.middleware.LLMHooks` turns plain ``before`` /
+    only what it needs, and :class:`hubbub.middleware.LLMCallbacks` turns plain ``before`` /
     ``after`` / ``on_error`` callbacks into both.
     """
 

@@ -130,7 +130,7 @@ class KindSpec:
         if self.selection == "all" or (self.selection == "all_unless_listed" and value is None):
             return sorted(registered)
         if self.selection == "one":
-            return [n for n in (value, self.fallback_name(config)) if n]
+            return [n for n in (value, self.fallback_name(config)) if n is not None]
         return list(value or ())
 
     def config_paths(self, config: Any) -> list[tuple[str, str]]:
@@ -139,7 +139,7 @@ class KindSpec:
             return []
         value = self.configured(config)
         if self.selection == "one":
-            paths = [(f"{self.section}.{self.key}", value)] if value else []
+            paths = [(f"{self.section}.{self.key}", value)] if value is not None else []
             fallback = self.fallback_name(config)
             if fallback:
                 paths.append((f"{self.section}.fallback", fallback))

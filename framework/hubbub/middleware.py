@@ -48,6 +48,7 @@ from hubbub.contracts import (
     ToolMiddleware,
     ToolNext,
 )
+from hubbub.errors import blame
 from hubbub.models import ChatChunk, ChatRequest, ChatResponse, Health, ToolCall, ToolResult, Usage
 
 __all__ = [
@@ -317,9 +318,21 @@ def chain_complete(middleware: Iterable[LLMMiddleware], handler: CompleteNext) -
     return call
 
 
+def _describe(layer: object) -> str:
+    cls = type(layer)
+    return f"LLM middleware {cls.__qualname__} ({cls.__module__})"
+
+
 def _bind_complete(layer: LLMMiddleware, call_next: CompleteNext) -> CompleteNext:
     method = layer.complete
-    return lambda request: method(request, call_next)
+
+    async def run(request: ChatRequest) -> ChatResponse:
+        try:
+            return await method(request, call_next)
+        except Exception as exc:  # inner layers' own failures arrive here as HubbubErrors
+            raise blame(exc, f"{_describe(layer)} failed") from exc
+
+    return run
 
 
 def chain_stream(middleware: Iterable[LLMMiddleware], handler: StreamNext) -> StreamNext:
@@ -357,6 +370,8 @@ def _bind_stream(layer: LLMMiddleware, call_next: StreamNext) -> StreamNext:
             chunks = method(request, tracked)
             async for chunk in chunks:
                 yield chunk
+        except Exception as exc:  # inner layers' own failures arrive here as HubbubErrors
+            raise blame(exc, f"{_describe(layer)} failed") from exc
         finally:
             # A plain ``async for`` leaves an unfinished inner stream suspended: close what
             # this layer opened (innermost first), then the layer itself.

@@ -112,13 +112,13 @@ class Plugins:
             self.pm.register(plugin, name=plugin_name)
             self.pm.check_pending()
             wrappers = [
-                impl
+                caller.name
                 for caller in self.pm.get_hookcallers(plugin) or []
                 for impl in caller.get_hookimpls()
                 if impl.plugin is plugin and (impl.wrapper or impl.hookwrapper)
             ]
             if wrappers:
-                hook = wrappers[0].function.__name__
+                hook = wrappers[0]
                 raise pluggy.PluginValidationError(
                     plugin,
                     f"implements {hook!r} as a wrapper (wrapper=True or hookwrapper=True), "

@@ -181,6 +181,10 @@ def _problems(component: Any, members: list[Member]) -> list[str]:
             problems.append(f"{member.name}() must be async")
         elif member.form == "callable" and not callable(value):
             problems.append(f"{member.name}() must be callable")
+        elif member.form == "callable" and inspect.iscoroutinefunction(value):
+            problems.append(
+                f"{member.name}() must not be a coroutine (a plain method or an async generator)"
+            )
     return problems
 
 

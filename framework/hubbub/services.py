@@ -19,7 +19,6 @@ closed once the last component that acquired it has stopped.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import functools
 import inspect
 import logging
@@ -57,6 +56,9 @@ async def close_within(closer: Callable[[], Awaitable[Any]], seconds: float, wha
         task.cancel()
         logger.error("%s did not stop within %g s; abandoned it", what, seconds)
         return "timeout"
+    if task.cancelled():  # it cancelled itself (awaited a task it had cancelled, say)
+        logger.error("%s was cancelled while stopping", what)
+        return "failed"
     if task.exception() is not None:
         logger.error("%s failed to stop: %r", what, task.exception())
         return "failed"
@@ -73,9 +75,10 @@ class _Supervised:
 class Tasks:
     """Background tasks of one owner (a component, or the runtime itself).
 
-    A task that raises is logged with its name; with ``restart=True`` it is started again after
-    a back-off that grows with consecutive failures (and resets once a run lasted longer than
-    the longest back-off). :meth:`aclose` cancels every task and waits for them.
+    A task that raises is logged with its name; with ``restart=True`` (a task meant to run until
+    stopped, such as a reader loop) it is started again after a back-off that grows with
+    consecutive failures, also when it returns, and the back-off resets once a run lasted longer
+    than the longest back-off. :meth:`aclose` cancels every task and waits for them.
     """
 
     def __init__(
@@ -110,7 +113,14 @@ class Tasks:
             began = time.monotonic()
             try:
                 await func()
-                return
+                if not restart:
+                    return
+                self._log.warning(
+                    "background task %s of %s returned; it is meant to keep running",
+                    entry.name,
+                    self.owner,
+                    extra={"task": entry.name, "owner": self.owner},
+                )
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -273,6 +283,8 @@ class Resources:
     async def release_all(self) -> None:
         """Give back everything this component acquired (the runtime calls it at stop)."""
         for key in sorted(self._keys):
-            with contextlib.suppress(Exception):
+            try:
                 await self._shared._release(key, self.user)
+            except Exception:
+                logger.exception("releasing shared resource %s for %s failed", key, self.user)
         self._keys.clear()

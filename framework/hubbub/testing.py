@@ -78,6 +78,7 @@ __all__ = [
     "config_for",
     "delay",
     "error",
+    "fixture_needs",
     "plugins_for",
     "principal",
     "reply",
@@ -85,9 +86,16 @@ __all__ = [
     "tool_call",
 ]
 
-_FIXTURE_PLUGINS: dict[str, tuple[str, ...]] = {"hubbub_client": ("server",)}
-"""Entry points a fixture needs besides those the test names: the reference server's client
-serves an app, so the runtime also loads the server's own plugin."""
+_FIXTURE_PLUGINS: dict[str, tuple[str, ...]] = {}
+"""Entry points a fixture needs besides those the test names (see :func:`fixture_needs`)."""
+
+
+def fixture_needs(fixture: str, *plugins: str) -> None:
+    """Declare that tests using ``fixture`` need the entry points ``plugins`` loaded into
+    ``hubbub_runtime`` besides the ones they name: the reference server's testing module says
+    ``fixture_needs("hubbub_client", "server")``, since its client serves an app."""
+    known = _FIXTURE_PLUGINS.get(fixture, ())
+    _FIXTURE_PLUGINS[fixture] = (*known, *(p for p in plugins if p not in known))
 
 
 def config_for(home: Path, toml: str = "", env: Mapping[str, str] | None = None) -> Config:
@@ -127,7 +135,9 @@ def plugins_for(
     Raises :class:`~hubbub.errors.PluginError` for a name no installed distribution declares
     (a typo, or a plugin that is not installed)."""
     wanted = builtin_plugins() if names is None else list(dict.fromkeys(names))
-    plugins = load_plugins(disabled=config.plugins.disabled, extra=extra, only=wanted)
+    plugins = load_plugins(
+        disabled=config.plugins.disabled, extra=extra, only=wanted, env=config.env
+    )
     disabled = set(config.plugins.disabled)
     missing = [name for name in wanted if name not in plugins.info and name not in disabled]
     if missing:

@@ -157,7 +157,9 @@ def create_app(
     if runtime is None:
         config = config if config is not None else load_config()
         if plugins is None:
-            plugins = load_plugins(disabled=config.plugins.disabled, extra=extra_plugins)
+            plugins = load_plugins(
+                disabled=config.plugins.disabled, extra=extra_plugins, env=config.env
+            )
         runtime = Runtime.from_config(config, plugins=plugins)
     return Litestar(
         plugins=[HubbubPlugin(runtime)],

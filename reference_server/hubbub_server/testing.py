@@ -20,7 +20,11 @@ from typing import Any
 
 import pytest
 
+from hubbub.testing import fixture_needs
+
 __all__: list[str] = []
+
+fixture_needs("hubbub_client", "server")  # the client serves an app: load the server's plugin
 
 try:
     import pytest_asyncio

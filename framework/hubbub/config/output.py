@@ -7,7 +7,7 @@ from typing import Any
 
 import msgspec
 
-from hubbub.config.schema import REDACTED, Config, Secret
+from hubbub.config.schema import REDACTED, Config, ConfigOrigin, Secret
 
 __all__ = ["encode_config"]
 
@@ -15,6 +15,8 @@ __all__ = ["encode_config"]
 def _enc_hook(obj: Any) -> Any:
     if isinstance(obj, Secret):
         return REDACTED
+    if isinstance(obj, ConfigOrigin):
+        return None  # where it came from, not what it says: dropped below
     raise NotImplementedError(f"cannot encode {type(obj)!r}")
 
 

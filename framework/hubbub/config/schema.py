@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import MappingProxyType
 from typing import Annotated, Any, Literal
 
 import msgspec
@@ -190,19 +190,41 @@ class PluginsConfig(_Section, frozen=True):
     """Each ``[plugins.<name>]`` table, decoded later into the struct that plugin declared."""
 
 
-@dataclass(frozen=True)
 class ConfigOrigin:
-    """Where a configuration came from: one frozen snapshot taken when it was loaded."""
+    """Where a configuration came from: one frozen snapshot taken when it was loaded.
 
-    path: str | None = None
-    """The file the configuration was read from, if any."""
-    text: str | None = field(default=None, repr=False)
-    """That file's text, used to point errors at lines."""
-    env: dict[str, str] = field(default_factory=dict, repr=False)
-    """A copy of the environment at load time: overrides, ``{ env = "NAME" }`` secrets and the
-    default data directory are read from it, never from the live process environment."""
-    overrides: tuple[str, ...] = ()
-    """Dotted paths set by ``HUBBUB_*`` environment variables or command-line options."""
+    Deliberately not a struct: msgspec refuses to encode it, so a configuration serialised by
+    accident (a debug endpoint, a log line) fails loudly instead of carrying the environment's
+    secrets; :func:`hubbub.config.encode_config` is the way to show a configuration.
+    """
+
+    __slots__ = ("env", "overrides", "path", "text")
+
+    def __init__(
+        self,
+        path: str | None = None,
+        text: str | None = None,
+        env: Mapping[str, str] | None = None,
+        overrides: tuple[str, ...] = (),
+    ) -> None:
+        self.path = path
+        """The file the configuration was read from, if any."""
+        self.text = text
+        """That file's text, used to point errors at lines."""
+        self.env: Mapping[str, str] = MappingProxyType(dict(env or {}))
+        """A read-only copy of the environment at load time: overrides, ``{ env = "NAME" }``
+        secrets and the default data directory are read from it, never from the live process
+        environment."""
+        self.overrides = overrides
+        """Dotted paths set by ``HUBBUB_*`` environment variables or command-line options."""
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        if hasattr(self, name):
+            raise AttributeError(f"ConfigOrigin is frozen: cannot set {name!r}")
+        object.__setattr__(self, name, value)
+
+    def __repr__(self) -> str:
+        return f"ConfigOrigin(path={self.path!r}, overrides={self.overrides!r})"
 
     def __eq__(self, other: object) -> bool:
         # Two configurations that say the same are equal, wherever they came from.

@@ -64,6 +64,11 @@ class Subscription:
                     extra={"dropped": self.dropped},
                 )
 
+    @property
+    def pending(self) -> int:
+        """Events queued and not read yet."""
+        return self._queue.qsize()
+
     async def get(self) -> Event | None:
         """Wait for the next event; ``None`` once the subscription is closed and drained."""
         if self.closed and self._queue.empty():

@@ -17,6 +17,8 @@ import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
 
+import msgspec
+
 from hubbub.contracts import LLMMiddleware, LLMProvider
 from hubbub.errors import (
     ConfigError,
@@ -127,20 +129,26 @@ class LLMClient:
                 )
             )
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        """Send ``request`` through the middleware and wait for the whole reply."""
+    def _own(self, request: ChatRequest) -> ChatRequest:
+        """Fill in the default model and, when middleware may change the request in place, give
+        it messages of its own: the caller's (a conversation's history, messages already
+        published in events) stay as they are."""
         if not request.model:
             request.model = self.default_model
-        return await self._complete(request)
+        if self.middleware:
+            request.messages = [msgspec.structs.replace(m) for m in request.messages]
+        return request
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Send ``request`` through the middleware and wait for the whole reply."""
+        return await self._complete(self._own(request))
 
     async def open_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """Send ``request`` through the middleware and wait for the first chunk, then return
         the stream (which yields that chunk first): a refusal, an unknown model or a provider
         that fails before answering is raised here, before anything is sent to a client. Close
         the stream (``aclose()``) when leaving it early."""
-        if not request.model:
-            request.model = self.default_model
-        return await prime(self._stream(request))
+        return await prime(self._stream(self._own(request)))
 
     async def stream(self, request: ChatRequest) -> AsyncGenerator[ChatChunk, None]:
         """Send ``request`` through the middleware and yield the reply as it arrives. The last

@@ -30,6 +30,8 @@ class Entry:
     critical: bool
     note: str | None = None
     """Why the configured backend is not serving (its start error)."""
+    plugin: str | None = None
+    """The plugin that registered it (``None`` for the runtime's own components)."""
     tasks: Tasks | None = None
     resources: Resources | None = None
 

@@ -78,6 +78,7 @@ class Runtime:
         self._entries: list[Entry] = []
         self._components: dict[Kind, dict[str, Any]] = {}
         self._core: dict[str, Any] = {}
+        self._built: list[ComponentContext[Any]] = []
         self._tasks: set[asyncio.Task[Any]] = set()
         self._drain: set[asyncio.Task[Any]] = set()
         self._start_done = asyncio.Event()
@@ -94,12 +95,12 @@ class Runtime:
         runtime. Raises :class:`ConfigError` or :class:`PluginError` with what to fix."""
         config = config if config is not None else load_config()
         if plugins is None:
-            plugins = load_plugins(disabled=config.plugins.disabled, extra=extra_plugins)
+            plugins = load_plugins(
+                disabled=config.plugins.disabled, extra=extra_plugins, env=config.env
+            )
         plugins.raise_for_failures()
         settings = check_config(config, plugins)
         return cls(config, plugins, settings)
-
-    # -- components ------------------------------------------------------------------------
 
     # -- components ------------------------------------------------------------------------
 
@@ -171,26 +172,34 @@ class Runtime:
         )
 
     def build(self, kind: Kind, name: str) -> Any:
-        """Build (not start) the component registered as ``name`` of ``kind``."""
-        return self._build(kind, name)[0]
+        """Build (not start) the component registered as ``name`` of ``kind``: what the server
+        does with route factories. Tasks the factory starts are cancelled when the runtime
+        stops."""
+        context = self._context_for(kind, name)
+        self._built.append(context)
+        return self._construct(context)
 
-    def _build(self, kind: Kind, name: str) -> tuple[Any, ComponentContext[Any]]:
-        spec = self.kinds[kind]
+    def _context_for(self, kind: Kind, name: str) -> ComponentContext[Any]:
         registration = self.plugins.registries()[kind].get(name)
         if registration is None:
-            raise ComponentError(f"no {spec.title} is registered as {name!r}")
-        context = self.context(registration)
+            raise ComponentError(f"no {self.kinds[kind].title} is registered as {name!r}")
+        return self.context(registration)
+
+    def _construct(self, context: ComponentContext[Any]) -> Any:
+        """Call the factory with ``context`` and check what it built against the kind."""
+        registration = self.plugins.registries()[context.kind].get(context.name)
+        assert registration is not None  # found by _context_for
         with log_context(plugin=registration.plugin):
             try:
                 component = registration.factory(context)
             except Exception as exc:
                 where = (
-                    f"{kind} {name!r} from {self.plugins.describe(registration.plugin)} could "
-                    "not be built"
+                    f"{context.kind} {context.name!r} from "
+                    f"{self.plugins.describe(registration.plugin)} could not be built"
                 )
                 raise blame(exc, where, ComponentError) from exc
-        check_component(spec, registration, component)
-        return component, context
+        check_component(self.kinds[context.kind], registration, component)
+        return component
 
     async def _start_entry(self, entry: Entry) -> None:
         """Start ``entry.component`` within ``[runtime] start_timeout``; on failure close it
@@ -209,8 +218,9 @@ class Runtime:
                     f"{entry.label} {entry.serving!r} did not start within {timeout:g} s"
                 ) from None
             if isinstance(exc, Exception):
+                by = f" ({self.plugins.describe(entry.plugin)})" if entry.plugin else ""
                 where = f"{entry.label} {entry.serving!r} failed to start"
-                raise ComponentError(f"{where}: {type(exc).__name__}: {exc}") from exc
+                raise ComponentError(f"{where}: {type(exc).__name__}: {exc}{by}") from exc
             raise
         self._entries.append(entry)
         logger.info(
@@ -231,12 +241,17 @@ class Runtime:
     async def _start_component(
         self, spec: KindSpec, label: str, name: str, *, configured: str, note: str | None = None
     ) -> Any:
-        component, context = self._build(spec.name, name)
+        context = self._context_for(spec.name, name)
+        try:
+            component = self._construct(context)
+        except BaseException:  # the factory may have started tasks or taken resources
+            await context.tasks.aclose(self.config.runtime.stop_timeout)
+            await context.resources.release_all()
+            raise
         wrap = WRAPPERS.get(spec.name)
-        running = wrap(self, name, component) if wrap is not None else component
-        entry = Entry(
-            label, configured, name, running, spec.critical, note, context.tasks, context.resources
-        )
+        running = wrap(self, context, component) if wrap is not None else component
+        entry = Entry(label, configured, name, running, spec.critical, note, context.plugin)
+        entry.tasks, entry.resources = context.tasks, context.resources
         await self._start_entry(entry)
         self._components.setdefault(spec.name, {})[name] = component
         return component
@@ -310,6 +325,7 @@ class Runtime:
                 "startup failed; stopping the %d components already started",
                 len([e for e in self._entries if e.component is not None]),
             )
+            await self._cancel_tasks()
             await self._stop_components()
             self.state = "stopped"
             raise
@@ -374,6 +390,7 @@ class Runtime:
         return closed
 
     async def _stop_components(self) -> None:
+        timeout = self.config.runtime.stop_timeout
         while self._entries:
             entry = self._entries.pop()
             if entry.component is None:
@@ -391,6 +408,10 @@ class Runtime:
                 (time.perf_counter() - began) * 1000,
                 extra={"component": entry.label},
             )
+        for context in self._built:
+            self.abandoned += [f"task {n}" for n in await context.tasks.aclose(timeout)]
+            await context.resources.release_all()
+        self._built.clear()
         await self.resources.aclose()
         self._components.clear()
         self._core.clear()

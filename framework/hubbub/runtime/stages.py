@@ -4,7 +4,8 @@ A stage is a small named step with an order number. The runtime's own stages (th
 the event bus, the aggregates it builds over plugin components, the conversation engine, the
 ``on_startup`` hooks) are fixed here; every managed kind of :data:`hubbub.kinds.KINDS` adds one
 stage that starts its selected components, at the kind's :attr:`~hubbub.kinds.KindSpec.stage`.
-The whole order, by default::
+The runtime's aggregates follow their kind wherever the kinds table puts it. The whole order, by
+default::
 
      0  data directory            45  llm_middleware components
     10  event bus                 50  llm components
@@ -22,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from hubbub.auth import Authenticator
@@ -30,6 +31,7 @@ from hubbub.conversation import ConversationEngine
 from hubbub.events.sinks import SinkRunner
 from hubbub.kinds import KindSpec
 from hubbub.llm import LLMClient
+from hubbub.registry import ComponentContext
 from hubbub.tools import ToolRegistry
 
 if TYPE_CHECKING:
@@ -42,12 +44,16 @@ __all__ = ["CORE_STAGES", "Stage", "stages"]
 class Stage:
     """One step of starting a runtime."""
 
-    order: int
+    order: float
     """Stages run in increasing order (ties keep declaration order)."""
     name: str
     """Logged with the stage's duration."""
     run: Callable[[Runtime], Awaitable[None]]
     """The step itself."""
+    after: str | None = None
+    """A kind this stage follows at once (its ``order`` is then the kind's stage plus this
+    ``order``): the aggregate built over a kind's components starts right after them, wherever
+    the kinds table puts the kind."""
 
 
 async def _data_dir(runtime: Runtime) -> None:
@@ -112,9 +118,9 @@ async def _on_startup(runtime: Runtime) -> None:
 CORE_STAGES: tuple[Stage, ...] = (
     Stage(0, "data directory", _data_dir),
     Stage(10, "event bus", _event_bus),
-    Stage(41, "authenticator", _authenticator),
-    Stage(51, "LLM client", _llm_client),
-    Stage(61, "tool registry", _tool_registry),
+    Stage(0.5, "authenticator", _authenticator, after="auth"),
+    Stage(0.5, "LLM client", _llm_client, after="llm"),
+    Stage(0.5, "tool registry", _tool_registry, after="tools"),
     Stage(70, "conversation engine", _conversations),
     Stage(100, "on_startup hooks", _on_startup),
 )
@@ -130,14 +136,21 @@ def _kind_stage(spec: KindSpec) -> Stage:
 
 def stages(kinds: Sequence[KindSpec]) -> list[Stage]:
     """Every stage for these kinds, in start order."""
-    declared = list(CORE_STAGES) + [_kind_stage(spec) for spec in kinds if spec.managed]
+    by_name = {spec.name: spec for spec in kinds}
+    declared = [_kind_stage(spec) for spec in kinds if spec.managed]
+    for stage in CORE_STAGES:
+        if stage.after is not None:
+            stage = replace(stage, order=by_name[stage.after].stage + stage.order)
+        declared.append(stage)
     return sorted(declared, key=lambda stage: stage.order)
 
 
-def _run_sink(runtime: Runtime, name: str, sink: Any) -> SinkRunner:
-    return SinkRunner(name, sink, runtime.events)
+def _run_sink(runtime: Runtime, context: ComponentContext[Any], sink: Any) -> SinkRunner:
+    # Half the stop timeout to drain, so the sink's own aclose() still has time.
+    drain = runtime.config.runtime.stop_timeout / 2
+    return SinkRunner(context.name, sink, runtime.events, drain=drain)
 
 
-WRAPPERS: dict[str, Callable[[Runtime, str, Any], Any]] = {"events": _run_sink}
+WRAPPERS: dict[str, Callable[[Runtime, ComponentContext[Any], Any], Any]] = {"events": _run_sink}
 """How the runtime runs the components of a kind, where it does more than start them: each
 event sink gets its own bounded subscription of the bus."""
