@@ -21,15 +21,14 @@ from hubbub.errors import (
 )
 from hubbub.events import EventBus, Subscription, UsageRecorded
 from hubbub.llm import LLMClient
+from hubbub.llm.streams import prime
 from hubbub.middleware import (
-    HookMiddleware,
     LLMCallbacks,
     LLMMiddlewareBase,
     ToolMiddlewareBase,
     chain_complete,
     chain_stream,
     chain_tool,
-    prime,
 )
 from hubbub.models import (
     ChatChunk,
@@ -42,6 +41,7 @@ from hubbub.models import (
     ToolResult,
     Usage,
 )
+from hubbub.runtime.hooks import HookMiddleware
 from hubbub.tools import ToolRegistry, function_tools
 from hubbub_plugins.offline_provider import OfflineProvider, OfflineSettings
 

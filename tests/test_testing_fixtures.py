@@ -334,3 +334,19 @@ async def test_the_fake_answers_over_http(
     )
     assert response.status_code == 200, response.text
     assert response.json()["choices"][0]["message"]["content"] == "Over the wire."
+
+
+async def test_context_for_builds_a_factory_outside_a_runtime(tmp_path: Path) -> None:
+    from hubbub.testing import context_for
+    from hubbub_plugins.memory_cache import MemoryCacheSettings, register_cache_backends
+
+    captured: list[Any] = []
+    register_cache_backends(lambda name, factory, **kw: captured.append(factory))
+    context = context_for(config_for(tmp_path), settings=MemoryCacheSettings(), name="memory")
+    cache = captured[0](context)
+    await cache.start()
+    await cache.set("k", b"v")
+    assert await cache.get("k") == b"v"
+    await cache.aclose()
+    assert context.logger.name == "hubbub.plugins.test"
+    assert await context.tasks.aclose() == []

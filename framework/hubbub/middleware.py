@@ -37,8 +37,8 @@ from __future__ import annotations
 import asyncio
 import inspect
 import logging
-from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
-from typing import Any, Protocol, TypeVar
+from collections.abc import AsyncIterator, Iterable
+from typing import Protocol, TypeVar
 
 from hubbub.contracts import (
     CompleteNext,
@@ -52,8 +52,6 @@ from hubbub.errors import blame
 from hubbub.models import ChatChunk, ChatRequest, ChatResponse, Health, ToolCall, ToolResult, Usage
 
 __all__ = [
-    "HookCaller",
-    "HookMiddleware",
     "LLMCallbacks",
     "LLMMiddlewareBase",
     "StreamedReply",
@@ -61,7 +59,7 @@ __all__ = [
     "chain_complete",
     "chain_stream",
     "chain_tool",
-    "prime",
+    "close_stream",
 ]
 
 logger = logging.getLogger("hubbub.middleware")
@@ -215,68 +213,6 @@ class LLMCallbacks(LLMMiddlewareBase):
         await self.after(request, reply.response(request.model))
 
 
-HookCaller = Callable[..., Awaitable[Any]]
-"""An async callable taking keyword arguments, such as one that runs a pluggy hook."""
-
-
-class HookMiddleware(LLMMiddlewareBase):
-    """The ``before_llm_request`` and ``after_llm_response`` hooks as one middleware.
-
-    ``call_before(request=...)`` runs before the request goes on: it may change the request in
-    place, and its :class:`hubbub.errors.HubbubError` refuses the request. ``call_after(
-    request=..., response=...)`` runs once per reply: a whole reply when it has arrived, a
-    streamed one when it ends, whole or not (``finish_reason`` ``cancelled`` when the reader
-    left, ``error`` when it failed after its first chunk; a request that fails before any reply
-    is not one). Its exceptions are logged and never reach the caller, who has the reply.
-    Either may be ``None``.
-    """
-
-    def __init__(
-        self,
-        call_before: HookCaller | None,
-        call_after: HookCaller | None,
-        *,
-        priority: int = 0,
-    ) -> None:
-        self.call_before = call_before
-        self.call_after = call_after
-        self.priority = priority
-
-    async def _after(self, request: ChatRequest, response: ChatResponse) -> None:
-        if self.call_after is None:
-            return
-        try:
-            await self.call_after(request=request, response=response)
-        except Exception:
-            logger.exception("after_llm_response hook failed", extra={"model": request.model})
-
-    async def complete(self, request: ChatRequest, call_next: CompleteNext) -> ChatResponse:
-        """Run the before hooks, the rest of the chain, then the after hooks."""
-        if self.call_before is not None:
-            await self.call_before(request=request)
-        response = await call_next(request)
-        await self._after(request, response)
-        return response
-
-    async def stream(self, request: ChatRequest, call_next: StreamNext) -> AsyncIterator[ChatChunk]:
-        """Run the before hooks, the chunks, then the after hooks with the reply as it ended."""
-        if self.call_before is not None:
-            await self.call_before(request=request)
-        reply = StreamedReply()
-        try:
-            async for chunk in call_next(request):
-                reply.add(chunk)
-                yield chunk
-        except (GeneratorExit, asyncio.CancelledError):
-            await self._after(request, reply.response(request.model, "cancelled"))
-            raise
-        except Exception:
-            if reply.chunks:
-                await self._after(request, reply.response(request.model, "error"))
-            raise
-        await self._after(request, reply.response(request.model))
-
-
 # -- chains ------------------------------------------------------------------------------------
 
 
@@ -296,7 +232,7 @@ def _layers(middleware: Iterable[P], method: str, base: type) -> list[P]:
     return [m for m in ordered if getattr(type(m), method, None) is not passthrough]
 
 
-async def _close(chunks: object) -> None:
+async def close_stream(chunks: object) -> None:
     """Close an async iterator if it can be closed; log (never raise) what its cleanup raised,
     so one faulty layer does not keep the others from closing."""
     closer = getattr(chunks, "aclose", None)
@@ -376,9 +312,9 @@ def _bind_stream(layer: LLMMiddleware, call_next: StreamNext) -> StreamNext:
             # A plain ``async for`` leaves an unfinished inner stream suspended: close what
             # this layer opened (innermost first), then the layer itself.
             for inner in reversed(opened):
-                await _close(inner)
+                await close_stream(inner)
             if chunks is not None:
-                await _close(chunks)
+                await close_stream(chunks)
 
     return run
 
@@ -396,47 +332,3 @@ def chain_tool(middleware: Iterable[ToolMiddleware], handler: ToolNext) -> ToolN
 def _bind_tool(layer: ToolMiddleware, call_next: ToolNext) -> ToolNext:
     method = layer.call_tool
     return lambda call, context: method(call, context, call_next)
-
-
-# -- priming -----------------------------------------------------------------------------------
-
-
-class _Primed(AsyncIterator[ChatChunk]):
-    """An async iterator that yields an already-received first chunk, then the rest."""
-
-    __slots__ = ("_first", "_rest")
-
-    def __init__(self, first: ChatChunk | None, rest: AsyncIterator[ChatChunk]) -> None:
-        self._first = first
-        self._rest = rest
-
-    def __aiter__(self) -> _Primed:
-        return self
-
-    def __anext__(self) -> Awaitable[ChatChunk]:
-        first = self._first
-        if first is None:
-            return self._rest.__anext__()
-        self._first = None
-        return _ready(first)
-
-    async def aclose(self) -> None:
-        """Close the rest of the stream (every layer of its chain)."""
-        self._first = None
-        await _close(self._rest)
-
-
-async def _ready(chunk: ChatChunk) -> ChatChunk:
-    return chunk
-
-
-async def prime(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
-    """Wait for the first chunk of ``chunks`` now, so that whatever stops a stream before it
-    starts (a refusal, an unknown model, a provider that fails to answer) is raised here, while
-    an HTTP layer can still answer with a plain error. Returns an iterator that yields that
-    chunk, then the rest; its ``aclose()`` closes ``chunks``."""
-    try:
-        first = await anext(chunks)
-    except StopAsyncIteration:
-        return _Primed(None, chunks)
-    return _Primed(first, chunks)

@@ -19,6 +19,7 @@ import msgspec
 
 from hubbub.config import Config
 from hubbub.errors import ComponentError, PluginError
+from hubbub.events.bus import EventBus
 from hubbub.kinds import KindSpec, Member, protocol_members
 from hubbub.services import Resources, Tasks
 
@@ -161,6 +162,9 @@ class ComponentContext(Generic[SettingsT]):
     resources: Resources
     """Shared resources (one Redis client per URL, one PostgreSQL pool...): created on first use,
     closed after the last component that used them has stopped."""
+    events: EventBus
+    """The runtime's event bus: publish events, subscribe to them, or hand over events that
+    arrived from another process (:meth:`~hubbub.events.EventBus.deliver`)."""
     runtime: Any = None
     """The :class:`hubbub.runtime.Runtime`, for route factories that serve it; other components
     use the services above and the components handed to them."""

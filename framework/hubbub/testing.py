@@ -52,6 +52,7 @@ import pytest
 from hubbub import errors, hookimpl
 from hubbub.config import Config, LLMConfig, load_config
 from hubbub.errors import HubbubError, PluginError, ProviderError, did_you_mean
+from hubbub.events import EventBus
 from hubbub.models import (
     ChatChunk,
     ChatRequest,
@@ -66,6 +67,7 @@ from hubbub.models import (
 from hubbub.plugins import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, Plugins, load_plugins
 from hubbub.registry import ComponentContext, Registrar
 from hubbub.runtime import Runtime
+from hubbub.services import SharedResources, Tasks
 
 __all__ = [
     "Delay",
@@ -76,6 +78,7 @@ __all__ = [
     "Step",
     "builtin_plugins",
     "config_for",
+    "context_for",
     "delay",
     "error",
     "fixture_needs",
@@ -102,6 +105,31 @@ def config_for(home: Path, toml: str = "", env: Mapping[str, str] | None = None)
     """A configuration from ``toml`` text with its data directory at ``home``; environment
     overrides come from ``env`` only (never from the real environment)."""
     return load_config(text=toml, env={"HUBBUB_HOME": str(home), **(env or {})})
+
+
+def context_for(
+    config: Config,
+    *,
+    kind: str = "cache",
+    name: str = "test",
+    plugin: str = "test",
+    settings: Any = None,
+) -> ComponentContext[Any]:
+    """A :class:`~hubbub.registry.ComponentContext` to call a factory with outside a runtime
+    (a unit test of the factory). Close ``context.tasks`` and ``context.resources`` after it:
+    ``await context.tasks.aclose(); await context.resources.release_all()``."""
+    label = f"{kind}.{name}"
+    return ComponentContext(
+        name=name,
+        kind=kind,
+        plugin=plugin,
+        settings=settings,
+        config=config,
+        data_dir=config.data_dir,
+        tasks=Tasks(label),
+        resources=SharedResources().for_user(label),
+        events=EventBus(),
+    )
 
 
 def principal(name: str = "tester", *roles: str) -> Principal:

@@ -29,7 +29,8 @@ from hubbub.errors import (
     UnknownModelError,
 )
 from hubbub.events import EventBus, UsageRecorded
-from hubbub.middleware import StreamedReply, chain_complete, chain_stream, prime
+from hubbub.llm.streams import prime
+from hubbub.middleware import StreamedReply, chain_complete, chain_stream
 from hubbub.models import ChatChunk, ChatRequest, ChatResponse, Health, ModelInfo
 
 __all__ = ["LLMClient"]

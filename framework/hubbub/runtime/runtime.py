@@ -37,11 +37,11 @@ from hubbub.events import EventBus
 from hubbub.kinds import KindSpec, kinds_by_name
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
-from hubbub.middleware import HookMiddleware
 from hubbub.models import RuntimeHealth
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.registry import ComponentContext, Kind, Registration, check_component
 from hubbub.runtime.health import Entry, aggregate, check
+from hubbub.runtime.hooks import HookMiddleware
 from hubbub.runtime.selection import check_config
 from hubbub.runtime.stages import WRAPPERS, stages
 from hubbub.services import Closed, SharedResources, Tasks, close_within
@@ -168,6 +168,7 @@ class Runtime:
             data_dir=self.config.data_dir,
             tasks=Tasks(label, log=log),
             resources=self.resources.for_user(label),
+            events=self.events,
             runtime=self,
         )
 
