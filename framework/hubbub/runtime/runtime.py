@@ -315,7 +315,7 @@ class Runtime:
             for stage in stages(self.plugins.kinds):
                 stage_began = time.perf_counter()
                 await stage.run(self)
-                logger.debug(
+                logger.info(
                     "stage %s done in %.1f ms",
                     stage.name,
                     (time.perf_counter() - stage_began) * 1000,
