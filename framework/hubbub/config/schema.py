@@ -101,6 +101,25 @@ class ServerConfig(_Section, frozen=True):
     """Seconds that requests in flight may take to finish after SIGTERM/SIGINT."""
     heartbeat_interval: float = 15.0
     """Seconds between SSE heartbeat comments on idle streams."""
+    header_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
+    """Seconds a connection may take to send a complete request head (request line and
+    headers); a connection that has not is closed."""
+    keepalive_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    """Seconds an idle keep-alive connection stays open between requests."""
+    body_min_rate: Annotated[int, msgspec.Meta(ge=0)] = 1024
+    """Bytes per second a request body must arrive at, on average after its first second;
+    a slower body is cut off (0: no minimum)."""
+    max_connections: Annotated[int, msgspec.Meta(ge=1)] = 4096
+    """Open connections this process serves at once; past it, new requests get 503."""
+    max_header_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1_048_576)] = 65_536
+    """Largest request head (request line plus headers) accepted; larger ones get 431."""
+    allowed_hosts: list[str] = msgspec.field(default_factory=list)
+    """Host names (``Host`` header) the server answers besides the bound address and, on
+    loopback, ``localhost``, ``127.0.0.1`` and ``[::1]``: what blocks DNS rebinding. Add the
+    names clients use to reach a server behind a proxy or on a public address."""
+    cors_origins: list[str] = msgspec.field(default_factory=list)
+    """Web origins (``https://app.example``) allowed to call the API from a browser with CORS;
+    none by default."""
 
 
 class RuntimeConfig(_Section, frozen=True):
