@@ -10,8 +10,9 @@ export UV_COMPILE_BYTECODE := 1
 
 .PHONY: serve test lint docs bench venv redis wrk clean
 
+# `make serve PORT=8001` listens on another port; so does HUBBUB_SERVER__PORT=8001.
 serve: .venv/.synced  ## Run the reference server on its embedded defaults (127.0.0.1:8000).
-	.venv/bin/hubbub serve
+	.venv/bin/hubbub serve$(if $(PORT), --port $(PORT))
 
 test: .venv/.synced redis  ## Run the whole test suite.
 	.venv/bin/pytest

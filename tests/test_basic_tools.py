@@ -3,8 +3,11 @@
 from __future__ import annotations
 
 import datetime
+import math
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from hubbub_plugins.basic_tools import calculator, current_time
 
@@ -45,3 +48,59 @@ async def test_current_time_in_a_zone() -> None:
     stamp = datetime.datetime.fromisoformat(await current_time("Europe/Paris"))
     assert stamp.utcoffset() in (datetime.timedelta(hours=1), datetime.timedelta(hours=2))
     assert (await current_time("Mars/Olympus")).startswith("error: unknown time zone")
+
+
+# -- real numbers only -------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "expression",
+    ["(-8)**0.5", "(-8)**0.5 // 1", "(-1)**0.5 * 0", "(-8) ** (1/3) + 1", "(-2.5)**-0.5"],
+)
+async def test_complex_results_are_refused_clearly(expression: str) -> None:
+    # (-8)**0.5 is complex in Python: the calculator used to print it, and what followed it
+    # (// 1, a comparison) failed with a TypeError.
+    answer = await calculator(expression)
+    assert answer == (
+        "error: the result is not a real number (a negative number to a fractional power)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("expression", "result"),
+    [("-8**0.5", "-2.8284271247461903"), ("(-2)**3", "-8"), ("(-8)**2.0", "64.0")],
+)
+async def test_negative_numbers_with_real_results_still_work(expression: str, result: str) -> None:
+    assert await calculator(expression) == result
+
+
+@pytest.mark.parametrize("expression", ["1e308*10", "1e308*10 - 1e308*10", "1e308/1e-308"])
+async def test_infinite_results_are_out_of_range(expression: str) -> None:
+    assert await calculator(expression) == "error: result out of range"
+
+
+NUMBER = st.one_of(
+    st.integers(-1000, 1000),
+    st.floats(-1e6, 1e6, allow_nan=False, allow_infinity=False),
+).map(lambda n: f"({n!r})")
+EXPRESSION = st.recursive(
+    NUMBER,
+    lambda inner: st.tuples(
+        inner, st.sampled_from(["+", "-", "*", "/", "//", "%", "**"]), inner
+    ).map(lambda t: f"({t[0]} {t[1]} {t[2]})"),
+    max_leaves=6,
+)
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(expression=EXPRESSION)
+async def test_any_arithmetic_is_a_real_number_or_an_error(expression: str) -> None:
+    answer = await calculator(expression)
+    if answer.startswith("error: "):
+        assert "Traceback" not in answer
+        return
+    try:
+        int(answer)  # an integer, however large
+    except ValueError:
+        value = float(answer)  # else a real number, printed as one (no "j", "inf" or "nan")
+        assert math.isfinite(value), answer

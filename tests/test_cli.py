@@ -162,7 +162,11 @@ def test_config_show_redacts_secret_looking_values_of_undeclared_tables(tmp_path
     shown = run_cli(["config", "show", "--json"], cwd=tmp_path)
     assert shown.returncode == 0, shown.stderr
     data = json.loads(shown.stdout)
-    assert data["plugins"]["sqlite_store"] == {"path": None, "busy_timeout": 2.0}
+    assert data["plugins"]["sqlite_store"] == {
+        "path": None,
+        "busy_timeout": 2.0,
+        "health_interval": 5.0,
+    }
 
 
 def test_config_init_writes_a_file_config_check_accepts(tmp_path: Path) -> None:

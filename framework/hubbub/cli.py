@@ -10,14 +10,16 @@ Exit codes: 0 success, 1 failure, 2 usage or configuration error.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
+import logging
 import platform
 import sys
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 
@@ -26,10 +28,14 @@ from hubbub.config.toml import dump_toml
 from hubbub.errors import ConfigError, HubbubError, PluginError
 from hubbub.plugins import Plugins, load_plugins
 
+if TYPE_CHECKING:
+    from hubbub.runtime import Runtime
+
 __all__ = [
     "ConfigProblem",
     "Loaded",
     "UsageProblem",
+    "add_config_check",
     "cli",
     "cli_errors",
     "config_option",
@@ -38,6 +44,16 @@ __all__ = [
 ]
 
 F = TypeVar("F", bound=Callable[..., Any])
+
+_CONFIG_CHECKS: dict[str, Callable[[Runtime], Awaitable[None]]] = {}
+
+
+def add_config_check(name: str, check: Callable[[Runtime], Awaitable[None]]) -> None:
+    """Have ``hubbub config check`` also run ``await check(runtime)`` on the runtime it starts:
+    what a plugin's command checks before it starts serving (``hubbub serve`` adds its own this
+    way, from ``register_commands``). ``check`` raises a :class:`~hubbub.errors.HubbubError` to
+    report a problem. Adding a check under the same ``name`` again replaces it."""
+    _CONFIG_CHECKS[name] = check
 
 
 class ConfigProblem(click.ClickException):
@@ -94,13 +110,14 @@ def load_for_cli(config_path: str | None) -> Loaded:
 
 
 @contextlib.contextmanager
-def cli_errors() -> Iterator[None]:
+def cli_errors(config: Config | None = None) -> Iterator[None]:
     """Turn hubbub's errors into one-line command-line errors: configuration problems exit 2,
-    the others 1."""
+    the others 1. With ``config``, configuration problems that do not say where they are yet
+    are pointed at their file and line."""
     try:
         yield
     except ConfigError as exc:
-        raise ConfigProblem(exc) from None
+        raise ConfigProblem(config.locate(exc) if config is not None else exc) from None
     except HubbubError as exc:
         raise click.ClickException(str(exc)) from None
 
@@ -181,13 +198,33 @@ def config_group() -> None:
 @config_group.command(name="check")
 @config_option
 def config_check(config_path: str | None) -> None:
-    """Validate the configuration against the installed plugins."""
-    config = load_for_cli(config_path).config
+    """Validate the configuration against the installed plugins, then start and stop what it
+    configures, as ``hubbub serve`` does before it listens: a store that cannot open, a default
+    model no provider serves or a refused exposure is reported too. Writes what starting
+    writes (the data directory and its databases)."""
+    loaded = load_for_cli(config_path)
+    config = loaded.config
+    with cli_errors(config):
+        asyncio.run(_start_and_stop(loaded))
     where = config.source or "built-in defaults"
     if config.overrides:
         variables = ", ".join(env_var(path) for path in config.overrides)
         where += f" with environment overrides ({variables})"
     click.echo(f"ok: {where} is valid")
+
+
+async def _start_and_stop(loaded: Loaded) -> None:
+    """Start a runtime from ``loaded``, run the checks commands added, and stop it. Its log
+    stays quiet: a problem is reported once, as the error it raises."""
+    from hubbub.runtime import Runtime
+
+    logging.disable(logging.ERROR)
+    try:
+        async with Runtime(loaded.config, loaded.plugins, loaded.settings) as runtime:
+            for check in list(_CONFIG_CHECKS.values()):
+                await check(runtime)
+    finally:
+        logging.disable(logging.NOTSET)
 
 
 @config_group.command(name="show")
@@ -226,9 +263,9 @@ def _add_plugin_commands(group: click.Group) -> None:
         disabled = load_config().plugins.disabled
     except ConfigError:
         disabled = []
+    # A plugin that failed to load is not reported here: every command that needs the plugins
+    # says so itself (serve, config check, keys: an error; plugins: its listing), once.
     plugins = load_plugins(disabled=disabled)
-    for info in plugins.failures:
-        click.echo(f"warning: {info.describe()} is not loaded: {info.error}", err=True)
     for plugin_name in plugins.implementers("register_commands"):
         try:
             plugins.call_one(plugin_name, "register_commands", cli=group)

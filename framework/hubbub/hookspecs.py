@@ -153,7 +153,9 @@ def register_routes(register: Registrar) -> None:
 
     The factory receives the :class:`hubbub.registry.ComponentContext` (with ``context.runtime``
     set) and returns a list of Litestar route handlers or routers, mounted as they are. Routes
-    appear in the OpenAPI schema like the built-in ones.
+    appear in the OpenAPI schema like the built-in ones. Every route requires a caller (401
+    without acceptable credentials) unless it is declared public with ``opt={"public": True}``;
+    a handler receives the caller through the ``principal`` dependency.
 
     :param register: ``register(name, factory, *, settings=None, description="")``.
 

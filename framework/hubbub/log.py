@@ -4,6 +4,13 @@
 current task; every record logged inside it carries them, in text (``key=value`` after the
 message) or JSON (one object per line) as ``[logging] format`` chooses. Fields passed with
 ``extra={...}`` are included the same way.
+
+:func:`configure_logging` makes hubbub's handler the one way out for every logger of the process,
+uvicorn's included, so a JSON stream stays JSON. What other libraries attach to records is
+rendered only when it is data: a value whose text would be an object's address (litellm's
+``litellm_redacted`` sentinel, for one) is left out, other values are written as JSON values or
+their text. Terminal colour codes are removed from messages, and records whose message is blank
+(spacer lines some libraries log) are dropped.
 """
 
 from __future__ import annotations
@@ -11,9 +18,10 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import logging
+import re
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from typing import Any
 
 import msgspec
@@ -39,8 +47,20 @@ _STANDARD = set(vars(logging.makeLogRecord({}))) | {
     "message",
     "asctime",
     "hubbub_context",
+    "hubbub_message",
     "color_message",  # uvicorn's coloured duplicate
 }
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+"""Terminal colour and cursor codes, which some libraries put in their messages."""
+
+_UVICORN_LOGGERS = ("uvicorn", "uvicorn.error", "uvicorn.access", "uvicorn.asgi")
+"""uvicorn's loggers: its default configuration gives them their own plain-text handlers."""
+
+_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
+
+_DROP = object()
+"""What :func:`_field_value` returns for a value that is not worth rendering."""
 
 
 @contextlib.contextmanager
@@ -69,14 +89,57 @@ def current_context() -> dict[str, Any]:
     return dict(_context.get())
 
 
+def _field_value(value: Any, depth: int = 0) -> Any:
+    """``value`` as something a log line can show: JSON scalars, lists and string-keyed tables
+    of them as they are, other objects as their text, and :data:`_DROP` for an object whose
+    text would only be its address (a sentinel another library attached to the record)."""
+    if value is None or isinstance(value, str | bool | int | float):
+        return value
+    if depth < 4 and isinstance(value, list | tuple | set | frozenset):
+        items = (_field_value(item, depth + 1) for item in value)
+        return [item for item in items if item is not _DROP]
+    if depth < 4 and isinstance(value, Mapping):
+        pairs = ((str(k), _field_value(v, depth + 1)) for k, v in value.items())
+        return {k: v for k, v in pairs if v is not _DROP}
+    try:
+        text = str(value)
+    except Exception:  # a broken __str__ must not break logging
+        return _DROP
+    return _DROP if text == object.__repr__(value) else text
+
+
+def _clean_message(record: logging.LogRecord) -> str:
+    """The record's message without terminal colour codes or surrounding blank lines (worked
+    out once, by :class:`ContextFilter`, and kept on the record)."""
+    message = getattr(record, "hubbub_message", None)
+    if message is None:
+        message = _ANSI.sub("", record.getMessage()).strip()
+        record.hubbub_message = message
+    return str(message)
+
+
 class ContextFilter(logging.Filter):
-    """Attach the bound context and ``extra`` fields to each record as ``hubbub_context``."""
+    """Attach the bound context and ``extra`` fields to each record as ``hubbub_context``
+    (values that are not data are left out, see :func:`_field_value`), and drop records with
+    nothing to say (a blank message and no exception)."""
 
     def filter(self, record: logging.LogRecord) -> bool:
-        fields = dict(_context.get())
-        for key, value in vars(record).items():
-            if key not in _STANDARD and not key.startswith("_"):
-                fields[key] = value
+        try:
+            if not record.exc_info and not _clean_message(record):
+                return False
+        except Exception:  # a message that cannot be formatted: let the handler report it
+            pass
+        fields: dict[str, Any] = {}
+        items = [*_context.get().items()]
+        items += [
+            (key, value)
+            for key, value in vars(record).items()
+            if key not in _STANDARD and not key.startswith("_")
+        ]
+        for key, value in items:
+            shown = _field_value(value)
+            if shown is not _DROP:
+                fields[key] = shown
         record.hubbub_context = fields
         return True
 
@@ -87,7 +150,7 @@ class TextFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         stamp = time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(record.created))
         text = f"{stamp}.{int(record.msecs):03d}Z {record.levelname} {record.name}: "
-        text += record.getMessage()
+        text += _clean_message(record)
         fields = getattr(record, "hubbub_context", {})
         if fields:
             text += " " + " ".join(f"{k}={_short(v)}" for k, v in fields.items())
@@ -104,7 +167,7 @@ class JsonFormatter(logging.Formatter):
             "ts": record.created,
             "level": record.levelname,
             "logger": record.name,
-            "message": record.getMessage(),
+            "message": _clean_message(record),
             **getattr(record, "hubbub_context", {}),
         }
         if record.exc_info:
@@ -118,7 +181,21 @@ def _short(value: Any) -> str:
 
 
 def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
-    """Send hubbub's logs (and the root logger's) to stderr in the chosen format."""
+    """Send every log record of the process to stderr through one handler in the chosen format.
+
+    :param level: the lowest level logged, in any case (``debug`` or ``DEBUG``).
+    :param fmt: ``text`` or ``json``.
+
+    uvicorn's loggers lose the handlers its default configuration gives them and propagate
+    here, so their lines share the format (call this in every worker process too).
+    """
+    name = level.strip().upper()
+    if name not in _LEVELS:
+        raise ValueError(f"unknown log level {level!r}; expected one of {', '.join(_LEVELS)}")
+    for logger_name in _UVICORN_LOGGERS:
+        foreign = logging.getLogger(logger_name)
+        foreign.handlers.clear()
+        foreign.propagate = True
     handler = logging.StreamHandler(sys.stderr)
     handler.addFilter(ContextFilter())
     handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
@@ -128,4 +205,4 @@ def configure_logging(level: str = "INFO", fmt: str = "text") -> None:
             root.removeHandler(existing)
     handler._hubbub = True  # type: ignore[attr-defined]
     root.addHandler(handler)
-    root.setLevel(level)
+    root.setLevel(name)

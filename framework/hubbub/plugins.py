@@ -8,7 +8,8 @@ same rules apply to all of them:
 * ``[plugins] disabled = [...]`` (or the ``disabled`` argument) blocks plugins by name;
 * a plugin that fails to import, has a misspelled hook, or raises in a hook is reported by name
   and distribution; the other plugins keep working, so ``hubbub plugins`` can still show what is
-  wrong;
+  wrong. Load failures are recorded in :attr:`Plugins.info` (logged only at DEBUG level), and the
+  caller reports them once (:meth:`Plugins.raise_for_failures`, ``hubbub plugins``);
 * ``HUBBUB_TRACE_PLUGINS=1`` logs every hook call.
 """
 
@@ -190,14 +191,14 @@ class Plugins:
                     error=f"failed to import {entry_point.value}: {type(exc).__name__}: {exc}",
                 )
                 self.info[entry_point.name] = info
-                logger.error("%s %s", info.describe(), info.error)
+                logger.debug("%s %s", info.describe(), info.error)  # reported by the caller
                 continue
             try:
                 self.register(
                     module, entry_point.name, source=source, distribution=dist_name, version=version
                 )
             except PluginError as exc:
-                logger.error("%s", exc)
+                logger.debug("%s", exc)  # recorded in info; reported by the caller
 
     def _conflict(self, name: str, first: str | None, second: str | None) -> None:
         """Two distributions declare the same plugin name: load neither, and say so."""
@@ -211,7 +212,7 @@ class Plugins:
             "uninstall one of them"
         )
         self.info[name] = info
-        logger.error("%s", info.error)
+        logger.debug("%s", info.error)  # reported by the caller
 
     # -- introspection ---------------------------------------------------------------------
 

@@ -8,11 +8,22 @@ busy timeout let several processes share the file::
     await db.open()
     rows = await db.run(lambda c: c.execute("SELECT x FROM t").fetchall())
     await db.close()
+
+:meth:`SQLiteDatabase.problem` probes the file for real, and cheaply enough for a readiness probe
+polled by anyone: at most once per ``health_ttl`` seconds (callers in between share the
+answer) it checks the free space of the file's file system, commits a one-row write (which
+fails on a full disk, a read-only file or a lost lock), and reads the result of
+``PRAGMA quick_check``, which runs at most once per ``integrity_interval`` seconds on a
+connection and thread of its own, so that a large file never holds up the database's thread
+(its result is awaited for up to ``integrity_wait`` seconds; a longer check reports at a later
+probe). A query that meets a damaged page marks the database damaged at once.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import os
 import sqlite3
 import time
 from collections.abc import Callable
@@ -20,20 +31,51 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import TypeVar
 
-__all__ = ["SQLiteDatabase"]
+__all__ = ["MIN_FREE_BYTES", "SQLiteDatabase"]
 
 T = TypeVar("T")
+
+MIN_FREE_BYTES = 1 << 20
+"""Free space (for unprivileged writers) below which the file system counts as full."""
+
+_PROBE_TABLE = (
+    "CREATE TABLE IF NOT EXISTS hubbub_health "
+    "(id INTEGER PRIMARY KEY CHECK (id = 1), checked_at REAL NOT NULL)"
+)
+"""The one row :meth:`SQLiteDatabase.problem` writes to prove the file takes writes."""
+_DAMAGED = {sqlite3.SQLITE_CORRUPT, sqlite3.SQLITE_NOTADB}
 
 
 class SQLiteDatabase:
     """One SQLite file (or ``:memory:``) and the thread that uses it."""
 
-    def __init__(self, path: str, *, schema: str = "", busy_timeout: float = 5.0) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        schema: str = "",
+        busy_timeout: float = 5.0,
+        health_ttl: float = 5.0,
+        integrity_interval: float = 60.0,
+        integrity_wait: float = 0.5,
+    ) -> None:
         self.path = path
         self.schema = schema
         self.busy_timeout = busy_timeout
+        self.health_ttl = health_ttl
+        """Seconds a probe's answer is reused by :meth:`problem`."""
+        self.integrity_interval = integrity_interval
+        """Least seconds between two ``PRAGMA quick_check`` runs."""
+        self.integrity_wait = integrity_wait
+        """Seconds :meth:`problem` waits for a ``quick_check`` it started."""
         self._executor: ThreadPoolExecutor | None = None
         self._connection: sqlite3.Connection | None = None
+        self._health: tuple[float, str | None] | None = None
+        self._health_lock = asyncio.Lock()
+        self._damage: tuple[float, str | None] | None = None
+        """When integrity was last judged, and what is wrong (``None``: nothing)."""
+        self._integrity_task: asyncio.Future[str | None] | None = None
+        self._checking: sqlite3.Connection | None = None
 
     async def open(self) -> None:
         """Create the file's directory, connect, enable WAL and foreign keys, run the schema."""
@@ -53,6 +95,7 @@ class SQLiteDatabase:
                     connection.execute("PRAGMA journal_mode = WAL")
                     if self.schema:
                         connection.executescript(self.schema)
+                    connection.execute(_PROBE_TABLE)
                     break
                 except sqlite3.OperationalError as exc:
                     if "locked" not in str(exc) or time.monotonic() > deadline:
@@ -82,12 +125,108 @@ class SQLiteDatabase:
                     connection.execute("BEGIN IMMEDIATE")
                 return func(connection)
 
-        return await asyncio.get_running_loop().run_in_executor(executor, call)
+        try:
+            return await asyncio.get_running_loop().run_in_executor(executor, call)
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
+                self._damage = (time.monotonic(), f"the database file is damaged: {exc}")
+                self._health = None
+            raise
+
+    async def problem(self) -> str | None:
+        """What is wrong with the database, for a health check: ``None`` when the file has
+        room, takes a committed write and passed its last integrity check. Probes at most once
+        per :attr:`health_ttl` seconds; concurrent callers share one probe."""
+        cached = self._health
+        if cached is not None and time.monotonic() - cached[0] < self.health_ttl:
+            return cached[1]
+        async with self._health_lock:
+            cached = self._health
+            if cached is not None and time.monotonic() - cached[0] < self.health_ttl:
+                return cached[1]
+            problem = await self._probe()
+            self._health = (time.monotonic(), problem)
+            return problem
+
+    async def _probe(self) -> str | None:
+        """What is wrong with the database now, or ``None``."""
+        try:
+            await self.run(self._room_and_write, write=True)
+        except sqlite3.Error as exc:
+            if self._damage is not None and self._damage[1]:  # the write met a damaged page
+                return self._damage[1]
+            return f"cannot write to the database: {exc}"
+        except (OSError, RuntimeError) as exc:  # no room; not open
+            return str(exc)
+        return await self._integrity_problem()
+
+    def _room_and_write(self, connection: sqlite3.Connection) -> None:
+        """On the database thread: refuse a full file system, then write the probe row."""
+        if self.path != ":memory:":
+            stats = os.statvfs(Path(self.path).parent)
+            free = stats.f_bavail * stats.f_frsize
+            if free < MIN_FREE_BYTES:
+                raise OSError(f"no space left: {free // 1024} KiB free beside the database")
+        connection.execute(
+            "INSERT OR REPLACE INTO hubbub_health (id, checked_at) VALUES (1, ?)", (time.time(),)
+        )
+
+    async def _integrity_problem(self) -> str | None:
+        """The last integrity verdict; starts a ``quick_check`` when one is due and waits for
+        it up to :attr:`integrity_wait` seconds."""
+        damage = self._damage
+        due = damage is None or time.monotonic() - damage[0] >= self.integrity_interval
+        if self._integrity_task is None and due and self.path != ":memory:":
+            self._integrity_task = asyncio.get_running_loop().run_in_executor(
+                None, self._quick_check
+            )
+        task = self._integrity_task
+        if task is not None:
+            await asyncio.wait({task}, timeout=self.integrity_wait)
+            if task.done():
+                self._integrity_task = None
+                try:
+                    found = task.result()
+                except Exception as exc:  # the check itself failed to run
+                    found = f"the integrity check failed: {exc}"
+                self._damage = (time.monotonic(), found)
+        return self._damage[1] if self._damage else None
+
+    def _quick_check(self) -> str | None:
+        """On a thread of its own, with a read-only connection of its own: what
+        ``PRAGMA quick_check`` finds wrong with the file, or ``None``."""
+        uri = Path(self.path).resolve().as_uri() + "?mode=ro"
+        try:
+            connection = sqlite3.connect(uri, uri=True, timeout=self.busy_timeout)
+        except sqlite3.Error as exc:
+            return f"the database file cannot be opened: {exc}"
+        self._checking = connection
+        try:
+            rows = connection.execute("PRAGMA quick_check(3)").fetchall()
+        except sqlite3.DatabaseError as exc:
+            if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
+                return f"the database file is damaged: {exc}"
+            return None  # no verdict (locked, or interrupted as the database closes)
+        finally:
+            self._checking = None
+            connection.close()
+        if rows == [("ok",)]:
+            return None
+        found = "; ".join(" ".join(str(row[0]).split()) for row in rows)
+        return f"the database file is damaged: {found}"
 
     async def close(self) -> None:
-        """Close the connection and stop the thread. Safe to call twice, or before ``open``."""
+        """Close the connection and stop the thread (interrupting an integrity check). Safe to
+        call twice, or before ``open``."""
         executor, connection = self._executor, self._connection
         self._executor = self._connection = None
+        task, checking = self._integrity_task, self._checking
+        if task is not None:
+            if checking is not None:
+                checking.interrupt()
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(task, self.busy_timeout + 1)
+            self._integrity_task = None
         if executor is not None:
             if connection is not None:
                 await asyncio.get_running_loop().run_in_executor(executor, connection.close)

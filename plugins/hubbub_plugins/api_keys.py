@@ -5,6 +5,10 @@ A key reads ``hbk_<id>_<secret>``. Only a SHA-256 digest of the secret is stored
 once, when it is created. A well-formed key that is unknown, revoked or wrong is rejected outright;
 any other bearer token is left to the next auth method.
 
+Creating the first key records, in the data directory, that keys exist
+(:class:`hubbub.auth.ProvisioningMarker`): from then on a missing, replaced or emptied key
+database stops the server (and refuses requests while it runs) instead of re-opening local mode.
+
     hubbub keys create --user alice --name laptop   # prints the key alone on its last line
     hubbub keys list [--user alice]
     hubbub keys revoke <id>
@@ -19,20 +23,24 @@ import os
 import re
 import secrets
 import sqlite3
+from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import click
 import msgspec
 
 from hubbub import hookimpl
+from hubbub.auth import CredentialsLostError, ProvisioningMarker, check_user_name
 from hubbub.contracts import Credentials
-from hubbub.errors import AuthenticationError, NotFoundError
+from hubbub.errors import AuthenticationError, ComponentError, InvalidRequestError, NotFoundError
 from hubbub.models import Health, Principal, now
 from hubbub.sqlite import SQLiteDatabase
 
 if TYPE_CHECKING:
     from hubbub.registry import Registrar
+
+T = TypeVar("T")
 
 PLUGIN = "api_keys"
 METHOD = "api_key"
@@ -74,11 +82,43 @@ def _digest(secret: str) -> str:
     return hashlib.sha256(secret.encode()).hexdigest()
 
 
-class ApiKeys:
-    """The ``api_key`` :class:`hubbub.contracts.AuthMethod`, and key management."""
+def check_label(name: str) -> str:
+    """Return a key's label if it is acceptable (at most 100 characters, no control
+    characters), else raise :class:`InvalidRequestError`."""
+    if len(name) > 100 or any(ord(ch) < 32 or ord(ch) == 127 for ch in name):
+        raise InvalidRequestError(
+            "a key's label must be at most 100 characters, without control characters",
+            field="name",
+        )
+    return name
 
-    def __init__(self, path: str) -> None:
+
+def _reason(exc: BaseException) -> str:
+    """What went wrong, in one line, with a hint when the likely cause is the file system."""
+    if isinstance(exc, OSError) and exc.strerror:
+        return exc.strerror
+    reason = str(exc) or type(exc).__name__
+    if "readonly" in reason or "unable to open" in reason:
+        reason += " (the database and its directory must be writable by this process)"
+    return reason
+
+
+class ApiKeys:
+    """The ``api_key`` :class:`hubbub.contracts.AuthMethod`, and key management.
+
+    :param path: the key database.
+    :param marker: the data directory's :class:`~hubbub.auth.ProvisioningMarker` (default:
+        one in the database's directory; none for ``:memory:``).
+    """
+
+    def __init__(self, path: str, *, marker: ProvisioningMarker | None = None) -> None:
         self.db = SQLiteDatabase(path, schema=SCHEMA)
+        in_memory = path == ":memory:"
+        self.marker = (
+            marker if marker is not None or in_memory else ProvisioningMarker(Path(path).parent)
+        )
+        """Where creating a key is recorded; ``None``: nowhere."""
+        self._inode: int | None = None  # of the database file, once open
         # Accepted keys, whole, valid while the database files are unchanged: any write
         # (a revocation from `hubbub keys revoke` in another process included) changes their
         # size or modification time, which empties the cache before the next check.
@@ -86,10 +126,69 @@ class ApiKeys:
         self._files_seen: tuple[int, ...] = ()
 
     async def start(self) -> None:
-        await self.db.open()
+        """Open the database. Fails (:class:`~hubbub.auth.CredentialsLostError`) when keys
+        were created for this data directory but the database is gone or holds none, and
+        (:class:`ComponentError`) when it cannot be opened."""
+        path = self.db.path
+        if self._database_missing():
+            self._fail_if_keys_were_made(f"the API key database {path} is missing")
+        try:
+            await self.db.open()
+            if path != ":memory:":
+                self._inode = os.stat(path).st_ino
+                self._files_seen = self._files_signature()
+            row = await self.db.run(
+                lambda c: c.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone()
+            )
+        except (OSError, sqlite3.Error) as exc:
+            await self.db.close()
+            raise ComponentError(
+                f"cannot open the API key database {path}: {_reason(exc)}"
+            ) from None
+        if row is None:
+            try:
+                self._fail_if_keys_were_made(f"the API key database {path} holds no key")
+            except CredentialsLostError:
+                await self.db.close()
+                raise
+
+    def _database_missing(self) -> bool:
+        return self.db.path != ":memory:" and not os.path.exists(self.db.path)
+
+    def _record_keys_exist(self, marker: ProvisioningMarker) -> None:
+        try:
+            marker.record(METHOD, os.path.abspath(self.db.path))
+        except OSError as exc:
+            raise ComponentError(
+                f"cannot record in {marker.path} that API keys exist: {_reason(exc)}"
+            ) from None
+
+    def _fail_if_keys_were_made(self, what: str) -> None:
+        """Raise :class:`~hubbub.auth.CredentialsLostError` (``what`` says what is wrong)
+        if the data directory records that keys were created."""
+        marker = self.marker
+        if marker is not None and marker.records(METHOD):
+            raise marker.lost(what)
+
+    def _check_store(self, signature: tuple[int, ...]) -> None:
+        """Raise :class:`~hubbub.auth.CredentialsLostError` when the database file was
+        deleted or replaced since it was opened and keys were created for it: the open
+        connection would go on reading the old file."""
+        if self._inode is None or signature[0] == self._inode:
+            return
+        what = "was deleted" if signature[0] == -1 else "was replaced"
+        self._fail_if_keys_were_made(f"the API key database {self.db.path} {what} while running")
+
+    async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+        """:meth:`SQLiteDatabase.run`, with SQLite's failures (a damaged file, a read-only
+        disk) as :class:`ComponentError` (503 from the server, one line from the CLI)."""
+        try:
+            return await self.db.run(func)
+        except sqlite3.Error as exc:
+            raise ComponentError(f"the API key database failed: {_reason(exc)}") from None
 
     async def health(self) -> Health:
-        active = await self.db.run(
+        active = await self._run(
             lambda c: c.execute(
                 "SELECT count(*) FROM api_keys WHERE revoked_at IS NULL"
             ).fetchone()[0]
@@ -101,8 +200,11 @@ class ApiKeys:
 
     async def is_provisioned(self) -> bool:
         # Any key ever made counts, revoked ones included: revoking the last key must not
-        # reopen a server to anonymous callers.
-        row = await self.db.run(lambda c: c.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone())
+        # reopen a server to anonymous callers. Nor may losing the database: see start().
+        self._check_store(self._files_signature())
+        row = await self._run(lambda c: c.execute("SELECT 1 FROM api_keys LIMIT 1").fetchone())
+        if row is None:
+            self._fail_if_keys_were_made(f"the API key database {self.db.path} holds no key")
         return row is not None
 
     async def authenticate(self, credentials: Credentials) -> Principal | None:
@@ -112,13 +214,14 @@ class ApiKeys:
         key_id, secret = match.group("id"), match.group("secret")
         files = self._files_signature()
         if files != self._files_seen:
+            self._check_store(files)
             self._accepted.clear()
             self._files_seen = files
         cached = self._accepted.get(credentials.bearer or "")
         if cached is not None:  # the whole key (id and secret) was accepted before
             return cached
         digest = _digest(secret)
-        row = await self.db.run(
+        row = await self._run(
             lambda c: c.execute(
                 "SELECT principal, digest, roles, revoked_at FROM api_keys WHERE id = ?", (key_id,)
             ).fetchone()
@@ -139,36 +242,54 @@ class ApiKeys:
         return principal
 
     def _files_signature(self) -> tuple[int, ...]:
+        """The database file's inode, then modification time and size of it and its WAL
+        (``-1`` for a missing file)."""
         signature: list[int] = []
         for suffix in ("", "-wal"):
             try:
                 stat = os.stat(self.db.path + suffix)
             except OSError:
-                signature += [-1, -1]
+                signature += [-1, -1, -1] if not suffix else [-1, -1]
             else:
-                signature += [stat.st_mtime_ns, stat.st_size]
+                inode = [stat.st_ino] if not suffix else []
+                signature += [*inode, stat.st_mtime_ns, stat.st_size]
         return tuple(signature)
 
     async def create(
         self, principal: str, *, name: str = "", roles: tuple[str, ...] = ()
     ) -> tuple[ApiKeyInfo, str]:
-        """Create a key for ``principal``; return its description and the key (shown once)."""
+        """Create a key for ``principal`` (a valid user name: see
+        :func:`hubbub.auth.check_user_name`); return its description and the key (shown once).
+
+        The data directory records that keys exist before the key is stored: if that cannot be
+        written, no key is created (:class:`ComponentError`)."""
+        check_user_name(principal)
+        check_label(name)
         key_id, secret = secrets.token_hex(8), secrets.token_urlsafe(32)
         info = ApiKeyInfo(
             id=key_id, principal=principal, name=name, roles=list(roles), created_at=now()
         )
-        await self.db.run(
-            lambda c: c.execute(
-                "INSERT INTO api_keys (id, principal, name, digest, roles, created_at) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (key_id, principal, name, _digest(secret), ",".join(roles), info.created_at),
+        marker = self.marker
+        first = marker is not None and not marker.exists()
+        if marker is not None:
+            self._record_keys_exist(marker)
+        try:
+            await self._run(
+                lambda c: c.execute(
+                    "INSERT INTO api_keys (id, principal, name, digest, roles, created_at) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (key_id, principal, name, _digest(secret), ",".join(roles), info.created_at),
+                )
             )
-        )
+        except ComponentError:
+            if first and marker is not None:  # nothing was created after all
+                marker.path.unlink(missing_ok=True)
+            raise
         return info, f"hbk_{key_id}_{secret}"
 
     async def revoke(self, key_id: str) -> None:
         """Revoke a key; :class:`NotFoundError` if there is no such active key."""
-        changed = await self.db.run(
+        changed = await self._run(
             lambda c: (
                 c.execute(
                     "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
@@ -199,7 +320,7 @@ class ApiKeys:
                 created_at=r[4],
                 revoked_at=r[5],
             )
-            for r in await self.db.run(select)
+            for r in await self._run(select)
         ]
 
 
@@ -211,7 +332,10 @@ def _path(settings: ApiKeySettings, data_dir: Path) -> str:
 def register_auth_methods(register: Registrar) -> None:
     register(
         METHOD,
-        lambda context: ApiKeys(_path(context.settings, context.data_dir)),
+        lambda context: ApiKeys(
+            _path(context.settings, context.data_dir),
+            marker=ProvisioningMarker(context.data_dir),
+        ),
         settings=ApiKeySettings,
         description="bearer API keys (hubbub keys create)",
     )
@@ -222,12 +346,47 @@ async def _with_keys(config_path: str | None, action: Any) -> Any:
 
     loaded = load_for_cli(config_path)
     settings = loaded.settings.get(PLUGIN) or ApiKeySettings()
-    keys = ApiKeys(_path(settings, loaded.config.data_dir))
-    await keys.start()
+    keys = ApiKeys(
+        _path(settings, loaded.config.data_dir), marker=ProvisioningMarker(loaded.config.data_dir)
+    )
+    await keys.start()  # its errors name the database
     try:
         return await action(keys)
+    except ComponentError as exc:
+        raise ComponentError(f"{exc} (database: {keys.db.path})") from None
     finally:
         await keys.aclose()
+
+
+def _run_keys(config_path: str | None, action: Any) -> Any:
+    """Run ``action(keys)``; hubbub's errors (a damaged database, a read-only data directory)
+    become one-line errors, exit code 1."""
+    from hubbub.cli import cli_errors
+
+    with cli_errors():
+        return asyncio.run(_with_keys(config_path, action))
+
+
+def _user_option(value: str | None) -> str | None:
+    """Check a ``--user`` value: a usage error (one line, exit code 2) when it is not a valid
+    user name."""
+    from hubbub.cli import UsageProblem
+
+    if value is None:
+        return None
+    try:
+        return check_user_name(value)
+    except InvalidRequestError as exc:
+        raise UsageProblem(f"--user: {exc}") from None
+
+
+def _label_option(value: str) -> str:
+    from hubbub.cli import UsageProblem
+
+    try:
+        return check_label(value)
+    except InvalidRequestError as exc:
+        raise UsageProblem(f"--name: {exc}") from None
 
 
 @hookimpl
@@ -245,10 +404,10 @@ def register_commands(cli: click.Group) -> None:
     @config_option
     def create(user: str, name: str, admin: bool, config_path: str | None) -> None:
         """Create a key; it is printed alone on the last line, and only this once."""
+        _user_option(user)
+        _label_option(name)
         roles = ("admin",) if admin else ()
-        info, key = asyncio.run(
-            _with_keys(config_path, lambda k: k.create(user, name=name, roles=roles))
-        )
+        info, key = _run_keys(config_path, lambda k: k.create(user, name=name, roles=roles))
         click.echo(
             f"created API key {info.id} for {user}" + (f" ({name})" if name else ""), err=True
         )
@@ -260,7 +419,8 @@ def register_commands(cli: click.Group) -> None:
     @config_option
     def list_keys(user: str | None, config_path: str | None) -> None:
         """List keys (never their secrets)."""
-        for info in asyncio.run(_with_keys(config_path, lambda k: k.list(user))):
+        _user_option(user)
+        for info in _run_keys(config_path, lambda k: k.list(user)):
             state = "revoked" if info.revoked_at else "active"
             click.echo(f"{info.id}  {info.principal}  {state}  {info.name}".rstrip())
 
@@ -269,8 +429,5 @@ def register_commands(cli: click.Group) -> None:
     @config_option
     def revoke(key_id: str, config_path: str | None) -> None:
         """Revoke a key at once."""
-        try:
-            asyncio.run(_with_keys(config_path, lambda k: k.revoke(key_id)))
-        except NotFoundError as exc:
-            raise click.ClickException(str(exc)) from None
+        _run_keys(config_path, lambda k: k.revoke(key_id))
         click.echo(f"revoked API key {key_id}")

@@ -2,13 +2,15 @@
 
 * ``current_time``: the current date and time, in UTC or a named IANA time zone.
 * ``calculator``: evaluates an arithmetic expression (numbers, ``+ - * / // % **`` and
-  parentheses only; no names, no calls).
+  parentheses only; no names, no calls) over real numbers: a result that would be complex
+  (``(-8) ** 0.5``), infinite or too large is refused with a message the model can read.
 """
 
 from __future__ import annotations
 
 import ast
 import datetime
+import math
 import operator
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
@@ -56,6 +58,17 @@ def _check_size(op: ast.operator, left: float | int, right: float | int) -> None
         raise ValueError(f"result larger than {MAX_BITS} bits")
 
 
+def _real(value: Any) -> float | int:
+    """``value`` if it is a finite real number; else the reason it is refused."""
+    if isinstance(value, complex):
+        raise ValueError(
+            "the result is not a real number (a negative number to a fractional power)"
+        )
+    if isinstance(value, float) and not math.isfinite(value):
+        raise OverflowError
+    return value  # type: ignore[no-any-return]
+
+
 def _evaluate(node: ast.AST) -> float | int:
     if isinstance(node, ast.Expression):
         return _evaluate(node.body)
@@ -66,11 +79,11 @@ def _evaluate(node: ast.AST) -> float | int:
     ):
         return node.value
     if isinstance(node, ast.UnaryOp) and type(node.op) in _OPERATORS:
-        return _OPERATORS[type(node.op)](_evaluate(node.operand))  # type: ignore[no-any-return]
+        return _real(_OPERATORS[type(node.op)](_evaluate(node.operand)))
     if isinstance(node, ast.BinOp) and type(node.op) in _OPERATORS:
         left, right = _evaluate(node.left), _evaluate(node.right)
         _check_size(node.op, left, right)
-        return _OPERATORS[type(node.op)](left, right)  # type: ignore[no-any-return]
+        return _real(_OPERATORS[type(node.op)](left, right))
     raise ValueError(f"unsupported expression element: {type(node).__name__}")
 
 
@@ -91,8 +104,11 @@ async def current_time(timezone: str = "UTC") -> str:
     """The current date and time in ISO 8601, in the given IANA time zone (default UTC)."""
     try:
         zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError):
-        return f"error: unknown time zone {timezone!r}"
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a key naming a directory of the zone database ("Europe"), or too long a
+        # name; its message would show where the database is installed.
+        shown = timezone if len(timezone) <= 64 else timezone[:64] + "..."
+        return f"error: unknown time zone {shown!r} (expected a name such as 'Europe/Paris')"
     return datetime.datetime.now(zone).isoformat(timespec="seconds")
 
 

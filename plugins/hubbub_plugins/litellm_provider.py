@@ -10,12 +10,20 @@ Each model is one entry of ``[plugins.litellm_provider]``::
 litellm is imported only when at least one model is configured (it takes seconds and ~200 MB),
 on a thread, never at hubbub's import. It runs offline: its bundled price table is used
 (``LITELLM_LOCAL_MODEL_COST_MAP``) and tiktoken reads the encodings litellm ships.
+
+litellm gives its loggers (``LiteLLM``, ``LiteLLM Router``, ``LiteLLM Proxy``) handlers of its own
+that print plain text to stdout; they are removed once it is imported, so its records reach the
+log only through hubbub's handler, once, in hubbub's format.
+
+For tests and demos without a provider, a model can answer with canned text through litellm's
+``mock_response`` option (``options = { mock_response = "Hello!" }``): nothing is sent anywhere.
 """
 
 from __future__ import annotations
 
 import asyncio
 import importlib.util
+import logging
 import os
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
@@ -36,6 +44,7 @@ from hubbub.models import (
     ToolCall,
     Usage,
 )
+from hubbub.redaction import public_message
 
 if TYPE_CHECKING:
     from hubbub.registry import ComponentContext, Registrar
@@ -77,11 +86,33 @@ def _import_litellm() -> Any:
     if spec is not None and spec.origin and "TIKTOKEN_CACHE_DIR" not in os.environ:
         tokenizers = Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
         os.environ["TIKTOKEN_CACHE_DIR"] = str(tokenizers)
-    import litellm
+    # litellm's own handler prints what it logs while it is imported to stdout; its threshold
+    # comes from LITELLM_LOG, read once at import: keep it silent until it is removed below.
+    saved = os.environ.get("LITELLM_LOG")
+    os.environ["LITELLM_LOG"] = "CRITICAL"
+    try:
+        import litellm
+    finally:
+        if saved is None:
+            del os.environ["LITELLM_LOG"]
+        else:
+            os.environ["LITELLM_LOG"] = saved
 
     litellm.telemetry = False
     litellm.suppress_debug_info = True
+    _route_litellm_logs()
     return litellm
+
+
+def _route_litellm_logs() -> None:
+    """Remove the handlers litellm adds to its own loggers and let their records propagate to
+    the root logger, where hubbub's handler formats them (their filters, which redact secrets,
+    stay)."""
+    loggers = logging.Logger.manager.loggerDict
+    for name in [n for n in loggers if n.split(".", 1)[0].startswith("LiteLLM")]:
+        foreign = logging.getLogger(name)
+        foreign.handlers.clear()
+        foreign.propagate = True
 
 
 def _wire(message: Message) -> dict[str, Any]:
@@ -171,8 +202,10 @@ class LiteLLMProvider:
         litellm = self._litellm
         if isinstance(exc, litellm.Timeout | TimeoutError):
             return ProviderTimeoutError(f"model {request.model!r} timed out")
-        # litellm's messages carry the provider's explanation; no traceback leaves hubbub.
-        message = str(exc).split("\n", 1)[0]
+        # litellm's messages carry the provider's explanation; no traceback leaves hubbub,
+        # nor what the transport's message holds of the process (<ssl.SSLContext object at
+        # 0x...>, credentials in an api_base).
+        message = public_message(str(exc).split("\n", 1)[0])
         return ProviderError(f"model {request.model!r} failed: {message}")
 
     def _cost(self, model: str, usage: Usage) -> float | None:

@@ -6,6 +6,15 @@
 
 Both say plainly that they are offline. Token counts are words, not a real tokenizer's, and the
 cost is zero. They exist so the whole pipeline (streaming, tools, events, storage) runs anywhere.
+
+They honour the request's limits as OpenAI's models do: ``stop`` cuts the reply before the first
+stop sequence (``finish_reason`` ``stop``), ``max_tokens`` keeps that many words at most
+(``finish_reason`` ``length``); both apply to the reply's text, and a tool call is always made
+whole. ``tool_choice`` ``"required"`` (or a named function) makes ``offline/tools`` call a tool
+whatever the message says: the named one, else the one ``call <tool-name>`` names if it is
+offered, else the first tool offered, with the message's JSON arguments when they are for that
+tool and ``{}`` otherwise (every time, after a tool result too: a required tool call is
+required). ``offline/echo`` calls no tools: forcing it to is an invalid request.
 """
 
 from __future__ import annotations
@@ -19,6 +28,7 @@ from typing import TYPE_CHECKING
 import msgspec
 
 from hubbub import hookimpl
+from hubbub.errors import InvalidRequestError
 from hubbub.models import (
     ChatChunk,
     ChatRequest,
@@ -37,6 +47,9 @@ ECHO = "echo"
 TOOLS = "tools"
 _CALL = re.compile(r"^\s*call\s+(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<arguments>.*)$", re.S)
 _WORDS = re.compile(r"\s*\S+")
+_PIECES = re.compile(r"\s*\S+|\s+")  # words, then trailing space: joined, the whole text
+YIELD_EVERY = 64
+"""Pieces streamed between two yields to the event loop when there is no ``token_delay``."""
 
 
 class OfflineSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -49,6 +62,37 @@ class OfflineSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 def count_tokens(text: str) -> int:
     """The offline models' token count: the number of words."""
     return len(_WORDS.findall(text))
+
+
+def _forced_tool(request: ChatRequest) -> str | None:
+    """The tool ``tool_choice`` forces (``""``: any tool, the model's choice), or ``None``."""
+    choice = request.tool_choice
+    if choice == "required":
+        return ""
+    if isinstance(choice, dict):
+        function = choice.get("function")
+        name = function.get("name") if isinstance(function, dict) else None
+        if choice.get("type") != "function" or not isinstance(name, str) or not name:
+            raise InvalidRequestError(
+                'tool_choice must be "none", "auto", "required" or '
+                '{"type": "function", "function": {"name": ...}}',
+                field="tool_choice",
+            )
+        return name
+    return None
+
+
+def _limit(request: ChatRequest, text: str) -> tuple[str, str]:
+    """The text cut by the request's stop sequences and ``max_tokens``, and the finish reason:
+    ``length`` when ``max_tokens`` cut it, else ``stop``."""
+    cuts = [at for stop in request.stop or () if stop and (at := text.find(stop)) >= 0]
+    if cuts:
+        text = text[: min(cuts)]
+    if request.max_tokens is not None:
+        words = _WORDS.findall(text)
+        if len(words) > request.max_tokens:
+            return "".join(words[: request.max_tokens]), "length"
+    return text, "stop"
 
 
 def _called_tool(messages: Sequence[Message], call_id: str | None) -> str | None:
@@ -91,13 +135,29 @@ class OfflineProvider:
             ),
         ]
 
-    def _answer(self, request: ChatRequest) -> tuple[str, list[ToolCall]]:
+    def _answer(self, request: ChatRequest) -> tuple[str, list[ToolCall], str]:
+        """The reply's text, its tool calls and its finish reason."""
+        text, calls = self._reply(request)
+        if calls:
+            return text, calls, "tool_calls"
+        text, finish = _limit(request, text)
+        return text, calls, finish
+
+    def _reply(self, request: ChatRequest) -> tuple[str, list[ToolCall]]:
         variant = request.model.rsplit("/", 1)[-1]
         last = request.messages[-1] if request.messages else Message(role="user")
         last_user = next((m for m in reversed(request.messages) if m.role == "user"), None)
         prompt = last_user.content if last_user else ""
+        forced = _forced_tool(request)
         if variant != TOOLS:
+            if forced is not None:
+                raise InvalidRequestError(
+                    f"{request.model} calls no tools; use {self.name}/{TOOLS} to force a tool call",
+                    field="tool_choice",
+                )
             return f"[offline echo] You said: {prompt}", []
+        if forced is not None:
+            return "", [self._forced_call(request, forced, prompt)]
         if last.role == "tool":
             name = last.name or _called_tool(request.messages, last.tool_call_id) or "tool"
             return f"[offline tools] The tool {name} returned: {last.content}", []
@@ -118,8 +178,35 @@ class OfflineProvider:
             msgspec.json.decode(arguments)
         except msgspec.DecodeError:
             return f"[offline tools] The arguments for {name!r} are not valid JSON: {arguments}", []
-        digest = hashlib.sha256(f"{len(request.messages)}:{prompt}".encode()).hexdigest()[:24]
-        return "", [ToolCall(id=f"call_{digest}", name=name, arguments=arguments)]
+        return "", [_call(request, prompt, name, arguments)]
+
+    def _forced_call(self, request: ChatRequest, forced: str, prompt: str) -> ToolCall:
+        """The call ``tool_choice`` requires: the tool it names, else the one the message
+        names if offered, else the first offered; the message's arguments if they are for it."""
+        offered = [tool.name for tool in request.tools or ()]
+        if not offered:
+            raise InvalidRequestError(
+                "tool_choice requires a tool call, but the request offers no tools",
+                field="tool_choice",
+            )
+        if forced and forced not in offered:
+            raise InvalidRequestError(
+                f"tool_choice names {forced!r}, which is not among the tools offered "
+                f"({', '.join(offered)})",
+                field="tool_choice",
+            )
+        match = _CALL.match(prompt)
+        asked = match.group("name") if match else None
+        name = forced or (asked if asked in offered else offered[0])
+        arguments = "{}"
+        if match is not None and asked == name:
+            given = match.group("arguments").strip() or "{}"
+            try:
+                msgspec.json.decode(given)
+                arguments = given
+            except msgspec.DecodeError:
+                pass
+        return _call(request, prompt, name, arguments)
 
     def _usage(self, request: ChatRequest, text: str, calls: list[ToolCall]) -> Usage:
         prompt = sum(count_tokens(m.content) for m in request.messages)
@@ -132,21 +219,31 @@ class OfflineProvider:
         )
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        text, calls = self._answer(request)
+        text, calls, finish = self._answer(request)
         usage = self._usage(request, text, calls)
-        return ChatResponse.of(request.model, text, calls, usage)
+        return ChatResponse.of(request.model, text, calls, usage, finish)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        text, calls = self._answer(request)
-        for word in _WORDS.findall(text):
-            if self.settings.token_delay:
-                await asyncio.sleep(self.settings.token_delay)
-            yield ChatChunk(delta=word)
+        """The reply word by word (waiting ``token_delay`` between words; without a delay,
+        yielding to the event loop every :data:`YIELD_EVERY` words), then the tool calls, then
+        the finish with the usage."""
+        text, calls, finish = self._answer(request)
+        delay = self.settings.token_delay
+        for number, piece in enumerate(_PIECES.findall(text), 1):
+            if delay:
+                await asyncio.sleep(delay)
+            elif number % YIELD_EVERY == 0:
+                await asyncio.sleep(0)  # a long reply must not hold the event loop
+            yield ChatChunk(delta=piece)
         if calls:
             yield ChatChunk(tool_calls=calls)
-        yield ChatChunk(
-            finish_reason="tool_calls" if calls else "stop", usage=self._usage(request, text, calls)
-        )
+        yield ChatChunk(finish_reason=finish, usage=self._usage(request, text, calls))
+
+
+def _call(request: ChatRequest, prompt: str, name: str, arguments: str) -> ToolCall:
+    """A tool call with an id derived from the conversation so far (deterministic)."""
+    digest = hashlib.sha256(f"{len(request.messages)}:{prompt}".encode()).hexdigest()[:24]
+    return ToolCall(id=f"call_{digest}", name=name, arguments=arguments)
 
 
 @hookimpl

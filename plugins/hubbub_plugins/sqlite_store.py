@@ -8,8 +8,9 @@ file. The schema is created on first start.
 from __future__ import annotations
 
 import base64
+import math
 import sqlite3
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -46,8 +47,12 @@ class SQLiteStoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     path: str | None = None
     """Database file; default ``hubbub.sqlite3`` in the data directory. ``:memory:`` keeps
     everything in memory (lost on exit)."""
-    busy_timeout: float = 5.0
+    busy_timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
     """Seconds to wait for another process's write lock before failing."""
+    health_interval: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
+    """Seconds a health probe's answer is reused (``/health/ready`` polled by anyone costs at
+    most one probe per interval): the probe checks free space, commits a one-row write and
+    reads the last ``PRAGMA quick_check``, itself run at most once a minute."""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -69,17 +74,33 @@ def _cursor_out(*parts: object) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(parts)).decode()
 
 
+_INT64 = (-(2**63), 2**63 - 1)
+"""SQLite's INTEGER range: a larger Python int cannot be bound to a query."""
+
+
+def _storable(part: object) -> bool:
+    """Whether a cursor part can be compared with a column: an int in SQLite's 64-bit range,
+    a finite float, or a string."""
+    if isinstance(part, int):
+        return _INT64[0] <= part <= _INT64[1]
+    if isinstance(part, float):
+        return math.isfinite(part)
+    return isinstance(part, str)
+
+
 def _cursor_in(cursor: str, *types: type | tuple[type, ...]) -> list[Any]:
-    """Decode a cursor made by :func:`_cursor_out` whose parts have ``types``."""
+    """Decode a cursor made by :func:`_cursor_out` whose parts have ``types`` (and values
+    SQLite can compare: a forged cursor's number past 64 bits is refused here, not by the
+    database)."""
     try:
         parts = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, msgspec.DecodeError):
+    except (ValueError, RecursionError, msgspec.DecodeError):
         parts = None
     if (
         not isinstance(parts, list)
         or len(parts) != len(types)
         or not all(
-            isinstance(part, kind) and not isinstance(part, bool)
+            isinstance(part, kind) and not isinstance(part, bool) and _storable(part)
             for part, kind in zip(parts, types, strict=True)
         )
     ):
@@ -90,16 +111,21 @@ def _cursor_in(cursor: str, *types: type | tuple[type, ...]) -> list[Any]:
 class SQLiteStore:
     """A :class:`hubbub.contracts.MemoryStore` in a SQLite file."""
 
-    def __init__(self, path: str, busy_timeout: float = 5.0) -> None:
-        self.db = SQLiteDatabase(path, schema=SCHEMA, busy_timeout=busy_timeout)
+    def __init__(self, path: str, busy_timeout: float = 5.0, health_interval: float = 5.0) -> None:
+        self.db = SQLiteDatabase(
+            path, schema=SCHEMA, busy_timeout=busy_timeout, health_ttl=health_interval
+        )
         self._run = self.db.run
 
     async def start(self) -> None:
         await self.db.open()
 
     async def health(self) -> Health:
-        await self._run(lambda db: db.execute("SELECT 1").fetchone())
-        return Health(detail=self.db.path)
+        """``ok`` with the file's path, or ``down`` with what is wrong: the file is probed for
+        real (room, a committed write, integrity) at most every few seconds, see
+        :meth:`hubbub.sqlite.SQLiteDatabase.problem`."""
+        problem = await self.db.problem()
+        return Health(status="down", detail=problem) if problem else Health(detail=self.db.path)
 
     async def aclose(self) -> None:
         await self.db.close()
@@ -234,7 +260,9 @@ def register_memory_stores(register: Registrar) -> None:
     def build(context: ComponentContext[SQLiteStoreSettings]) -> SQLiteStore:
         settings = context.settings
         path = settings.path or str(context.data_dir / "hubbub.sqlite3")
-        return SQLiteStore(path, busy_timeout=settings.busy_timeout)
+        return SQLiteStore(
+            path, busy_timeout=settings.busy_timeout, health_interval=settings.health_interval
+        )
 
     register(
         "sqlite",

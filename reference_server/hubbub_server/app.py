@@ -1,11 +1,13 @@
 """The Litestar app: :class:`HubbubPlugin` bridges a runtime into any Litestar app, and
 :func:`create_app` builds the reference server with it.
 
-The plugin adds the routes (the built-in ones and every ``register_routes`` registration), the
+The plugin adds the routes (the built-in ones and every ``register_routes`` registration, which
+require a caller unless declared public: :func:`hubbub_server.security.require_caller`), the
 ``runtime`` and ``principal`` dependencies, problem+json error handlers, the request middleware
-(request id, metrics, draining; installed around the whole app at startup), the body size
-limit, and a lifespan that starts the runtime (unless the caller already did, as
-``hubbub serve`` does) and stops it.
+(request id, metrics, draining) and the browser checks (``Host``, ``Origin``, JSON bodies:
+:mod:`hubbub_server.browser`), both installed around the whole app at startup, CORS for
+``[server] cors_origins``, the body size limit, and a lifespan that starts the runtime (unless
+the caller already did, as ``hubbub serve`` does) and stops it.
 """
 
 from __future__ import annotations
@@ -17,10 +19,9 @@ import logging
 from collections.abc import AsyncIterator, Iterable
 from typing import Any
 
-from litestar import Litestar
+from litestar import Litestar, Router
 from litestar.config.app import AppConfig
 from litestar.di import Provide
-from litestar.openapi import OpenAPIConfig
 from litestar.plugins import InitPlugin
 
 from hubbub import __version__
@@ -29,11 +30,15 @@ from hubbub.errors import ComponentError
 from hubbub.events import UsageRecorded
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.runtime import Runtime
+from hubbub_server.browser import BrowserGuard, check_browser_settings, cors_config
 from hubbub_server.metrics import Metrics
 from hubbub_server.middleware import RequestMiddleware
+from hubbub_server.openapi import openapi_config, openapi_plugins
+from hubbub_server.options import AllowEveryMethod
 from hubbub_server.problems import EXCEPTION_HANDLERS
+from hubbub_server.request import JSONRequest
 from hubbub_server.routes import ROUTES
-from hubbub_server.security import provide_principal
+from hubbub_server.security import provide_principal, require_caller
 
 __all__ = ["HubbubPlugin", "app_from_env", "check_exposure", "create_app", "is_loopback"]
 
@@ -73,6 +78,7 @@ class HubbubPlugin(InitPlugin):
     """Serve a hubbub runtime from a Litestar app."""
 
     def __init__(self, runtime: Runtime, *, metrics: Metrics | None = None) -> None:
+        check_browser_settings(runtime.config)  # a ConfigError naming the file and line
         self.runtime = runtime
         self.metrics = metrics or Metrics()
 
@@ -100,18 +106,24 @@ class HubbubPlugin(InitPlugin):
                 self.metrics.record_usage(event.model, event.usage)
 
     def _plugin_routes(self) -> list[Any]:
+        """Every ``register_routes`` registration, in one router whose guard authenticates the
+        caller of each route not declared public (``opt={"public": True}``)."""
         handlers: list[Any] = []
         for registration in self.runtime.plugins.registries()["routes"]:
             built = self.runtime.build("routes", registration.name)  # errors name the plugin
             handlers.extend(built if isinstance(built, Iterable) else [built])
-        return handlers
+        if not handlers:
+            return []
+        return [Router(path="/", route_handlers=handlers, guards=[require_caller])]
 
     def _wrap_app(self, app: Litestar) -> None:
-        """Put :class:`RequestMiddleware` around the whole app, outside routing: it sees every
-        request (unrouted ones too), and costs no per-route exception handler, which Litestar
-        adds to every route as soon as it has any app-level middleware."""
+        """Put :class:`RequestMiddleware` and, inside it, :class:`BrowserGuard` around the
+        whole app, outside routing (and CORS): they see every request (unrouted ones too), and
+        cost no per-route exception handler, which Litestar adds to every route as soon as it
+        has any app-level middleware."""
         if not isinstance(app.asgi_handler, RequestMiddleware):
-            app.asgi_handler = RequestMiddleware(app.asgi_handler, self.metrics, app.state)
+            guarded = BrowserGuard(app.asgi_handler, app, self.runtime.config)
+            app.asgi_handler = RequestMiddleware(guarded, self.metrics, app.state)
 
     def _provide_runtime(self) -> Runtime:
         return self.runtime
@@ -126,12 +138,16 @@ class HubbubPlugin(InitPlugin):
             }
         )
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)
+        # Undecodable JSON bodies (bad UTF-8, deep nesting) are 400s (hubbub_server.request).
+        app_config.request_class = app_config.request_class or JSONRequest
         app_config.state.update(
             # drain: set when the server starts shutting down (new requests get 503, event
             # streams end, requests cut by the end of the grace period end quietly).
             {"runtime": self.runtime, "metrics": self.metrics, "drain": asyncio.Event()}
         )
         app_config.on_startup.append(self._wrap_app)
+        if cors := cors_config(self.runtime.config):  # CORS stays off (or the app's) without
+            app_config.cors_config = cors
         app_config.lifespan.append(self._lifespan)
         # Litestar 2 takes the body limit from its constructor argument only: an app built
         # around this plugin passes it too (create_app does).
@@ -162,9 +178,9 @@ def create_app(
             )
         runtime = Runtime.from_config(config, plugins=plugins)
     return Litestar(
-        plugins=[HubbubPlugin(runtime)],
+        plugins=[HubbubPlugin(runtime), *openapi_plugins(), AllowEveryMethod()],
         request_max_body_size=runtime.config.server.max_body_bytes,
-        openapi_config=OpenAPIConfig(title="Hubbub", version=__version__, path="/schema"),
+        openapi_config=openapi_config(title="Hubbub", version=__version__),
         logging_config=None,
     )
 

@@ -27,11 +27,16 @@ __all__ = [
     "ChatCompletionRequest",
     "chunk_payload",
     "completion_payload",
+    "model_payload",
     "models_payload",
     "to_chat_request",
 ]
 
 ROLES = ("system", "developer", "user", "assistant", "tool")
+
+# Litestar copies the ``extra`` of a field's ``extra_json_schema`` into the OpenAPI schema: the
+# roles are listed there, while an unknown role gets the clearer error of ``to_chat_request``.
+Role = Annotated[str, msgspec.Meta(extra_json_schema={"extra": {"enum": list(ROLES)}})]
 
 
 class FunctionCall(msgspec.Struct, kw_only=True):
@@ -53,7 +58,7 @@ class ContentPart(msgspec.Struct, kw_only=True):
 class WireMessage(msgspec.Struct, kw_only=True):
     """One message as OpenAI clients send it."""
 
-    role: str
+    role: Role
     content: str | list[ContentPart] | None = None
     name: str | None = None
     tool_calls: list[WireToolCall] | None = None
@@ -73,6 +78,17 @@ class WireTool(msgspec.Struct, kw_only=True):
     function: FunctionDefinition
 
 
+class NamedFunction(msgspec.Struct, kw_only=True):
+    name: Annotated[str, msgspec.Meta(min_length=1)]
+
+
+class ToolChoiceFunction(msgspec.Struct, kw_only=True):
+    """``tool_choice`` naming the function the model must call."""
+
+    type: Literal["function"]
+    function: NamedFunction
+
+
 class StreamOptions(msgspec.Struct, kw_only=True):
     include_usage: bool = False
 
@@ -85,7 +101,7 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     stream: bool = False
     stream_options: StreamOptions | None = None
     tools: list[WireTool] | None = None
-    tool_choice: str | dict[str, Any] | None = None
+    tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
     max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
     max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
@@ -150,11 +166,15 @@ def to_chat_request(body: ChatCompletionRequest, user: str) -> ChatRequest:
         for t in body.tools or ()
     ]
     stop = [body.stop] if isinstance(body.stop, str) else body.stop
+    choice = body.tool_choice
+    tool_choice: str | dict[str, Any] | None = (
+        msgspec.to_builtins(choice) if isinstance(choice, ToolChoiceFunction) else choice
+    )
     return ChatRequest(
         model=body.model,
         messages=messages,
         tools=tools or None,
-        tool_choice=body.tool_choice,
+        tool_choice=tool_choice,
         temperature=body.temperature,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=stop,
@@ -242,11 +262,11 @@ def chunk_payload(
     return payload
 
 
+def model_payload(model: ModelInfo) -> dict[str, Any]:
+    """A ``model`` object (``owned_by`` is the provider serving it)."""
+    return {"id": model.id, "object": "model", "created": 0, "owned_by": model.provider}
+
+
 def models_payload(models: list[ModelInfo]) -> dict[str, Any]:
     """A ``list`` of ``model`` objects."""
-    return {
-        "object": "list",
-        "data": [
-            {"id": m.id, "object": "model", "created": 0, "owned_by": m.provider} for m in models
-        ],
-    }
+    return {"object": "list", "data": [model_payload(m) for m in models]}

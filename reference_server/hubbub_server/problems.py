@@ -21,6 +21,7 @@ from litestar.types import ExceptionHandlersMap
 
 from hubbub.errors import AuthenticationError, HubbubError, InvalidRequestError
 from hubbub.log import current_context
+from hubbub.redaction import public_message
 
 __all__ = ["EXCEPTION_HANDLERS", "PROBLEM_RESPONSES", "Problem", "problem"]
 
@@ -111,7 +112,7 @@ def _hubbub_error(request: Request[Any, Any, Any], exc: HubbubError) -> Response
     if exc.status >= 500:
         logger.warning("%s: %s", exc.code, exc)
     errors = None
-    detail = str(exc)
+    detail = public_message(exc)  # a provider's message may hold a URL's credentials...
     if isinstance(exc, InvalidRequestError) and exc.field:
         errors = [{"field": exc.field, "message": detail}]
         if not detail.startswith(exc.field):

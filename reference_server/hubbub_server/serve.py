@@ -7,6 +7,12 @@ server stops accepting, answers new requests on open connections with 503 and
 event streams, then stops the runtime. Several workers (``--workers``) each run their own runtime
 through :func:`worker_app`, loading the same file with the same command-line options (the process
 environment is never written).
+
+Every connection goes through :class:`~hubbub_server.connections.HubbubHttpProtocol` (uvicorn's
+httptools protocol with the ``[server]`` connection limits: header timeout, header size, body
+rate, connection cap, keep-alive timeout), on uvloop when it is installed, in one process as in
+workers. The soft open-files limit is raised, within the hard limit, to fit
+``max_connections``.
 """
 
 from __future__ import annotations
@@ -19,7 +25,7 @@ import signal
 import socket
 import sys
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 from typing import Any
 
@@ -33,6 +39,8 @@ from hubbub.config import Config, load_config
 from hubbub.log import configure_logging
 from hubbub.runtime import Runtime
 from hubbub_server.app import check_exposure, create_app
+from hubbub_server.connections import ConnectionConfig, ConnectionLimits
+from hubbub_server.fdlimit import raise_open_files_limit
 
 __all__ = ["serve", "worker_app"]
 
@@ -83,24 +91,32 @@ class _DrainingServer(uvicorn.Server):
 
 def _describe(runtime: Runtime, url: str) -> None:
     config = runtime.config
-    click.echo(
-        f"hubbub serving on {url}  (OpenAPI: {url}/schema, health: {url}/health/ready)", err=True
-    )
+    lines = [f"hubbub serving on {url}  (OpenAPI: {url}/schema, health: {url}/health/ready)"]
     registries = runtime.plugins.registries()
     for spec in runtime.kinds.values():  # what the configuration selects, kind by kind
         if spec.section is None:
             continue
         names = spec.selected(config, registries[spec.name].names())
         if spec.selection == "one" and len(names) > 1:
-            click.echo(f"  {spec.name}: {names[0]}, fallback {names[1]}", err=True)
+            lines.append(f"  {spec.name}: {names[0]}, fallback {names[1]}")
         else:
-            click.echo(f"  {spec.name}: {', '.join(names) or 'none'}", err=True)
-    click.echo(
+            lines.append(f"  {spec.name}: {', '.join(names) or 'none'}")
+    lines.append(
         f"  models: {', '.join(m.id for m in runtime.llm.models())} "
-        f"(default {config.llm.default_model})",
-        err=True,
+        f"(default {config.llm.default_model})"
     )
-    click.echo(f"  data: {config.data_dir}", err=True)
+    lines.append(f"  data: {config.data_dir}")
+    _announce(config, lines)
+
+
+def _announce(config: Config, lines: list[str]) -> None:
+    """Tell the operator what is served: lines on stderr, or one log record (the first line,
+    the others as ``details``) when the log is JSON, whose every line must be one object."""
+    if config.logging.format == "json":
+        logger.info("%s", lines[0].strip(), extra={"details": [x.strip() for x in lines[1:]]})
+    else:
+        for line in lines:
+            click.echo(line, err=True)
 
 
 def _check_port(host: str, port: int) -> None:
@@ -128,7 +144,7 @@ async def _serve_one(config: Config, log_level: str) -> None:
         await runtime.stop()
         raise
     server = _DrainingServer(
-        uvicorn.Config(
+        ConnectionConfig(
             app,
             host=config.server.host,
             port=config.server.port,
@@ -137,6 +153,7 @@ async def _serve_one(config: Config, log_level: str) -> None:
             log_config=None,
             timeout_graceful_shutdown=int(max(1, config.server.grace_period)),
             lifespan="on",
+            limits=ConnectionLimits.from_config(config.server),
         ),
         app.state,
         on_listening=lambda port: _describe(runtime, f"http://{config.server.host}:{port}"),
@@ -158,10 +175,10 @@ _WORKER_LOAD: dict[str, Any] = {}
 starts, read by :func:`worker_app`."""
 
 
-class _WorkerConfig(uvicorn.Config):
-    """uvicorn's settings plus how each worker loads the same configuration (the file and the
-    command-line overrides). uvicorn pickles it into every worker process, so nothing is passed
-    through the process environment."""
+class _WorkerConfig(ConnectionConfig):
+    """uvicorn's settings and the connection limits, plus how each worker loads the same
+    configuration (the file and the command-line overrides). uvicorn pickles it into every
+    worker process, so nothing is passed through the process environment."""
 
     def __init__(
         self, *args: Any, hubbub_source: str | None, hubbub_overrides: dict[str, Any], **kw: Any
@@ -196,9 +213,11 @@ def _serve_workers(config: Config, overrides: dict[str, Any], *, reload: bool) -
         reload=reload,
         log_level=config.logging.level.lower(),
         access_log=False,
+        log_config=None,  # uvicorn's lines go through hubbub's handler (worker_app sets it up)
         timeout_graceful_shutdown=int(max(1, config.server.grace_period)),
         hubbub_source=config.source,
         hubbub_overrides=overrides,
+        limits=ConnectionLimits.from_config(config.server),
     )
     server = uvicorn.Server(worker_config)
     sock = worker_config.bind_socket()
@@ -206,6 +225,19 @@ def _serve_workers(config: Config, overrides: dict[str, Any], *, reload: bool) -
         ChangeReload(worker_config, target=server.run, sockets=[sock]).run()
     else:
         Multiprocess(worker_config, sockets=[sock]).run()
+
+
+def _run(main: Coroutine[Any, Any, None]) -> None:
+    """Run ``main`` on uvloop when it is installed (as uvicorn's own runner does), else on the
+    standard event loop."""
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop comes with uvicorn[standard]
+        factory = None
+    else:
+        factory = uvloop.new_event_loop
+    with asyncio.Runner(loop_factory=factory) as runner:
+        runner.run(main)
 
 
 async def _preflight(config: Config) -> None:
@@ -223,7 +255,7 @@ async def _preflight(config: Config) -> None:
 @click.option(
     "--log-level",
     default=None,
-    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR"], case_sensitive=False),
+    type=click.Choice(["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"], case_sensitive=False),
 )
 @click.option("--reload", is_flag=True, help="Restart when code changes (development).")
 def serve(
@@ -245,14 +277,13 @@ def serve(
     with cli_errors():
         config = load_config(config_path, overrides=overrides)
     configure_logging(config.logging.level, config.logging.format)
+    raise_open_files_limit(config.server.max_connections)  # workers inherit it
     if config.server.workers > 1 or reload:
         with cli_errors():  # fail here, once and in one line, rather than in every worker
             asyncio.run(_preflight(config))
         mode = "reloading on code changes" if reload else f"{config.server.workers} workers"
-        click.echo(
-            f"hubbub serving on http://{config.server.host}:{config.server.port} ({mode})",
-            err=True,
-        )
+        url = f"http://{config.server.host}:{config.server.port}"
+        _announce(config, [f"hubbub serving on {url} ({mode})"])
         if config.server.workers > 1 and not reload:
             logger.warning(
                 "each worker has its own runtime: conversations and keys are shared through "
@@ -262,6 +293,6 @@ def serve(
         return
     try:
         with cli_errors():
-            asyncio.run(_serve_one(config, config.logging.level))
+            _run(_serve_one(config, config.logging.level))
     except KeyboardInterrupt:  # a second Ctrl-C
         sys.exit(130)

@@ -161,7 +161,7 @@ def test_post_message_without_wait_streams_the_reply_as_events(
         assert data["conversation_id"] == cid
     types = [f["event"] for f in real]
     assert "message.created" in types
-    assert types.count("message.delta") >= 3
+    assert types.count("message.delta") >= 1  # words that stream in together are merged
     deltas = "".join(json.loads(f["data"])["delta"] for f in real if f["event"] == "message.delta")
     completed = json.loads(real[-1]["data"])["message"]
     assert deltas == completed["content"]

@@ -8,6 +8,11 @@ credentials it recognises but rejects (expired, revoked, forged: no other method
 **Local mode.** Until any enabled method is provisioned (has a key, a user or an identity
 provider), a caller without credentials may be served as :data:`LOCAL_PRINCIPAL`, if the host
 allows it: the reference server does so only when bound to loopback, and warns.
+
+**Failing closed.** Given the data directory's :class:`~hubbub.auth.provisioning.
+ProvisioningMarker`, the authenticator records there that credentials exist as soon as it finds
+any, and from then on treats "no method is provisioned" as lost credentials
+(:class:`~hubbub.auth.provisioning.CredentialsLostError`), never as local mode.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from hubbub.auth.provisioning import CredentialsLostError, ProvisioningMarker
 from hubbub.contracts import AuthMethod, Credentials
 from hubbub.errors import AuthenticationError
 from hubbub.models import Health, Principal
@@ -31,6 +37,9 @@ LOCAL_PRINCIPAL = Principal(
 )
 """Who an unauthenticated caller is in local mode."""
 
+_LOST_LOG_INTERVAL = 10.0
+"""Seconds between two log lines about lost credentials while requests keep arriving."""
+
 
 class Authenticator:
     """Authenticates callers with the enabled auth methods, in order."""
@@ -41,13 +50,18 @@ class Authenticator:
         *,
         allow_local: bool | None = None,
         provisioning_ttl: float = 2.0,
+        marker: ProvisioningMarker | None = None,
     ) -> None:
         self.methods = dict(methods)
         self.allow_local = allow_local
         """Whether local mode may apply at all. The host decides (the reference server: only
         when bound to loopback); ``None`` until it has, which counts as no."""
         self.provisioning_ttl = provisioning_ttl
+        self.marker = marker
+        """The data directory's record that credentials were ever set up (``None``: no data
+        directory, nothing remembered)."""
         self._provisioned: tuple[float, bool] | None = None
+        self._lost_logged_at = -_LOST_LOG_INTERVAL
 
     async def start(self) -> None:
         """Nothing to acquire: the methods are components of their own."""
@@ -60,17 +74,35 @@ class Authenticator:
         """Nothing to release."""
 
     async def is_provisioned(self) -> bool:
-        """Whether any enabled method can authenticate someone (cached for a moment)."""
+        """Whether any enabled method can authenticate someone (cached for a moment).
+
+        Raises :class:`~hubbub.auth.provisioning.CredentialsLostError` when none can although
+        the marker says credentials were set up (a method raises it too when its own store is
+        gone): the caller must refuse to serve, not fall back to local mode."""
         cached = self._provisioned
         if cached is not None and time.monotonic() - cached[0] < self.provisioning_ttl:
             return cached[1]
-        provisioned = False
-        for method in self.methods.values():
+        provisioned = None
+        for name, method in self.methods.items():
             if await method.is_provisioned():
-                provisioned = True
+                provisioned = name
                 break
-        self._provisioned = (time.monotonic(), provisioned)
-        return provisioned
+        marker = self.marker
+        if marker is not None:
+            if provisioned is None and marker.exists():
+                enabled = ", ".join(self.methods) or "none"
+                raise marker.lost(
+                    f"no enabled auth method has any credentials (enabled: {enabled})"
+                )
+            if provisioned is not None and not marker.exists():
+                try:
+                    marker.record(provisioned, "")
+                except OSError as exc:
+                    logger.warning(
+                        "cannot record that credentials exist in %s: %s", marker.path, exc
+                    )
+        self._provisioned = (time.monotonic(), provisioned is not None)
+        return provisioned is not None
 
     async def local_mode(self) -> bool:
         """Whether callers without credentials are served as :data:`LOCAL_PRINCIPAL` now."""
@@ -78,7 +110,21 @@ class Authenticator:
 
     async def authenticate(self, credentials: Credentials) -> Principal:
         """The caller these credentials prove, :data:`LOCAL_PRINCIPAL` in local mode, or
-        :class:`AuthenticationError`."""
+        :class:`AuthenticationError`; :class:`CredentialsLostError` (whose message names no
+        file: it goes to the caller, the details go to the log) when credentials were lost."""
+        try:
+            return await self._authenticate(credentials)
+        except CredentialsLostError as exc:
+            now = time.monotonic()
+            if now - self._lost_logged_at > _LOST_LOG_INTERVAL:
+                self._lost_logged_at = now
+                logger.error("refusing requests: %s", exc)
+            raise CredentialsLostError(
+                "the server's credentials are unavailable: it refuses requests until its "
+                "operator restores them (the server log says how)"
+            ) from None
+
+    async def _authenticate(self, credentials: Credentials) -> Principal:
         presented = credentials.bearer is not None or credentials.username is not None
         if presented:
             for name, method in self.methods.items():

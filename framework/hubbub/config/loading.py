@@ -31,6 +31,7 @@ from typing import Any
 import msgspec
 
 from hubbub.config.issues import ENV_PREFIX, make_issue, validation_issue
+from hubbub.config.paths import directory_problem
 from hubbub.config.schema import Config, ConfigOrigin, Secret
 from hubbub.errors import ConfigError, ConfigIssue, did_you_mean
 
@@ -153,6 +154,7 @@ def load_config(
             ) from None
     if "origin" in raw:  # a field of Config, but not a key of the file
         raise ConfigError([make_issue("origin", "unknown key", text, source, ())])
+    home_in_file = "home" in raw
     overridden = _apply_env(raw, environ) + _apply_overrides(raw, overrides or {})
 
     plugins_raw = raw.get("plugins")
@@ -167,7 +169,25 @@ def load_config(
         dotted = dotted.replace("plugins.settings.", "plugins.")
         raise ConfigError([make_issue(dotted, message, text, source, overridden)]) from None
     origin = ConfigOrigin(path=source, text=text, env=environ, overrides=tuple(overridden))
-    return msgspec.structs.replace(config, origin=origin)
+    config = msgspec.structs.replace(config, origin=origin)
+    _check_home(config, from_home_variable=not home_in_file and "home" not in overridden)
+    return config
+
+
+def _check_home(config: Config, *, from_home_variable: bool) -> None:
+    """Refuse a data directory that is a file, or that cannot be created, naming where it was
+    set: the file and line, ``$HUBBUB_HOME``, or the default."""
+    problem = directory_problem(config.data_dir)
+    if problem is None:
+        return
+    if config.home is None:
+        problem += " (the default data directory: set home or $HUBBUB_HOME)"
+        raise ConfigError([ConfigIssue(path="home", message=problem)])
+    if from_home_variable:
+        raise ConfigError(
+            [ConfigIssue(path="home", message=problem, source="environment variable HUBBUB_HOME")]
+        )
+    raise ConfigError([config.issue("home", problem)])
 
 
 def decode_settings(config: Config, plugin: str, settings_type: type[msgspec.Struct]) -> Any:

@@ -1,4 +1,11 @@
-"""Showing a configuration: plain data with every secret redacted (``hubbub config show``)."""
+"""Showing a configuration: plain data with every secret redacted (``hubbub config show``).
+
+Redacted, at any depth of the core tables and of every ``[plugins.<name>]`` table (decoded into
+its plugin's settings struct or left raw): :class:`~hubbub.config.Secret` values, the values of
+keys that name credentials (``api_key``, ``client_secret``, ``Authorization``, ``x-api-key``,
+``cookie``...), the credentials of URLs (``https://user:password@host``, ``?key=...``), and
+``Bearer``/``Basic`` tokens inside strings (see :mod:`hubbub.redaction`).
+"""
 
 from __future__ import annotations
 
@@ -7,7 +14,8 @@ from typing import Any
 
 import msgspec
 
-from hubbub.config.schema import REDACTED, Config, ConfigOrigin, Secret
+from hubbub.config.schema import Config, ConfigOrigin, Secret
+from hubbub.redaction import REDACTED, redact
 
 __all__ = ["encode_config"]
 
@@ -34,22 +42,6 @@ def encode_config(
             name: msgspec.to_builtins(value, enc_hook=_enc_hook)
             for name, value in plugin_settings.items()
         }
-    else:
-        settings = _redact_raw(settings)
     plugins.update(settings)
-    return data
-
-
-def _redact_raw(value: Any) -> Any:
-    """Redact the values of secret-looking keys (``token``, ``password``, ``api_key``...) in raw
-    tables whose plugin declared no settings type."""
-    if isinstance(value, dict):
-        return {k: REDACTED if _looks_secret(k) else _redact_raw(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_redact_raw(v) for v in value]
-    return value
-
-
-def _looks_secret(key: str) -> bool:
-    lowered = key.lower()
-    return any(word in lowered for word in ("secret", "password", "token", "api_key", "apikey"))
+    redacted: dict[str, Any] = redact(data)
+    return redacted

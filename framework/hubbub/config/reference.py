@@ -3,7 +3,9 @@
 Both are made from :mod:`hubbub.config` itself (field types and defaults through
 :mod:`msgspec.inspect`, descriptions from the attribute docstrings under each field), so they
 cannot drift from the code. :func:`render_markdown` is the documentation site's configuration page;
-:func:`render_example_toml` is what ``hubbub config init`` writes.
+:func:`render_example_toml` is what ``hubbub config init`` writes; :func:`render_plugin_settings`
+documents one plugin's ``[plugins.<name>]`` table. Defaults are shown as TOML values, whatever
+the struct declares them with (``msgspec.field(default_factory=list)`` is ``[]``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import msgspec.inspect as mi
 from hubbub.config.schema import Config, PluginsConfig, Secret
 from hubbub.config.toml import toml_value
 
-__all__ = ["field_docs", "render_example_toml", "render_markdown"]
+__all__ = ["field_docs", "render_example_toml", "render_markdown", "render_plugin_settings"]
 
 _SKIPPED = {(PluginsConfig, "settings"), (Config, "origin")}
 """Fields not written as keys: ``[plugins] settings`` holds the ``[plugins.<name>]`` tables, and
@@ -80,6 +82,13 @@ def _sections() -> tuple[list[mi.Field], list[tuple[str, type[msgspec.Struct]]]]
     return keys, tables
 
 
+def _item_struct(t: mi.Type) -> type[msgspec.Struct] | None:
+    """The struct of each entry when ``t`` is an array of tables (``list[SomeStruct]``)."""
+    if isinstance(t, mi.ListType | mi.VarTupleType) and isinstance(t.item_type, mi.StructType):
+        return t.item_type.cls
+    return None
+
+
 def _default(field: mi.Field) -> Any:
     if field.default_factory is not msgspec.NODEFAULT:
         return field.default_factory()
@@ -99,6 +108,8 @@ def _type_name(t: mi.Type) -> str:
     if isinstance(t, mi.LiteralType):
         return "one of " + ", ".join(toml_value(v) for v in t.values)
     if isinstance(t, mi.ListType | mi.SetType | mi.FrozenSetType | mi.VarTupleType):
+        if isinstance(t.item_type, mi.StructType):
+            return "array of tables"
         return f"array of {_type_name(t.item_type)}"
     if isinstance(t, mi.CustomType) and t.cls is Secret:
         return "secret"
@@ -110,7 +121,30 @@ def _type_name(t: mi.Type) -> str:
         mi.DictType: "table",
         mi.StructType: "table",
     }
-    return simple.get(type(t), "any")
+    name = simple.get(type(t), "any")
+    limits = _limits(t)
+    return f"{name} ({limits})" if limits else name
+
+
+def _number(value: float) -> str:
+    return f"{value:,}".replace(",", "\u2009") if isinstance(value, int) else f"{value:g}"
+
+
+def _limits(t: mi.Type) -> str:
+    """The range a number (``1 to 256``, ``> 0, ≤ 3600``) or a string (``not empty``) must be
+    in, from the field's ``msgspec.Meta``; empty when unconstrained."""
+    if isinstance(t, mi.StrType):
+        return "not empty" if t.min_length else ""
+    if not isinstance(t, mi.IntType | mi.FloatType):
+        return ""
+    if t.ge is not None and t.le is not None:
+        return f"{_number(t.ge)} to {_number(t.le)}"
+    bounds = [
+        f"{symbol} {_number(value)}"
+        for symbol, value in ((">", t.gt), ("≥", t.ge), ("<", t.lt), ("≤", t.le))
+        if value is not None
+    ]
+    return ", ".join(bounds)
 
 
 def _placeholder(t: mi.Type) -> str:
@@ -137,8 +171,11 @@ Hubbub reads one TOML file. Values come from, later ones winning:
    `HUBBUB_PLUGINS__SQLITE_STORE__PATH=/data/hubbub.db`. `$HUBBUB_HOME` sets `home`.
 
 Unknown keys are errors, reported with the TOML path and line and the valid keys
-(`hubbub.toml:3: cache.fallback: ...`); `hubbub config check` validates a file without starting
-anything, and `hubbub config show` prints the effective configuration with secrets redacted.
+(`hubbub.toml:3: cache.fallback: ...`), as are numbers out of their range and a `home` that cannot
+be a directory. `hubbub config check` validates a file, then runs what `hubbub serve` checks before
+it listens (it starts and stops the components once, without serving: a default model no provider
+serves is reported with its line), and `hubbub config show` prints the effective configuration
+with secrets (keys, passwords, credentials in URLs and in header-like keys) redacted.
 
 **Secrets** (API keys, passwords, signing keys) are never written in clear. A secret setting takes
 `{ env = "NAME" }` (read from an environment variable) or `{ file = "/run/secrets/name" }` (read
@@ -169,8 +206,25 @@ def _table(struct_type: type[msgspec.Struct], fields: list[mi.Field]) -> list[st
     return lines
 
 
-def render_markdown() -> str:
-    """The configuration reference, as Markdown (level-2 headings and below)."""
+def render_plugin_settings(name: str, settings: type[msgspec.Struct], level: int = 3) -> str:
+    """The reference of plugin ``name``'s settings as Markdown: a heading (of ``level``), the
+    struct's docstring and a table of its keys with their TOML defaults, then the same for the
+    entries of each array of tables it holds (``[[plugins.<name>.<key>]]``)."""
+    heading = "#" * level
+    out = [f"{heading} `[plugins.{name}]`", "", _text(inspect.getdoc(settings) or ""), ""]
+    out += [*_table(settings, _fields(settings)), ""]
+    for field in _fields(settings):
+        item = _item_struct(field.type)
+        if item is not None:
+            out += [f"{heading}# `[[plugins.{name}.{field.name}]]`", ""]
+            out += [_text(inspect.getdoc(item) or ""), "", *_table(item, _fields(item)), ""]
+    out += [f"Environment: `HUBBUB_PLUGINS__{name.upper()}__<KEY>`.", ""]
+    return "\n".join(out)
+
+
+def render_markdown(plugin_settings: Mapping[str, type[msgspec.Struct]] | None = None) -> str:
+    """The configuration reference, as Markdown (level-2 headings and below), with the settings
+    of each plugin in ``plugin_settings`` (plugin name to settings struct)."""
     keys, tables = _sections()
     out = [_INTRO, "## Top-level keys", "", *_table(Config, keys), ""]
     for name, struct_type in tables:
@@ -191,6 +245,8 @@ def render_markdown() -> str:
                 "```",
                 "",
             ]
+            for plugin, settings in sorted((plugin_settings or {}).items()):
+                out.append(render_plugin_settings(plugin, settings))
     return "\n".join(out)
 
 
@@ -236,6 +292,21 @@ def _keys(struct_type: type[msgspec.Struct], fields: list[mi.Field]) -> list[str
     return out
 
 
+def _entries(table: str, struct_type: type[msgspec.Struct]) -> list[str]:
+    """For each array of tables in ``struct_type``, one entry of it with every key, commented
+    out (entries are examples, not defaults)."""
+    out: list[str] = []
+    for field in _fields(struct_type):
+        item = _item_struct(field.type)
+        if item is not None:
+            out += ["", *_comment(inspect.getdoc(item) or ""), f"# [[{table}.{field.name}]]"]
+            out += [
+                line if line.startswith("#") or not line else f"# {line}"
+                for line in _keys(item, _fields(item))
+            ]
+    return out
+
+
 def render_example_toml(plugin_settings: Mapping[str, type[msgspec.Struct]] | None = None) -> str:
     """A commented ``hubbub.toml`` with every key at its default value, and for each plugin in
     ``plugin_settings`` (plugin name to settings struct) its table, commented out."""
@@ -252,4 +323,5 @@ def render_example_toml(plugin_settings: Mapping[str, type[msgspec.Struct]] | No
             line if line.startswith("#") or not line else f"# {line}"
             for line in _keys(struct_type, _fields(struct_type))
         ]
+        out += _entries(f"plugins.{plugin}", struct_type)
     return "\n".join(out) + "\n"

@@ -17,7 +17,8 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from hubbub.config.issues import make_issue
-from hubbub.errors import ConfigIssue
+from hubbub.errors import ConfigError, ConfigIssue
+from hubbub.redaction import REDACTED
 
 __all__ = [
     "AuthConfig",
@@ -35,8 +36,6 @@ __all__ = [
     "ToolsConfig",
     "default_home",
 ]
-
-REDACTED = "********"
 
 
 class Secret:
@@ -79,8 +78,19 @@ class _Section(msgspec.Struct, kw_only=True, forbid_unknown_fields=True, frozen=
 class LoggingConfig(_Section, frozen=True):
     """How hubbub logs."""
 
-    level: Literal["DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"] = "INFO"
-    """Lowest level logged."""
+    level: Literal[
+        "DEBUG",
+        "INFO",
+        "WARNING",
+        "ERROR",
+        "CRITICAL",
+        "debug",
+        "info",
+        "warning",
+        "error",
+        "critical",
+    ] = "INFO"
+    """Lowest level logged, in upper or lower case (``HUBBUB_LOGGING__LEVEL=debug``)."""
     format: Literal["text", "json"] = "text"
     """``text`` for people, ``json`` (one object per line) for log collectors."""
 
@@ -88,19 +98,21 @@ class LoggingConfig(_Section, frozen=True):
 class ServerConfig(_Section, frozen=True):
     """The reference server (``hubbub serve``)."""
 
-    host: str = "127.0.0.1"
+    host: Annotated[str, msgspec.Meta(min_length=1)] = "127.0.0.1"
     """Address to bind. Anything but loopback requires authentication to be configured."""
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     """TCP port to listen on (0: any free port)."""
-    workers: int = 1
-    """Worker processes. Each has its own runtime: conversations and keys are shared through
-    the data directory, events and SSE streams are per worker (until the Redis fan-out)."""
-    max_body_bytes: int = 1_048_576
-    """Largest request body accepted; larger ones get 413."""
-    grace_period: float = 10.0
-    """Seconds that requests in flight may take to finish after SIGTERM/SIGINT."""
-    heartbeat_interval: float = 15.0
-    """Seconds between SSE heartbeat comments on idle streams."""
+    workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
+    """Worker processes (1 to 256). Each has its own runtime: conversations and keys are shared
+    through the data directory, events and SSE streams are per worker (until the Redis
+    fan-out)."""
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1_073_741_824)] = 1_048_576
+    """Largest request body accepted (1 KiB to 1 GiB); larger ones get 413."""
+    grace_period: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
+    """Seconds that requests in flight may take to finish after SIGTERM/SIGINT (0 to 3600)."""
+    heartbeat_interval: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 15.0
+    """Seconds between SSE heartbeat comments on idle streams (0.1 to 3600: shorter would keep
+    a process busy writing comments)."""
     header_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 10.0
     """Seconds a connection may take to send a complete request head (request line and
     headers); a connection that has not is closed."""
@@ -125,15 +137,18 @@ class ServerConfig(_Section, frozen=True):
 class RuntimeConfig(_Section, frozen=True):
     """Component lifecycle."""
 
-    start_timeout: float = 30.0
-    """Seconds a component may take to start before it counts as failed."""
-    stop_timeout: float = 5.0
-    """Seconds a component may take to stop before it is abandoned (and reported)."""
-    health_timeout: float = 2.0
-    """Seconds a health check may take before the component counts as down."""
-    drain_timeout: float = 10.0
+    start_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    """Seconds a component may take to start before it counts as failed (more than 0, at most
+    3600)."""
+    stop_timeout: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 5.0
+    """Seconds a component may take to stop before it is abandoned and reported (more than 0,
+    at most 3600)."""
+    health_timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 2.0
+    """Seconds a health check may take before the component counts as down (more than 0, at
+    most 300)."""
+    drain_timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     """Seconds background work that should finish (replies being written) may take when the
-    runtime stops, before it is cancelled."""
+    runtime stops, before it is cancelled (0 to 3600)."""
 
 
 class EventsConfig(_Section, frozen=True):
@@ -141,10 +156,11 @@ class EventsConfig(_Section, frozen=True):
 
     sinks: list[str] = msgspec.field(default_factory=lambda: ["log"])
     """Event sinks to deliver every event to, by registered name."""
-    queue_size: int = 1000
-    """Events buffered per subscriber before the oldest are dropped."""
-    history_size: int = 1000
-    """Recent events kept so an SSE client can resume with ``Last-Event-ID`` (0: none)."""
+    queue_size: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
+    """Events buffered per subscriber before the oldest are dropped (1 to 1,000,000)."""
+    history_size: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1000
+    """Recent events kept so an SSE client can resume with ``Last-Event-ID`` (0: none; at most
+    1,000,000)."""
 
 
 class CacheConfig(_Section, frozen=True):
@@ -179,16 +195,18 @@ class AuthConfig(_Section, frozen=True):
 class LLMConfig(_Section, frozen=True):
     """LLM providers and models."""
 
-    default_model: str = "offline/echo"
-    """Model used when a request names none."""
+    default_model: Annotated[str, msgspec.Meta(min_length=1)] = "offline/echo"
+    """Model used when a request names none; a configured provider must serve it."""
     providers: list[str] | None = None
     """Providers to start, by registered name; all registered ones when unset."""
-    request_timeout: float = 60.0
-    """Seconds to wait for a whole reply, or between two streamed chunks."""
-    max_tool_rounds: int = 5
-    """Most times one reply may call tools before it must answer."""
-    history_messages: int = 200
-    """How many of a conversation's latest messages a model is shown."""
+    request_timeout: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 60.0
+    """Seconds to wait for a whole reply, or between two streamed chunks (more than 0, at most
+    86400)."""
+    max_tool_rounds: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5
+    """Most times one reply may call tools before it must answer (0: tools are never offered;
+    at most 100)."""
+    history_messages: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
+    """How many of a conversation's latest messages a model is shown (1 to 100,000)."""
 
 
 class ToolsConfig(_Section, frozen=True):
@@ -196,8 +214,8 @@ class ToolsConfig(_Section, frozen=True):
 
     providers: list[str] | None = None
     """Tool providers to start, by registered name; all registered ones when unset."""
-    call_timeout: float = 30.0
-    """Seconds a tool call may take before it fails."""
+    call_timeout: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 30.0
+    """Seconds a tool call may take before it fails (more than 0, at most 86400)."""
 
 
 class PluginsConfig(_Section, frozen=True):
@@ -256,9 +274,10 @@ class ConfigOrigin:
 class Config(_Section, frozen=True):
     """The whole configuration."""
 
-    home: str | None = None
+    home: Annotated[str, msgspec.Meta(min_length=1)] | None = None
     """Data directory (databases, keys). Default: ``$HUBBUB_HOME``, else
-    ``$XDG_DATA_HOME/hubbub``, else ``~/.local/share/hubbub``."""
+    ``$XDG_DATA_HOME/hubbub``, else ``~/.local/share/hubbub``. It must be a directory, or a
+    path where one can be created: checked when the configuration is loaded."""
     logging: LoggingConfig = msgspec.field(default_factory=LoggingConfig)
     """The ``[logging]`` table."""
     server: ServerConfig = msgspec.field(default_factory=ServerConfig)
@@ -312,6 +331,15 @@ class Config(_Section, frozen=True):
         """A :class:`ConfigIssue` at ``path``, naming where the value came from: the environment
         variable that set it, or the file and line."""
         return make_issue(path, message, self.text, self.source, self.overrides)
+
+    def locate(self, error: ConfigError) -> ConfigError:
+        """``error`` with every issue that does not say where it is yet (one raised by a
+        component as it starts) pointed at its file and line, or its environment variable."""
+        issues = [
+            self.issue(issue.path, issue.message) if issue.source is None and issue.path else issue
+            for issue in error.issues
+        ]
+        return ConfigError(issues)
 
 
 def default_home(env: Mapping[str, str] | None = None) -> str:

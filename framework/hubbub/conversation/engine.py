@@ -4,7 +4,13 @@
 the model, streams the answer as events (``typing``, ``status``, ``message.created``,
 ``message.delta``, ``tool.started``/``tool.finished``, ``message.completed``, ``usage``), runs the
 tools the model asks for (up to ``[llm] max_tool_rounds`` rounds), and stores every message.
+Text that streams in together is published as one ``message.delta`` (see
+:mod:`hubbub.llm.coalesce`).
 A conversation belongs to its creator; to anyone else it does not exist (:class:`NotFoundError`).
+
+Deleting a conversation stops the reply being written to it first: the reply is cancelled and
+says so with an ``error`` event (code ``conversation_deleted``), then the conversation and its
+messages are deleted and ``conversation.updated`` (change ``deleted``) is published last.
 """
 
 from __future__ import annotations
@@ -32,6 +38,7 @@ from hubbub.events import (
     Typing,
 )
 from hubbub.llm import LLMClient
+from hubbub.llm.coalesce import TextBuffer
 from hubbub.log import log_context
 from hubbub.models import (
     ChatRequest,
@@ -75,7 +82,7 @@ class ConversationEngine:
         self.max_tool_rounds = max_tool_rounds
         self.history_limit = history_limit
         self._spawn = spawn
-        self._replying: set[str] = set()
+        self._replies: dict[str, _Reply] = {}
 
     async def start(self) -> None:
         """Nothing to acquire: the engine uses components the runtime started before it."""
@@ -133,9 +140,20 @@ class ConversationEngine:
         return conversation
 
     async def delete(self, owner: Principal, conversation_id: str) -> None:
-        """Delete a conversation and its messages."""
+        """Delete a conversation and its messages. A reply being written to it is cancelled
+        first (it publishes an ``error`` event with code ``conversation_deleted``); the
+        ``conversation.updated`` event (change ``deleted``) comes last."""
         await self.get(owner, conversation_id)
-        await self.memory.delete_conversation(conversation_id)
+        while (running := self._replies.get(conversation_id)) is not None:
+            running.stop_for_deletion()
+            await running.done.wait()
+        deleting = self._reserve(conversation_id)  # at once: no new reply while deleting
+        deleting.deleted = True
+        try:
+            await self.get(owner, conversation_id)  # a concurrent delete may have won
+            await self.memory.delete_conversation(conversation_id)
+        finally:
+            self._release(conversation_id, deleting)
         self._changed("deleted", owner, conversation_id)
 
     def _changed(
@@ -203,23 +221,31 @@ class ConversationEngine:
         :class:`ConflictError` and stores nothing."""
         if model is not None:
             self.llm.resolve(model)
-        self._reserve(conversation_id)
+        record = self._reserve(conversation_id)
         try:
             conversation = await self.get(owner, conversation_id)
             message = await self._store_user_message(owner, conversation, content)
         except BaseException:
-            self._replying.discard(conversation_id)
+            self._release(conversation_id, record)
             raise
         reply = self._reply_reserved(
-            owner, conversation_id, conversation=conversation, model=model, request_id=request_id
+            owner,
+            conversation_id,
+            record,
+            conversation=conversation,
+            model=model,
+            request_id=request_id,
         )
         if wait:
-            return message, await reply
+            return message, await self._await_reply(conversation_id, record, reply)
         if self._spawn is None:
             reply.close()
-            self._replying.discard(conversation_id)
+            self._release(conversation_id, record)
             raise RuntimeError("this engine cannot reply in the background: give it spawn=")
-        self._spawn(reply, f"reply {conversation_id}")
+        task = self._spawn(reply, f"reply {conversation_id}")
+        if isinstance(task, asyncio.Task):
+            record.task = task  # cancellable even before it starts, released even if it never does
+            task.add_done_callback(lambda _: self._release(conversation_id, record))
         return message, None
 
     async def reply(
@@ -233,31 +259,62 @@ class ConversationEngine:
         """Produce, stream (as events) and store the assistant's reply; return the last message.
 
         Errors are published as an ``error`` event and re-raised; so is an interruption (the
-        server stopping). :class:`ConflictError` if a reply to this conversation is running.
+        server stopping). :class:`ConflictError` if a reply to this conversation is running;
+        :class:`NotFoundError` if the conversation is deleted while the reply is written.
         """
-        self._reserve(conversation_id)
-        return await self._reply_reserved(
-            owner, conversation_id, model=model, request_id=request_id
+        record = self._reserve(conversation_id)
+        reply = self._reply_reserved(
+            owner, conversation_id, record, model=model, request_id=request_id
         )
+        return await self._await_reply(conversation_id, record, reply)
 
-    def _reserve(self, conversation_id: str) -> None:
-        if conversation_id in self._replying:
+    def _reserve(self, conversation_id: str) -> _Reply:
+        running = self._replies.get(conversation_id)
+        if running is not None and running.deleted:
+            raise NotFoundError(f"no conversation {conversation_id!r}: it is being deleted")
+        if running is not None:
             raise ConflictError(
                 f"a reply to conversation {conversation_id!r} is still being written; "
                 "wait for its message.completed event"
             )
-        self._replying.add(conversation_id)
+        record = self._replies[conversation_id] = _Reply()
+        return record
+
+    def _release(self, conversation_id: str, record: _Reply) -> None:
+        if self._replies.get(conversation_id) is record:
+            del self._replies[conversation_id]
+        record.done.set()
+
+    async def _await_reply(
+        self, conversation_id: str, record: _Reply, reply: Coroutine[Any, Any, Message]
+    ) -> Message:
+        """Run ``reply`` in a task of its own, so that deleting the conversation cancels the
+        reply and not the caller, who gets :class:`NotFoundError` instead."""
+        task = asyncio.ensure_future(reply)
+        try:
+            return await task
+        except asyncio.CancelledError:
+            current = asyncio.current_task()
+            if record.deleted and (current is None or not current.cancelling()):
+                raise NotFoundError(
+                    f"conversation {conversation_id!r} was deleted while its reply was written"
+                ) from None
+            raise
 
     async def _reply_reserved(
         self,
         owner: Principal,
         conversation_id: str,
+        record: _Reply,
         *,
         conversation: Conversation | None = None,
         model: str | None,
         request_id: str | None,
     ) -> Message:
+        record.task = asyncio.current_task()
         try:
+            if record.deleted:  # deleted before this reply started: nothing to say
+                raise asyncio.CancelledError
             if conversation is None:
                 conversation = await self.get(owner, conversation_id)
             model_id = model or conversation.model or self.llm.default_model
@@ -270,12 +327,20 @@ class ConversationEngine:
                     publish(ErrorEvent(code=exc.code, message=str(exc)))
                     raise
                 except asyncio.CancelledError:
-                    publish(
-                        ErrorEvent(
-                            code="interrupted",
-                            message="the reply was interrupted: the server is stopping",
+                    if record.deleted:
+                        publish(
+                            ErrorEvent(
+                                code="conversation_deleted",
+                                message="the conversation was deleted: its reply was stopped",
+                            )
                         )
-                    )
+                    else:
+                        publish(
+                            ErrorEvent(
+                                code="interrupted",
+                                message="the reply was interrupted: the server is stopping",
+                            )
+                        )
                     raise
                 except Exception as exc:
                     logger.exception("reply failed")
@@ -289,7 +354,7 @@ class ConversationEngine:
                     publish(Typing(active=False))
                     publish(Status(state="idle"))
         finally:
-            self._replying.discard(conversation_id)
+            self._release(conversation_id, record)
 
     async def _reply(
         self,
@@ -341,12 +406,19 @@ class ConversationEngine:
         parts: list[str] = []
         calls: list[ToolCall] = []
         usage = Usage()
-        async for chunk in self.llm.stream(request):
-            if chunk.delta:
-                parts.append(chunk.delta)
-                publish(MessageDelta(message_id=message.id, delta=chunk.delta))
-            calls.extend(chunk.tool_calls or ())
-            usage = chunk.usage or usage
+        # Merged: a reply streamed word by word is a few events, not one per word.
+        deltas = TextBuffer(lambda text: publish(MessageDelta(message_id=message.id, delta=text)))
+        try:
+            async for chunk in self.llm.stream(request):
+                if chunk.delta:
+                    parts.append(chunk.delta)
+                    deltas.add(chunk.delta)
+                if chunk.tool_calls or chunk.finish_reason or chunk.usage:
+                    deltas.flush()  # the text first: the usage event follows the last chunk
+                calls.extend(chunk.tool_calls or ())
+                usage = chunk.usage or usage
+        finally:
+            deltas.flush()  # however the stream ended, what was streamed is published
         message.content = "".join(parts)
         message.tool_calls = calls or None
         message.usage = usage
@@ -375,6 +447,26 @@ class ConversationEngine:
         )
         publish(MessageCreated(message=message))
         return message
+
+
+class _Reply:
+    """A reply being written to one conversation (or the conversation being deleted)."""
+
+    __slots__ = ("deleted", "done", "task")
+
+    def __init__(self) -> None:
+        self.task: asyncio.Task[Any] | None = None
+        """The task writing the reply, once there is one."""
+        self.deleted = False
+        """The conversation is being deleted: the reply stops, and no new one starts."""
+        self.done = asyncio.Event()
+        """Set when the reply has ended (or never started) and the conversation is free."""
+
+    def stop_for_deletion(self) -> None:
+        """Mark the conversation deleted and cancel the reply's task (not the caller's own)."""
+        self.deleted = True
+        if self.task is not None and self.task is not asyncio.current_task():
+            self.task.cancel()
 
 
 class _Publisher:

@@ -146,6 +146,12 @@ class EventBus:
                 return [e for e in later if predicate is None or predicate(e)]
         return None
 
+    @property
+    def last_id(self) -> str | None:
+        """The id of the newest event remembered (``None`` when none is): a client that
+        resumes after it gets exactly the events delivered since."""
+        return self._history[-1].id if self._history else None
+
     def subscribe(
         self, predicate: Predicate | None = None, *, maxsize: int | None = None
     ) -> Subscription:

@@ -7,7 +7,9 @@ the client's own handler, innermost: it routes the request to the provider that 
 into :class:`hubbub.errors.ProviderTimeoutError` (for a stream: too slow between chunks) and any
 other provider failure into :class:`hubbub.errors.ProviderError`, and publishes a ``usage``
 event for every reply a provider produced (also one cut short: a reader that leaves mid-stream
-still used tokens).
+still used tokens). A provider that streams without ever waiting cannot hold the event loop:
+the client yields to it every :data:`YIELD_EVERY` chunks (readers that publish or send every
+chunk merge them first with :func:`hubbub.llm.coalesce.coalesce`).
 """
 
 from __future__ import annotations
@@ -32,10 +34,15 @@ from hubbub.events import EventBus, UsageRecorded
 from hubbub.llm.streams import prime
 from hubbub.middleware import StreamedReply, chain_complete, chain_stream
 from hubbub.models import ChatChunk, ChatRequest, ChatResponse, Health, ModelInfo
+from hubbub.redaction import public_message
 
 __all__ = ["LLMClient"]
 
 logger = logging.getLogger("hubbub.llm")
+
+YIELD_EVERY = 32
+"""Chunks of a stream between two yields to the event loop: a provider that never waits (one
+replaying a long answer word by word) must not keep every other request waiting."""
 
 
 class LLMClient:
@@ -106,6 +113,13 @@ class LLMClient:
     def models(self) -> list[ModelInfo]:
         """Every model available, sorted by id."""
         return [info for _, info in sorted(self._models.values(), key=lambda p: p[1].id)]
+
+    def model(self, model_id: str) -> ModelInfo:
+        """What is known of the model ``model_id``; :class:`UnknownModelError` when no provider
+        serves it (an empty id included: this never falls back to the default model)."""
+        if not model_id:
+            raise UnknownModelError("a model id is required", field="model")
+        return self.resolve(model_id)[1]
 
     def resolve(self, model: str | None) -> tuple[LLMProvider, ModelInfo]:
         """The provider and model info for ``model`` (the default model when ``None``)."""
@@ -178,7 +192,7 @@ class LLMClient:
         except HubbubError:
             raise
         except Exception as exc:
-            raise ProviderError(f"model {request.model!r} failed: {exc}") from exc
+            raise ProviderError(f"model {request.model!r} failed: {public_message(exc)}") from exc
         self._record(request, response)
         return response
 
@@ -187,6 +201,7 @@ class LLMClient:
         reply = StreamedReply()
         outcome = "cancelled"  # until the stream ends one way or the other
         iterator = aiter(provider.stream(request))
+        count = 0
         try:
             while True:
                 try:
@@ -201,9 +216,14 @@ class LLMClient:
                 except HubbubError:
                     raise
                 except Exception as exc:
-                    raise ProviderError(f"model {request.model!r} failed: {exc}") from exc
+                    raise ProviderError(
+                        f"model {request.model!r} failed: {public_message(exc)}"
+                    ) from exc
                 reply.add(chunk)
                 yield chunk
+                count += 1
+                if count % YIELD_EVERY == 0:
+                    await asyncio.sleep(0)  # let the loop serve others, however fast the provider
             outcome = "stop"
         except Exception:
             outcome = "error"

@@ -213,7 +213,7 @@ class Runtime:
         except BaseException as exc:
             await self._close(entry, quiet=True)
             if isinstance(exc, ConfigError):  # a configuration problem found at start
-                raise
+                raise self.config.locate(exc) from None
             if isinstance(exc, TimeoutError):
                 raise ComponentError(
                     f"{entry.label} {entry.serving!r} did not start within {timeout:g} s"

@@ -26,7 +26,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
-from hubbub.auth import Authenticator
+from hubbub.auth import Authenticator, ProvisioningMarker
 from hubbub.conversation import ConversationEngine
 from hubbub.events.sinks import SinkRunner
 from hubbub.kinds import KindSpec
@@ -67,7 +67,10 @@ async def _event_bus(runtime: Runtime) -> None:
 
 async def _authenticator(runtime: Runtime) -> None:
     # Local mode stays off until the host decides (the server: only when bound to loopback).
-    await runtime.start_core("auth", "authenticator", Authenticator(runtime.auth_methods))
+    # The marker keeps a lost credential store from re-opening local mode (hubbub.auth).
+    marker = ProvisioningMarker(runtime.config.data_dir)
+    authenticator = Authenticator(runtime.auth_methods, marker=marker)
+    await runtime.start_core("auth", "authenticator", authenticator)
 
 
 async def _llm_client(runtime: Runtime) -> None:

@@ -16,6 +16,7 @@ validated against it before the function runs::
 from __future__ import annotations
 
 import inspect
+import re
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, get_type_hints
 
@@ -25,6 +26,21 @@ from hubbub.contracts import Tool, ToolContext
 from hubbub.models import Health, ToolResult, ToolSpec
 
 __all__ = ["FunctionTool", "StaticToolProvider", "function_tools"]
+
+_AT = re.compile(r"^(?P<message>.*?) - at `\$\.?(?P<path>[^`]*)`$", re.S)
+
+
+def _argument_problem(exc: msgspec.ValidationError) -> str:
+    """msgspec's message about the arguments, in words a model can act on:
+    ``timezone: expected 'str', got 'int'``, ``missing argument 'expression'``."""
+    text = str(exc)
+    match = _AT.match(text)
+    message, path = (match.group("message"), match.group("path")) if match else (text, "")
+    message = message.replace("`", "'")
+    message = message.replace("Object missing required field ", "missing argument ")
+    message = message.replace("Object contains unknown field ", "unknown argument ")
+    message = message[:1].lower() + message[1:]
+    return f"{path}: {message}" if path else message
 
 
 class FunctionTool:
@@ -86,7 +102,10 @@ class FunctionTool:
             parsed = msgspec.convert(arguments, self._arguments)
         except msgspec.ValidationError as exc:
             return ToolResult(
-                call_id="", name=self._spec.name, is_error=True, content=f"invalid arguments: {exc}"
+                call_id="",
+                name=self._spec.name,
+                is_error=True,
+                content=f"error: invalid arguments: {_argument_problem(exc)}",
             )
         kwargs = msgspec.structs.asdict(parsed)
         if self._context_param:

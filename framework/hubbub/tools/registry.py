@@ -14,6 +14,7 @@ from hubbub.contracts import Tool, ToolContext, ToolMiddleware, ToolProvider
 from hubbub.errors import HubbubError
 from hubbub.middleware import chain_tool
 from hubbub.models import Health, ToolCall, ToolResult, ToolSpec
+from hubbub.redaction import describe_error
 
 __all__ = ["ToolRegistry"]
 
@@ -101,7 +102,7 @@ class ToolRegistry:
             return _failed(call, f"error: {exc}")
         except Exception as exc:
             logger.exception("tool middleware failed on %s", call.name, extra={"tool": call.name})
-            return _failed(call, f"error: tool {call.name!r} failed: {type(exc).__name__}: {exc}")
+            return _failed(call, f"error: tool {call.name!r} failed: {describe_error(exc)}")
 
     async def _run(self, call: ToolCall, context: ToolContext) -> ToolResult:
         """The innermost handler: find the tool, decode the arguments, run it in time."""
@@ -115,8 +116,9 @@ class ToolRegistry:
             return _failed(call, f"error: no tool named {call.name!r}")
         try:
             arguments = msgspec.json.decode(call.arguments or "{}")
-        except msgspec.DecodeError as exc:
-            return _failed(call, f"error: arguments are not valid JSON: {exc}")
+        except (msgspec.DecodeError, RecursionError, ValueError) as exc:
+            reason = "nested too deeply" if isinstance(exc, RecursionError) else str(exc)
+            return _failed(call, f"error: arguments are not valid JSON: {reason}")
         if not isinstance(arguments, dict):
             return _failed(call, "error: arguments must be a JSON object")
         try:
@@ -128,7 +130,7 @@ class ToolRegistry:
             )
         except Exception as exc:
             logger.exception("tool %s failed", call.name, extra={"tool": call.name})
-            return _failed(call, f"error: tool {call.name!r} failed: {type(exc).__name__}: {exc}")
+            return _failed(call, f"error: tool {call.name!r} failed: {describe_error(exc)}")
         logger.debug("tool %s ran in %.1f ms", call.name, (time.perf_counter() - started) * 1000)
         return msgspec.structs.replace(result, call_id=call.id, name=call.name)
 

@@ -25,13 +25,14 @@ __all__ = ["ConversationsController"]
 
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size.")]
 Cursor = Annotated[str | None, Parameter(description="next_cursor of the previous page.")]
+ModelId = Annotated[str, msgspec.Meta(min_length=1, description="A model id `/v1/models` lists.")]
 
 
 class CreateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /api/conversations``."""
 
     title: str = ""
-    model: str | None = None
+    model: ModelId | None = None
     """Model for replies; the server's default model when unset."""
 
 
@@ -39,14 +40,14 @@ class UpdateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     """Body of ``PATCH /api/conversations/{id}``: the fields to change."""
 
     title: str | None = None
-    model: str | None = None
+    model: ModelId | None = None
 
 
 class SendMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /api/conversations/{id}/messages``."""
 
-    content: str
-    model: str | None = None
+    content: Annotated[str, msgspec.Meta(min_length=1)]
+    model: ModelId | None = None
     """Model for this reply only."""
     wait: bool = False
     """Answer when the reply is complete (200, with ``reply``) instead of at once (202)."""

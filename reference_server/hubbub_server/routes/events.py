@@ -5,13 +5,16 @@ Each frame has ``id:`` (the event id), ``event:`` (its type) and ``data:`` (its 
 heartbeat keeps idle connections open. Streams end when the server drains for shutdown.
 A client that reconnects with ``Last-Event-ID`` first gets the events it missed (from the last
 ``[events] history_size`` events of this process), or an ``error`` event with code
-``resume_unavailable`` when they are gone. Resuming on another process arrives with the Redis
-event fan-out.
+``resume_unavailable`` when they are gone (stamped like every event: its ``id`` is the newest
+event this process remembers, so resuming from it misses nothing). Resuming on another process
+arrives with the Redis event fan-out. A conversation's stream ends after the
+``conversation.updated`` event that says the conversation was deleted.
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
@@ -20,7 +23,7 @@ from litestar import Controller, Request, get
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from hubbub.events import ErrorEvent, Event, EventBus, Subscription
+from hubbub.events import ConversationUpdated, ErrorEvent, Event, EventBus, Subscription
 from hubbub.models import Principal
 from hubbub.runtime import Runtime
 from hubbub_server.problems import PROBLEM_RESPONSES
@@ -41,12 +44,41 @@ async def _close_on(drain: asyncio.Event, subscription: Subscription) -> None:
     subscription.close()  # ends the stream once what is queued has been sent
 
 
+def _resume_unavailable(
+    bus: EventBus, last_event_id: str, principal: Principal, conversation_id: str | None
+) -> ErrorEvent:
+    """The ``error`` event that starts a stream whose ``Last-Event-ID`` is forgotten, stamped
+    as the bus stamps events, for this stream's reader alone (it is not published)."""
+    now = time.time()
+    return ErrorEvent(
+        code="resume_unavailable",
+        message=f"events after {last_event_id} are no longer available; reload the conversation",
+        id=bus.last_id or f"{int(now * 1000)}-0",
+        ts=now,
+        conversation_id=conversation_id,
+        owner=principal.id,
+        origin=bus.origin,
+    )
+
+
+def _ends(event: Event, conversation_id: str | None) -> bool:
+    """Whether ``event`` is the last of the stream of ``conversation_id``: its deletion."""
+    return (
+        conversation_id is not None
+        and isinstance(event, ConversationUpdated)
+        and event.change == "deleted"
+        and event.conversation_id == conversation_id
+    )
+
+
 async def _frames(
     bus: EventBus,
     visible: Callable[[Event], bool],
     drain: asyncio.Event,
     last_event_id: str | None,
     heartbeat: float,
+    principal: Principal,
+    conversation_id: str | None,
 ) -> AsyncIterator[ServerSentEventMessage]:
     # Subscribed here, when the response starts: a response never sent holds no subscription.
     with bus.subscribe(visible) as subscription:
@@ -57,15 +89,13 @@ async def _frames(
                 missed = bus.since(last_event_id, visible)
                 if missed is None:
                     yield _frame(
-                        ErrorEvent(
-                            code="resume_unavailable",
-                            message=f"events after {last_event_id} are no longer available; "
-                            "reload the conversation",
-                        )
+                        _resume_unavailable(bus, last_event_id, principal, conversation_id)
                     )
                 for old in missed or ():
                     replayed.add(old.id)
                     yield _frame(old)
+                    if _ends(old, conversation_id):
+                        return
             while True:
                 try:
                     async with asyncio.timeout(heartbeat):
@@ -79,6 +109,8 @@ async def _frames(
                     continue
                 replayed.clear()  # live events are past the replayed ones now
                 yield _frame(live)
+                if _ends(live, conversation_id):
+                    return
         finally:
             watcher.cancel()
 
@@ -104,6 +136,8 @@ def event_stream(
         state.drain,
         last_event_id,
         runtime.config.server.heartbeat_interval,
+        principal,
+        conversation_id,
     )
     return sse_response(frames, state)
 

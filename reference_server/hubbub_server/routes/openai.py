@@ -1,7 +1,9 @@
-"""The OpenAI-compatible API: ``GET /v1/models`` and ``POST /v1/chat/completions``.
+"""The OpenAI-compatible API: ``GET /v1/models``, ``GET /v1/models/{id}`` and
+``POST /v1/chat/completions``.
 
 Stateless, like OpenAI's: nothing is stored. Streams are SSE ``data:`` frames of
-``chat.completion.chunk`` objects ending with ``data: [DONE]``.
+``chat.completion.chunk`` objects ending with ``data: [DONE]``; text that streams in together is
+sent as one chunk (:mod:`hubbub.llm.coalesce`).
 """
 
 from __future__ import annotations
@@ -12,16 +14,18 @@ from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
-from litestar.params import JSONBody
+from litestar.params import FromPath, JSONBody
 from litestar.response.base import ASGIResponse
 from litestar.response.sse import ServerSentEventMessage
 
 from hubbub.errors import HubbubError
+from hubbub.llm.coalesce import coalesce
 from hubbub.models import ChatChunk, ChatRequest, Usage, new_id
 from hubbub_server.openai_format import (
     ChatCompletionRequest,
     chunk_payload,
     completion_payload,
+    model_payload,
     models_payload,
     to_chat_request,
 )
@@ -41,6 +45,18 @@ class OpenAIController(Controller):
     @get("/models", summary="Models available (OpenAI format)", responses=PROBLEM_RESPONSES)
     async def models(self, runtime: RuntimeDep, principal: Caller) -> dict[str, Any]:
         return models_payload(runtime.llm.models())
+
+    @get(
+        "/models/{model_id:path}",
+        summary="One model (OpenAI format)",
+        description="A `model` object; 404 (`model_not_found`) for an id `/v1/models` does not "
+        "list. Model ids contain a slash (`offline/echo`): send it as it is or as `%2F`.",
+        responses=PROBLEM_RESPONSES,
+    )
+    async def model(
+        self, runtime: RuntimeDep, principal: Caller, model_id: FromPath[str]
+    ) -> dict[str, Any]:
+        return model_payload(runtime.llm.model(model_id.lstrip("/")))
 
     @post(
         "/chat/completions",
@@ -68,7 +84,7 @@ class OpenAIController(Controller):
         include_usage = bool(data.stream_options and data.stream_options.include_usage)
         # Hooks run and the model is resolved here: refusals and unknown models are errors,
         # not a 200 stream.
-        chunks = await runtime.llm.open_stream(chat)
+        chunks = coalesce(await runtime.llm.open_stream(chat))
         stream = sse_response(_stream(chunks, chat, include_usage), request.app.state)
         return stream.to_asgi_response(None, request)
 
