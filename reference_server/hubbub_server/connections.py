@@ -269,9 +269,13 @@ class HubbubHttpProtocol(HttpToolsProtocol):
                     self._body_start + self.limits.body_grace, self._on_body_check
                 )
             return
-        # Between requests or inside a head. A head that began in this read is counted from
+        # Between requests or inside a head. Only an unfinished head counts (the tail of a body
+        # that ended in this read does not); a head that began in this read is counted from
         # the next read on (so a pipelined head may exceed the limit by at most one read).
-        self._head_bytes = 0 if self._began else self._head_bytes + len(data)
+        if self._awaiting_head and not self._began:
+            self._head_bytes += len(data)
+        else:
+            self._head_bytes = 0
         if self._header_timer is None and (
             # a head that did not come whole in one read, or bytes that start no request
             # (stray line breaks): neither may keep a connection open without a timer

@@ -109,9 +109,7 @@ def test_json_nested_too_deeply_is_400(nina: httpx.Client, depth: int) -> None:
     nested = b"[" * depth + b"]" * depth
     for method, path, template in _targets(conversation):
         for body in (nested, template.replace(b'"%s"', nested)):
-            # One connection per request: this is about the body, not about keep-alive.
-            headers = {**JSON, "Connection": "close"}
-            response = nina.request(method, path, content=body, headers=headers)
+            response = nina.request(method, path, content=body, headers=JSON)
             problem = assert_problem(response, 400)
             assert problem["code"] == "malformed_json", (method, path)
             assert "nested too deeply" in problem["detail"]
