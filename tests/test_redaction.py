@@ -278,3 +278,20 @@ def test_public_message_keeps_messages_about_secret_fields_readable() -> None:
     )
     assert public_message("Token has expired") == "Token has expired"
     assert public_message("rejected Bearer abcdefgh12345678") == f"rejected Bearer {REDACTED}"
+
+
+def test_a_huge_message_costs_no_more_than_a_bounded_one() -> None:
+    # The messages are the callers' own text (a 1 MB model name echoed in "model ... is not
+    # available"): a pattern that is quadratic on a long run froze the event loop for seconds.
+    import time
+
+    def cost(text: str) -> float:
+        began = time.perf_counter()
+        for _ in range(3):
+            public_message(text)
+        return time.perf_counter() - began
+
+    small = cost("model " + "a" * 5_000 + "\x00 is not available")
+    huge = cost("model " + "a" * 1_000_000 + "\x00 is not available")
+    assert huge < small * 50 + 0.05  # linear would be 200x; bounded is ~1x; quadratic 40,000x
+    assert len(public_message("a" * 1_000_000)) <= 500

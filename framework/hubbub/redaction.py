@@ -143,6 +143,8 @@ _DROPPED = re.compile(r"\S*\x00")
 _PATH = re.compile(r"(?<![\w:/.~\-])(?:/[^\s'\"/:,;()\[\]<>]+)+/(?P<last>[^\s'\"/:,;()\[\]<>]+)")
 MAX_MESSAGE = 500
 """Longest message :func:`public_message` returns, in characters."""
+_SCANNED = 8 * MAX_MESSAGE
+"""How much of a message :func:`public_message` reads at all."""
 
 
 def _shorten_path(match: re.Match[str]) -> str:
@@ -164,12 +166,17 @@ def public_message(error: BaseException | str) -> str:
     part, at most :data:`MAX_MESSAGE` characters. An exception without a message gives its
     class name."""
     text = error if isinstance(error, str) else (str(error) or type(error).__name__)
+    # Bounded first: what callers put in errors may be theirs (a 1 MB model name), and no
+    # pattern below may cost more than a bounded text's worth. Far more is kept than is shown,
+    # so what the replacements shorten cannot pull unredacted text into view.
+    text = text[:_SCANNED]
     while True:  # innermost first: reprs nest (<bound method X of <Y object at 0x...>>)
         marked = _OBJECT_REPR.sub("\x00", text)
         if marked == text:
             break
         text = marked
-    text = _DROPPED.sub("", text)  # with what it is glued to (ssl:<...>)
+    if "\x00" in text:
+        text = _DROPPED.sub("", text)  # with what it is glued to (ssl:<...>)
     # (not header lines: "password: too short" is a message about a field, not a header)
     text = _PATH.sub(_shorten_path, _redact_text(text, header_lines=False))
     text = " ".join(text.split())

@@ -81,8 +81,11 @@ class _BadHost(ValueError):
 
 def split_host(value: str) -> tuple[str, int | None]:
     """``name[:port]`` as ``(name, port)``: lower case, without a trailing dot, IP literals in
-    canonical form (IPv6 in brackets). Raises :class:`ValueError` for anything else."""
-    value = value.strip().lower()
+    canonical form (IPv6 in brackets). Raises :class:`ValueError` for anything else, including
+    a value with white space in it (which the router behind would not parse)."""
+    if value != value.strip() or any(c.isspace() for c in value):
+        raise _BadHost(value)
+    value = value.lower()
     if value.startswith("["):
         end = value.find("]")
         if end < 0:
@@ -259,14 +262,18 @@ class BrowserGuard:
         hosts: list[bytes] = []
         origin = fetch_site = content_type = preflight = None
         body = False
+        repeated: bytes | None = None
         for name, value in scope["headers"]:
             if name == b"host":
                 hosts.append(value)
             elif name == b"origin":
+                repeated = name if origin is not None else repeated
                 origin = value.decode("latin-1")
             elif name == b"sec-fetch-site":
+                repeated = name if fetch_site is not None else repeated
                 fetch_site = value.decode("latin-1").strip().lower()
             elif name == b"content-type":
+                repeated = name if content_type is not None else repeated
                 content_type = _JSON if value == b"application/json" else value.decode("latin-1")
             elif name == b"content-length":
                 body = body or value.strip() not in (b"0", b"")
@@ -276,6 +283,9 @@ class BrowserGuard:
                 preflight = value
         if len(hosts) > 1:
             return 400, "bad_host", "the request has more than one Host header", []
+        if repeated is not None:  # which one counts would depend on who reads it
+            which = repeated.decode().title()
+            return 400, "repeated_header", f"the request has more than one {which} header", []
         host: tuple[str, int | None] | None = None
         if hosts:
             key = (hosts[0], scope.get("server"))

@@ -102,7 +102,7 @@ def problem(
         body["request_id"] = request_id
     if errors:
         body["errors"] = errors
-    if request is not None and request.url.path.startswith("/v1/"):
+    if request is not None and str(request.scope.get("path", "")).startswith("/v1/"):
         param = errors[0]["field"] if errors else None
         body["error"] = {"message": detail, "type": code, "code": code, "param": param}
     return Response(body, status_code=status, media_type=MEDIA_TYPE, headers=headers)
@@ -172,14 +172,14 @@ def _http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Response
         limit = request.app.request_max_body_size
         detail = f"the request body is larger than the limit of {limit} bytes"
     elif status == 404 and detail in ("", "Not Found"):
-        detail = f"no route for {request.method} {request.url.path}"
+        detail = f"no route for {request.method} {request.scope['path']}"
     elif status == 405:
-        detail = f"{request.method} is not allowed on {request.url.path}"
+        detail = f"{request.method} is not allowed on {request.scope['path']}"
     return problem(request, status, detail, headers=dict(exc.headers or {}))
 
 
 def _unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[Any]:
-    logger.error("unhandled error in %s %s", request.method, request.url.path, exc_info=exc)
+    logger.error("unhandled error in %s %s", request.method, request.scope["path"], exc_info=exc)
     return problem(
         request,
         500,

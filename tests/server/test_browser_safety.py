@@ -6,6 +6,7 @@ before."""
 
 from __future__ import annotations
 
+import json
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -342,3 +343,55 @@ def test_two_authorization_headers_are_400(live_server: LiveServer, alice_key: s
         assert_problem(response, 400)
         # One header still works.
         assert client.get("/v1/models", headers=headers[:1]).status_code == 200
+
+
+# -- headers a browser never sends, but a proxy might ----------------------------------------
+
+
+def raw_request(server: LiveServer, head: str, body: bytes = b"") -> tuple[int, bytes]:
+    """Send ``head`` (CRLF line ends added) and ``body`` as they are; the status and body."""
+    import socket
+
+    with socket.create_connection(("127.0.0.1", server.port), timeout=10) as sock:
+        sock.sendall(head.replace("\n", "\r\n").encode("latin-1") + b"\r\n" + body)
+        data = b""
+        while chunk := sock.recv(65536):
+            data += chunk
+    status = int(data.split(b" ", 2)[1])
+    return status, data.split(b"\r\n\r\n", 1)[1]
+
+
+@pytest.mark.parametrize("host", ["localhost:{port} ", "localhost:{port}\t", "localhost :{port}"])
+def test_a_host_with_white_space_is_400_not_a_server_error(server: LiveServer, host: str) -> None:
+    head = f"GET /api/tools HTTP/1.1\nHost: {host.format(port=server.port)}\nConnection: close\n"
+    status, body = raw_request(server, head)
+    assert status == 400, body
+    assert json.loads(body)["code"] == "bad_host"
+    assert "Traceback" not in server.log()
+
+
+@pytest.mark.parametrize(
+    ("first", "second"),
+    [
+        ("Origin: https://evil.example", "Origin: http://127.0.0.1:{port}"),
+        ("Sec-Fetch-Site: cross-site", "Sec-Fetch-Site: same-origin"),
+        ("Content-Type: text/plain", "Content-Type: application/json"),
+    ],
+    ids=["origin", "sec-fetch-site", "content-type"],
+)
+def test_a_repeated_browser_header_is_refused(
+    server: LiveServer, client: httpx.Client, first: str, second: str
+) -> None:
+    title = f"repeated {first}"
+    payload = json.dumps({"title": title}).encode()
+    head = (
+        f"POST /api/conversations HTTP/1.1\nHost: 127.0.0.1:{server.port}\n"
+        f"{first}\n{second.format(port=server.port)}\n"
+        f"Content-Length: {len(payload)}\nConnection: close\n"
+    )
+    if "Content-Type" not in first:
+        head += "Content-Type: application/json\n"
+    status, body = raw_request(server, head, payload)
+    assert status == 400, body
+    assert json.loads(body)["code"] == "repeated_header"
+    assert title not in titles(client)

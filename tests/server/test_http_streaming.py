@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 from httpx_sse import connect_sse
-from live_support import LiveServer, running
+from live_support import LiveServer, metric, running
 
 TOML = """\
 [server]
@@ -124,3 +124,36 @@ def test_a_huge_reply_streams_in_few_pieces_while_health_keeps_answering(
     assert reply == f"[offline echo] You said: {TEXT}"
     assert "".join(pieces) == reply  # exact: nothing lost, nothing reordered
     assert len(pieces) < WORDS / 100  # merged: far fewer pieces than words
+
+
+def test_a_client_that_leaves_a_stream_stops_the_generation(big_server: LiveServer) -> None:
+    # Before: the stream merger swallowed the cancellation (an asyncio.timeout on Python 3.11),
+    # so the whole reply was generated (and, with a real provider, billed) after the client
+    # left. The usage of a finished reply is recorded; a reply cut short reports none.
+    _, key = big_server.create_key("leaver")
+    body = {
+        "model": "offline/echo",
+        "stream": True,
+        "messages": [{"role": "user", "content": TEXT}],
+    }
+
+    def completion_tokens() -> float:
+        with big_server.client(key) as client:
+            text = client.get("/metrics").text
+        return metric(text, "hubbub_llm_tokens_total", model="offline/echo", kind="completion")
+
+    before = completion_tokens()
+    with (
+        big_server.client(key, timeout=httpx.Timeout(60, read=30)) as client,
+        client.stream("POST", "/v1/chat/completions", json=body) as response,
+    ):
+        assert response.status_code == 200
+        received = 0
+        for chunk in response.iter_bytes():
+            received += len(chunk)
+            if received > 2000:
+                break
+    deadline = time.monotonic() + 5  # generating it all takes about 1 s here
+    while time.monotonic() < deadline:
+        assert completion_tokens() - before < WORDS / 2, "the reply was generated to its end"
+        time.sleep(0.25)

@@ -147,11 +147,17 @@ class Coalesced(AsyncIterator[ChatChunk]):
         remaining = deadline - asyncio.get_running_loop().time()
         if remaining <= 0:
             return None
+        # Not asyncio.timeout: on Python 3.11 a cancellation of the reader (the client left)
+        # that meets the deadline can come out as a TimeoutError, and the stream would go on.
+        getter = asyncio.ensure_future(self._queue.get())
         try:
-            async with asyncio.timeout(remaining):
-                return await self._queue.get()
-        except TimeoutError:
-            return None
+            await asyncio.wait({getter}, timeout=remaining)
+        finally:
+            if not getter.done():
+                getter.cancel()
+        if getter.done() and not getter.cancelled():
+            return getter.result()
+        return None
 
     async def __anext__(self) -> ChatChunk:
         if self._closed:
