@@ -53,6 +53,9 @@ class HubbubError(Exception):
     """The HTTP status the reference server answers with."""
     code: str = "internal_error"
     """A stable machine-readable name for the error."""
+    reported: bool = False
+    """Whether whoever raised it has logged it already (throttled, with what to do): the server
+    then answers without logging it again for every request."""
 
 
 class ConfigIssue(msgspec.Struct, frozen=True):

@@ -12,8 +12,8 @@ browser (the ``openai`` client, curl, httpx send no ``Origin`` and the ``Host`` 
   browsers send it for the default port and proxies often do), or an ``[server] allowed_hosts``
   entry (``name`` for any port, ``name:port`` for one, ``.example.com`` for the domain and its
   subdomains). Anything else gets **421** (Misdirected Request, ``host_not_allowed``); a
-  malformed or repeated ``Host`` gets 400. A request without ``Host`` (HTTP/1.0) passes: browsers
-  always send one.
+  malformed or repeated ``Host``, or an HTTP/1.1 request without one, gets 400. An HTTP/1.0
+  request without ``Host`` passes: browsers always send one.
 * **Origin** (cross-site requests: forms and ``fetch`` POSTs need no CORS permission to be
   *sent*). A state-changing request (POST, PUT, PATCH, DELETE) whose ``Origin`` is neither the
   server's own (the scheme's host and port as ``Host`` names them) nor listed in
@@ -287,6 +287,8 @@ class BrowserGuard:
             which = repeated.decode().title()
             return 400, "repeated_header", f"the request has more than one {which} header", []
         host: tuple[str, int | None] | None = None
+        if not hosts and scope.get("http_version") == "1.1":  # RFC 9112 3.2: must be refused
+            return 400, "bad_host", "an HTTP/1.1 request must send a Host header", []
         if hosts:
             key = (hosts[0], scope.get("server"))
             verdict = self._hosts.get(key)

@@ -39,6 +39,11 @@ ROLES = ("system", "developer", "user", "assistant", "tool")
 Role = Annotated[str, msgspec.Meta(extra_json_schema={"extra": {"enum": list(ROLES)}})]
 
 
+MAX_TOKENS = 10_000_000
+"""The largest ``max_tokens`` accepted: far above any model's output, far below what a provider
+or a 64-bit integer could choke on."""
+
+
 class FunctionCall(msgspec.Struct, kw_only=True):
     name: str
     arguments: str = "{}"
@@ -103,8 +108,8 @@ class ChatCompletionRequest(msgspec.Struct, kw_only=True):
     tools: list[WireTool] | None = None
     tool_choice: Literal["none", "auto", "required"] | ToolChoiceFunction | None = None
     temperature: Annotated[float, msgspec.Meta(ge=0, le=2)] | None = None
-    max_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
-    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    max_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS)] | None = None
+    max_completion_tokens: Annotated[int, msgspec.Meta(ge=1, le=MAX_TOKENS)] | None = None
     stop: str | list[str] | None = None
     n: int = 1
     user: str | None = None

@@ -109,7 +109,7 @@ def problem(
 
 
 def _hubbub_error(request: Request[Any, Any, Any], exc: HubbubError) -> Response[Any]:
-    if exc.status >= 500:
+    if exc.status >= 500 and not exc.reported:
         logger.warning("%s: %s", exc.code, exc)
     errors = None
     detail = public_message(exc)  # a provider's message may hold a URL's credentials...

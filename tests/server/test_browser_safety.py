@@ -395,3 +395,17 @@ def test_a_repeated_browser_header_is_refused(
     assert status == 400, body
     assert json.loads(body)["code"] == "repeated_header"
     assert title not in titles(client)
+
+
+def test_an_http11_request_without_host_is_400(server: LiveServer) -> None:
+    status, body = raw_request(server, "GET /api/tools HTTP/1.1\nConnection: close\n")
+    assert status == 400, body
+    assert json.loads(body)["detail"] == "an HTTP/1.1 request must send a Host header"
+    status, _ = raw_request(server, "GET /health/live HTTP/1.0\n")  # HTTP/1.0 may omit it
+    assert status == 200
+
+
+def test_max_tokens_beyond_any_model_is_refused(client: httpx.Client) -> None:
+    chat = {**CHAT, "max_tokens": 2**64}
+    body = assert_problem(client.post("/v1/chat/completions", json=chat), 422)
+    assert body["error"]["param"] == "max_tokens"

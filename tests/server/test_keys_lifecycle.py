@@ -99,7 +99,11 @@ def test_losing_the_key_database_while_serving_refuses_every_request(server: Liv
             assert set(statuses) <= {401, 503}, statuses
             assert_problem(anon.post("/api/conversations", json={}), 503)
             assert anon.get("/health/ready").status_code == 503
+            for _ in range(20):
+                assert_problem(alice.get("/v1/models"), 503)
         assert str(server.home / MARKER_NAME) in server.log()
+        # Logged where it is found, throttled: not once more for every refused request.
+        assert server.log().count("credentials_lost") < 5, server.log()
     finally:
         server.stop()
 

@@ -41,6 +41,7 @@ class CredentialsLostError(ComponentError):
     or empty: the server refuses to serve rather than fall back to local mode (HTTP 503)."""
 
     code = "credentials_lost"
+    reported = True  # logged, throttled, where it is found
 
 
 class ProvisioningMarker:
