@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from typing import Any
 
 import msgspec
 import pytest
@@ -227,3 +228,57 @@ def test_since_returns_what_followed_an_event_and_forgets_old_ones() -> None:
     assert bus.since(events[4].id) == []
     assert bus.since(events[0].id) is None  # only the last three are remembered
     assert EventBus(history_size=0).since("1-1") is None
+
+
+# -- indexed subscriptions and overflow -------------------------------------------------------
+
+
+async def test_an_event_reaches_only_the_subscriptions_that_may_see_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from hubbub.events import bus as bus_module
+
+    calls = 0
+    receive = bus_module.Subscription._receive
+
+    def counting(self: Any, sender: Any, *, event: Event) -> None:
+        nonlocal calls
+        calls += 1
+        receive(self, sender, event=event)
+
+    monkeypatch.setattr(bus_module.Subscription, "_receive", counting)
+    bus = EventBus()
+    idle = [bus.subscribe(owner="bob") for _ in range(2000)]  # another user's open streams
+    idle += [bus.subscribe(owner="bob", conversation_id="c-bob") for _ in range(2000)]
+    alice = bus.subscribe(owner="alice")
+    alice_c1 = bus.subscribe(owner="alice", conversation_id="c1")
+    for n in range(500):
+        bus.publish(MessageDelta(message_id="m", delta=str(n)), owner="alice", conversation_id="c1")
+    # 500 events, each handed to alice's two streams: the 4,000 idle streams cost nothing.
+    assert calls == 1000
+    assert alice.pending == alice_c1.pending == 500
+    assert all(s.pending == 0 for s in idle)
+
+
+async def test_a_conversation_subscription_checks_the_owner() -> None:
+    bus = EventBus()
+    mine = bus.subscribe(owner="alice", conversation_id="c1")
+    bus.publish(Typing(active=True), owner="mallory", conversation_id="c1")  # a forged id
+    bus.publish(Typing(active=True), owner="alice", conversation_id="c2")
+    bus.publish(Typing(active=True), owner="alice", conversation_id="c1")
+    assert mine.pending == 1
+    with pytest.raises(ValueError, match="with their owner"):
+        bus.subscribe(conversation_id="c1")
+
+
+async def test_a_stream_subscription_that_falls_behind_ends_instead_of_losing_events() -> None:
+    bus = EventBus()
+    stream = bus.subscribe(owner="alice", maxsize=5, overflow="close")
+    sink = bus.subscribe(maxsize=5)  # drop_oldest: counted
+    published = [bus.publish(Status(state=str(n)), owner="alice") for n in range(8)]
+    received = [event async for event in stream]
+    assert received == published[:5]  # what was queued is delivered, in order, then it ends
+    assert stream.overflowed
+    assert bus.subscriber_count == 1  # the stream disconnected itself
+    assert sink.dropped == 3
+    assert not sink.overflowed

@@ -15,7 +15,7 @@ import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import blinker
 import msgspec
@@ -23,7 +23,7 @@ import msgspec
 from hubbub.events.types import Event
 from hubbub.models import Health, new_id
 
-__all__ = ["EventBus", "Predicate", "Subscription"]
+__all__ = ["EventBus", "Overflow", "Predicate", "Subscription"]
 
 E = TypeVar("E", bound=Event)
 
@@ -31,6 +31,9 @@ logger = logging.getLogger("hubbub.events")
 
 
 Predicate = Callable[[Event], bool]
+
+Overflow = Literal["drop_oldest", "close"]
+"""What a full subscription does with a new event: drop its oldest, or end."""
 
 
 class Subscription:
@@ -40,20 +43,50 @@ class Subscription:
     subscription when it shuts down, which ends their iteration.
     """
 
-    def __init__(self, bus: EventBus, predicate: Predicate | None, maxsize: int) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        predicate: Predicate | None,
+        maxsize: int,
+        *,
+        overflow: Overflow = "drop_oldest",
+        owner: str | None = None,
+    ) -> None:
         self._bus = bus
         self._predicate = predicate
+        self._owner = owner
         self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=maxsize)
+        self.overflow: Overflow = overflow
+        """What happens when the queue is full: ``drop_oldest`` (counted in :attr:`dropped`)
+        or ``close`` (the subscription ends after what is queued; :attr:`overflowed` is set, so
+        a stream can tell its client where to resume)."""
         self.dropped = 0
         """How many events were discarded because this subscriber fell behind."""
+        self.overflowed = False
+        """Whether the subscription was closed because its reader fell behind."""
         self.closed = False
+        self._signal: blinker.Signal | None = None
+        self._sender: Any = blinker.ANY
 
     def _receive(self, sender: Any, *, event: Event) -> None:
-        if self.closed or (self._predicate is not None and not self._predicate(event)):
+        if self.closed:
+            return
+        if self._owner is not None and event.owner != self._owner:
+            return  # a conversation's events are indexed by its id; its owner is checked here
+        if self._predicate is not None and not self._predicate(event):
             return
         try:
             self._queue.put_nowait(event)
         except asyncio.QueueFull:
+            if self.overflow == "close":
+                self.overflowed = True
+                logger.warning(
+                    "event subscriber fell %d events behind; its stream ends",
+                    self._queue.maxsize,
+                    extra={"owner": self._owner},
+                )
+                self.close()
+                return
             self._queue.get_nowait()
             self._queue.put_nowait(event)
             self.dropped += 1
@@ -101,10 +134,17 @@ class Subscription:
 
 
 class EventBus:
-    """Publishes events to subscribers in this process. One per runtime; nothing global."""
+    """Publishes events to subscribers in this process. One per runtime; nothing global.
+
+    Subscriptions are indexed: one scoped to an owner, or to an owner's conversation, is handed
+    only that owner's (that conversation's) events, so publishing an event costs time for the
+    subscribers that may see it, never for every open stream of every user.
+    """
 
     def __init__(self, *, queue_size: int = 1000, history_size: int = 1000) -> None:
-        self._signal = blinker.Signal("hubbub events")
+        self._everyone = blinker.Signal("hubbub events")
+        self._by_owner = blinker.Signal("hubbub events by owner")  # sender: the owner's id
+        self._by_conversation = blinker.Signal("hubbub events by conversation")  # its id
         self._subscriptions: set[Subscription] = set()
         self._sequence = itertools.count(1)
         self.queue_size = queue_size
@@ -132,7 +172,11 @@ class EventBus:
         self.published += 1
         if self._history.maxlen:
             self._history.append(event)
-        self._signal.send(self, event=event)
+        self._everyone.send(self, event=event)
+        if event.owner is not None:
+            self._by_owner.send(event.owner, event=event)
+            if event.conversation_id is not None:
+                self._by_conversation.send(event.conversation_id, event=event)
         return event
 
     def since(self, event_id: str, predicate: Predicate | None = None) -> list[Event] | None:
@@ -153,11 +197,35 @@ class EventBus:
         return self._history[-1].id if self._history else None
 
     def subscribe(
-        self, predicate: Predicate | None = None, *, maxsize: int | None = None
+        self,
+        predicate: Predicate | None = None,
+        *,
+        owner: str | None = None,
+        conversation_id: str | None = None,
+        maxsize: int | None = None,
+        overflow: Overflow = "drop_oldest",
     ) -> Subscription:
-        """Receive the events for which ``predicate`` is true (all when ``None``)."""
-        subscription = Subscription(self, predicate, maxsize or self.queue_size)
-        self._signal.connect(subscription._receive, weak=False)
+        """Receive the events for which ``predicate`` is true (all when ``None``): of ``owner``
+        only when given, and of that owner's ``conversation_id`` only when given too (indexed:
+        other users' events cost this subscription nothing).
+
+        :param overflow: ``drop_oldest`` (sinks, metrics) or ``close`` (streams, which must
+            not lose events silently: see :attr:`Subscription.overflowed`).
+        """
+        if conversation_id is not None and owner is None:
+            raise ValueError("a conversation's events are subscribed to with their owner")
+        subscription = Subscription(
+            self, predicate, maxsize or self.queue_size, overflow=overflow, owner=owner
+        )
+        sender: Any
+        if conversation_id is not None:
+            signal, sender = self._by_conversation, conversation_id
+        elif owner is not None:
+            signal, sender = self._by_owner, owner
+        else:
+            signal, sender = self._everyone, blinker.ANY
+        signal.connect(subscription._receive, sender=sender, weak=False)
+        subscription._signal, subscription._sender = signal, sender
         self._subscriptions.add(subscription)
         return subscription
 
@@ -167,7 +235,8 @@ class EventBus:
         return len(self._subscriptions)
 
     def _disconnect(self, subscription: Subscription) -> None:
-        self._signal.disconnect(subscription._receive)
+        if subscription._signal is not None:
+            subscription._signal.disconnect(subscription._receive, sender=subscription._sender)
         self._subscriptions.discard(subscription)
 
     async def start(self) -> None:

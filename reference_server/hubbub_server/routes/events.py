@@ -61,6 +61,24 @@ def _resume_unavailable(
     )
 
 
+def _slow_consumer(
+    bus: EventBus, sent: str | None, principal: Principal, conversation_id: str | None
+) -> ErrorEvent:
+    """The last event of a stream whose reader fell a whole queue behind: its ``id`` is the
+    last event sent, so reconnecting with it as ``Last-Event-ID`` replays what followed."""
+    now = time.time()
+    return ErrorEvent(
+        code="slow_consumer",
+        message="this stream fell too far behind and was closed; reconnect with the "
+        "Last-Event-ID it carries to receive what followed",
+        id=sent or bus.last_id or f"{int(now * 1000)}-0",
+        ts=now,
+        conversation_id=conversation_id,
+        owner=principal.id,
+        origin=bus.origin,
+    )
+
+
 def _ends(event: Event, conversation_id: str | None) -> bool:
     """Whether ``event`` is the last of the stream of ``conversation_id``: its deletion."""
     return (
@@ -81,7 +99,13 @@ async def _frames(
     conversation_id: str | None,
 ) -> AsyncIterator[ServerSentEventMessage]:
     # Subscribed here, when the response starts: a response never sent holds no subscription.
-    with bus.subscribe(visible) as subscription:
+    # Indexed by owner (and conversation): other users' events never reach this stream's code.
+    # A reader that falls a whole queue behind is ended with a resumable slow_consumer event.
+    subscribed = bus.subscribe(
+        owner=principal.id, conversation_id=conversation_id, overflow="close"
+    )
+    sent: str | None = last_event_id
+    with subscribed as subscription:
         watcher = asyncio.ensure_future(_close_on(drain, subscription))  # one task per stream
         try:
             replayed: set[str] = set()
@@ -93,6 +117,7 @@ async def _frames(
                     )
                 for old in missed or ():
                     replayed.add(old.id)
+                    sent = old.id
                     yield _frame(old)
                     if _ends(old, conversation_id):
                         return
@@ -104,10 +129,13 @@ async def _frames(
                     yield ServerSentEventMessage(data=None, comment="heartbeat")
                     continue
                 if live is None:
+                    if subscription.overflowed:
+                        yield _frame(_slow_consumer(bus, sent, principal, conversation_id))
                     return
                 if replayed and live.id in replayed:
                     continue
                 replayed.clear()  # live events are past the replayed ones now
+                sent = live.id
                 yield _frame(live)
                 if _ends(live, conversation_id):
                     return
