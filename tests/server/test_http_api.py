@@ -458,6 +458,15 @@ def test_a_reconnecting_client_resumes_with_last_event_id(
     ):
         resumed = read_frames(events, lambda f: f["id"] == seen[-1]["id"])
     assert [f["id"] for f in resumed if f["event"]] == [f["id"] for f in seen[2:]]
+    # A client that cannot send the header names the event in the query, on both streams.
+    for stream_path in (path, "/api/events"):
+        with (
+            live_server.client(alice_key, timeout=timeout) as listener,
+            listener.stream("GET", stream_path, params={"last_event_id": seen[1]["id"]}) as events,
+        ):
+            resumed = read_frames(events, lambda f: f["id"] == seen[-1]["id"])
+        replayed = [f["id"] for f in resumed if f["event"]]
+        assert replayed[: len(seen) - 2] == [f["id"] for f in seen[2:]], stream_path
 
 
 def test_resuming_from_a_forgotten_event_says_so(

@@ -18,7 +18,7 @@ from litestar.response import ServerSentEvent
 from hubbub.log import current_context
 from hubbub.models import Conversation, Message, Page
 from hubbub_server.problems import PROBLEM_RESPONSES
-from hubbub_server.routes.events import event_stream
+from hubbub_server.routes.events import LastEventId, event_stream
 from hubbub_server.security import Caller, RuntimeDep
 
 __all__ = ["ConversationsController"]
@@ -170,6 +170,7 @@ class ConversationsController(Controller):
         runtime: RuntimeDep,
         principal: Caller,
         conversation_id: FromPath[str],
+        last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
         await runtime.conversations.get(principal, conversation_id)
-        return event_stream(request, runtime, principal, conversation_id)
+        return event_stream(request, runtime, principal, conversation_id, last_event_id)

@@ -16,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 from litestar import Controller, Request, get
+from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
@@ -30,7 +31,11 @@ from hubbub_server.problems import PROBLEM_RESPONSES
 from hubbub_server.security import Caller, RuntimeDep
 from hubbub_server.sse import sse_response
 
-__all__ = ["EventsController", "event_stream"]
+__all__ = [
+    "EventsController",
+    "LastEventId",
+    "event_stream",
+]
 
 _encode = msgspec.json.Encoder().encode
 
@@ -143,13 +148,28 @@ async def _frames(
             watcher.cancel()
 
 
+LastEventId = Annotated[
+    str | None,
+    QueryParameter(
+        name="last_event_id",
+        required=False,
+        max_length=200,
+        description="Resume after this event id, for clients that cannot send the "
+        "Last-Event-ID header (the header wins when both are sent).",
+    ),
+]
+"""The ``last_event_id`` query parameter of the event streams."""
+
+
 def event_stream(
     request: Request[Any, Any, Any],
     runtime: Runtime,
     principal: Principal,
     conversation_id: str | None = None,
+    last_event_id: str | None = None,
 ) -> ServerSentEvent:
-    """An SSE response of the events ``principal`` may see (of one conversation, if given)."""
+    """An SSE response of the events ``principal`` may see (of one conversation, if given),
+    resuming after ``Last-Event-ID`` (the header) or ``last_event_id`` (the query)."""
 
     def visible(event: Event) -> bool:
         return event.owner == principal.id and (
@@ -157,7 +177,7 @@ def event_stream(
         )
 
     state = request.app.state
-    last_event_id = request.headers.get("last-event-id")
+    last_event_id = request.headers.get("last-event-id") or last_event_id
     frames = _frames(
         runtime.events,
         visible,
@@ -176,6 +196,10 @@ class EventsController(Controller):
 
     @get("/", summary="Server-sent events of everything you may see", responses=PROBLEM_RESPONSES)
     async def events(
-        self, request: Request[Any, Any, Any], runtime: RuntimeDep, principal: Caller
+        self,
+        request: Request[Any, Any, Any],
+        runtime: RuntimeDep,
+        principal: Caller,
+        last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
-        return event_stream(request, runtime, principal)
+        return event_stream(request, runtime, principal, last_event_id=last_event_id)
