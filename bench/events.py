@@ -122,6 +122,8 @@ def main() -> None:
         "HUBBUB_LOGGING__LEVEL": "WARNING",
         "HUBBUB_EVENTS__SINKS": "[]",
         "HUBBUB_SERVER__MAX_CONNECTIONS": str(args.streams + 512),
+        "HUBBUB_EVENTS__MAX_STREAMS_PER_CALLER": str(args.streams + 10),
+        "HUBBUB_EVENTS__MAX_STREAMS": str(args.streams + 100),
         "HUBBUB_SERVER__HEADER_TIMEOUT": "60",
     }
     alice, bob = create_key(env, "alice"), create_key(env, "bob")

@@ -24,6 +24,7 @@ __all__ = [
     "PluginError",
     "ProviderError",
     "ProviderTimeoutError",
+    "TooManyRequestsError",
     "UnknownModelError",
     "blame",
     "did_you_mean",
@@ -147,6 +148,13 @@ class PermissionDeniedError(HubbubError):
 
     status = 403
     code = "forbidden"
+
+
+class TooManyRequestsError(HubbubError):
+    """The caller (or the server as a whole) is at a limit; retry later, or use fewer at once."""
+
+    status = 429
+    code = "too_many_requests"
 
 
 class ProviderError(HubbubError):

@@ -39,6 +39,7 @@ from hubbub_server.problems import EXCEPTION_HANDLERS
 from hubbub_server.request import JSONRequest
 from hubbub_server.routes import ROUTES
 from hubbub_server.security import provide_principal, require_caller
+from hubbub_server.streams import StreamLimits
 
 __all__ = ["HubbubPlugin", "app_from_env", "check_exposure", "create_app", "is_loopback"]
 
@@ -143,7 +144,15 @@ class HubbubPlugin(InitPlugin):
         app_config.state.update(
             # drain: set when the server starts shutting down (new requests get 503, event
             # streams end, requests cut by the end of the grace period end quietly).
-            {"runtime": self.runtime, "metrics": self.metrics, "drain": asyncio.Event()}
+            {
+                "runtime": self.runtime,
+                "metrics": self.metrics,
+                "drain": asyncio.Event(),
+                "streams": StreamLimits(
+                    self.runtime.config.events.max_streams_per_caller,
+                    self.runtime.config.events.max_streams,
+                ),
+            }
         )
         app_config.on_startup.append(self._wrap_app)
         if cors := cors_config(self.runtime.config):  # CORS stays off (or the app's) without

@@ -161,6 +161,10 @@ class EventsConfig(_Section, frozen=True):
     history_size: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1000
     """Recent events kept so an SSE client can resume with ``Last-Event-ID`` (0: none; at most
     1,000,000)."""
+    max_streams_per_caller: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
+    """Event streams one caller may hold open at once in this process; past it, 429."""
+    max_streams: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 20_000
+    """Event streams this process holds open at once, all callers together; past it, 429."""
 
 
 class CacheConfig(_Section, frozen=True):

@@ -187,7 +187,7 @@ def event_stream(
         principal,
         conversation_id,
     )
-    return sse_response(frames, state)
+    return sse_response(frames, state, owner=principal.id)
 
 
 class EventsController(Controller):
