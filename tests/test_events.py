@@ -282,3 +282,25 @@ async def test_a_stream_subscription_that_falls_behind_ends_instead_of_losing_ev
     assert bus.subscriber_count == 1  # the stream disconnected itself
     assert sink.dropped == 3
     assert not sink.overflowed
+
+
+async def test_trace_logs_each_delivery_with_its_context(
+    tmp_path: Any, caplog: pytest.LogCaptureFixture
+) -> None:
+    from hubbub.log import log_context
+    from hubbub.testing import config_for, runtime_for
+
+    caplog.set_level("DEBUG", logger="hubbub.events.trace")
+    config = config_for(tmp_path, "[events]\ntrace = true\nsinks = []\n")
+    async with runtime_for(config) as runtime:
+        mine = runtime.events.subscribe(owner="ada", conversation_id="c1")
+        with log_context(request_id="req-1"):
+            event = runtime.events.publish(Typing(active=True), owner="ada", conversation_id="c1")
+        mine.close()
+    (record,) = [r for r in caplog.records if r.name == "hubbub.events.trace"]
+    assert record.getMessage() == f"event typing {event.id} to 1 subscriptions"
+    assert (record.event_id, record.conversation_id, record.owner) == (event.id, "c1", "ada")
+    quiet = EventBus()
+    caplog.clear()
+    quiet.publish(Typing(active=True))
+    assert not [r for r in caplog.records if r.name == "hubbub.events.trace"]

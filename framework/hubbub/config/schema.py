@@ -165,6 +165,9 @@ class EventsConfig(_Section, frozen=True):
     """Event streams one caller may hold open at once in this process; past it, 429."""
     max_streams: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 20_000
     """Event streams this process holds open at once, all callers together; past it, 429."""
+    trace: bool = False
+    """Log every event delivered (type, id, conversation, owner, how many subscriptions got
+    it) at DEBUG on ``hubbub.events.trace``; run with ``[logging] level = "DEBUG"`` to see it."""
 
 
 class CacheConfig(_Section, frozen=True):

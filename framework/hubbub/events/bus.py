@@ -28,6 +28,7 @@ __all__ = ["EventBus", "Overflow", "Predicate", "Subscription"]
 E = TypeVar("E", bound=Event)
 
 logger = logging.getLogger("hubbub.events")
+_trace = logging.getLogger("hubbub.events.trace")
 
 
 Predicate = Callable[[Event], bool]
@@ -141,7 +142,13 @@ class EventBus:
     subscribers that may see it, never for every open stream of every user.
     """
 
-    def __init__(self, *, queue_size: int = 1000, history_size: int = 1000) -> None:
+    def __init__(
+        self, *, queue_size: int = 1000, history_size: int = 1000, trace: bool = False
+    ) -> None:
+        self.trace = trace
+        """Log every delivered event at DEBUG on ``hubbub.events.trace``: its type, id,
+        conversation and owner, and how many subscriptions received it (with the request id
+        and conversation id of the log context it was published in)."""
         self._everyone = blinker.Signal("hubbub events")
         self._by_owner = blinker.Signal("hubbub events by owner")  # sender: the owner's id
         self._by_conversation = blinker.Signal("hubbub events by conversation")  # its id
@@ -172,11 +179,25 @@ class EventBus:
         self.published += 1
         if self._history.maxlen:
             self._history.append(event)
-        self._everyone.send(self, event=event)
+        reached = self._everyone.send(self, event=event)
         if event.owner is not None:
-            self._by_owner.send(event.owner, event=event)
+            reached += self._by_owner.send(event.owner, event=event)
             if event.conversation_id is not None:
-                self._by_conversation.send(event.conversation_id, event=event)
+                reached += self._by_conversation.send(event.conversation_id, event=event)
+        if self.trace:
+            _trace.debug(
+                "event %s %s to %d subscriptions",
+                event.type,
+                event.id,
+                len(reached),
+                extra={
+                    "event_id": event.id,
+                    "event_type": event.type,
+                    "conversation_id": event.conversation_id,
+                    "owner": event.owner,
+                    "origin": event.origin,
+                },
+            )
         return event
 
     def since(self, event_id: str, predicate: Predicate | None = None) -> list[Event] | None:

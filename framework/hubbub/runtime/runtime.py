@@ -68,7 +68,9 @@ class Runtime:
         """The kinds of component this runtime manages, by name."""
         self.state: State = "new"
         self.events = EventBus(
-            queue_size=config.events.queue_size, history_size=config.events.history_size
+            queue_size=config.events.queue_size,
+            history_size=config.events.history_size,
+            trace=config.events.trace,
         )
         self.abandoned: list[str] = []
         """Components and tasks that did not stop within ``[runtime] stop_timeout`` at the last
