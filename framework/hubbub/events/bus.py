@@ -179,17 +179,17 @@ class EventBus:
         self.published += 1
         if self._history.maxlen:
             self._history.append(event)
-        reached = self._everyone.send(self, event=event)
+        reached = len(self._everyone.send(self, event=event))
         if event.owner is not None:
-            reached += self._by_owner.send(event.owner, event=event)
+            reached += len(self._by_owner.send(event.owner, event=event))
             if event.conversation_id is not None:
-                reached += self._by_conversation.send(event.conversation_id, event=event)
+                reached += len(self._by_conversation.send(event.conversation_id, event=event))
         if self.trace:
             _trace.debug(
                 "event %s %s to %d subscriptions",
                 event.type,
                 event.id,
-                len(reached),
+                reached,
                 extra={
                     "event_id": event.id,
                     "event_type": event.type,
