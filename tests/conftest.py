@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import textwrap
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis.asyncio
+from redis_support import RedisServer
 from support import (
     ACME_MODULE,
     BROKEN_MODULE,
@@ -122,3 +124,21 @@ def impostor_site(tmp_path_factory: pytest.TempPathFactory) -> Path:
         {"impostor_mod": "IMPOSTOR = True\n"},
         {"log_sink": "impostor_mod"},
     )
+
+
+@pytest.fixture
+def redis_server(tmp_path: Path) -> Iterator[RedisServer]:
+    """A fresh ``redis-server`` on a free loopback port, stopped after the test."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+async def redis_client(redis_server: RedisServer) -> AsyncIterator[redis.asyncio.Redis]:
+    """A plain redis-py client of :func:`redis_server`, to look at what hubbub stored."""
+    client = redis.asyncio.Redis.from_url(redis_server.url)
+    yield client
+    await client.aclose()

@@ -291,6 +291,21 @@ class AcmeCache:
         self.data[self.settings.prefix + key] = str(value).encode()
         return value
 
+    async def add(self, key, value, ttl=None):
+        if self.settings.prefix + key in self.data:
+            return False
+        self.data[self.settings.prefix + key] = value
+        return True
+
+    async def compare_and_set(self, key, expected, value, ttl=None):
+        if self.data.get(self.settings.prefix + key) != expected:
+            return False
+        if value is None:
+            del self.data[self.settings.prefix + key]
+        else:
+            self.data[self.settings.prefix + key] = value
+        return True
+
 
 @hookimpl
 def register_cache_backends(register):

@@ -215,3 +215,42 @@ def test_config_init_covers_every_plugins_settings_commented_out(tmp_path: Path)
     done = run_cli(["config", "show", "--json"], cwd=tmp_path)
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["plugins"]["offline_provider"] == {"token_delay": 0.25}
+
+
+# -- serve --workers: refused without a shared event log and cache ---------------------------
+
+
+def test_serve_workers_without_shared_backends_is_one_line_naming_the_settings(
+    tmp_path: Path,
+) -> None:
+    result = run_cli(["serve", "--workers", "2", "--port", "1"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        'error: --workers 2 needs a shared event log and cache: set [events] backend = "redis" '
+        'and [cache] backend = "redis" with [redis] url'
+    ]
+    assert result.stdout == ""
+
+
+def test_serve_workers_from_the_file_names_its_line_and_only_what_is_missing(
+    tmp_path: Path,
+) -> None:
+    (tmp_path / "hubbub.toml").write_text(
+        toml(
+            '[server]\nworkers = 3\n[redis]\nurl = "redis://127.0.0.1:1/0"\n'
+            '[events]\nbackend = "redis"\n'
+        )
+    )
+    result = run_cli(["serve"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert result.stderr.splitlines() == [
+        "error: hubbub.toml:4: server.workers: 3 workers need a shared cache: set [cache] "
+        'backend = "redis"'
+    ]
+
+
+def test_config_check_refuses_workers_without_shared_backends(tmp_path: Path) -> None:
+    (tmp_path / "hubbub.toml").write_text(toml("[server]\nworkers = 2\n"))
+    result = run_cli(["config", "check"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "server.workers: 2 workers need a shared event log and cache" in result.stderr

@@ -22,7 +22,10 @@ BAD_NUMBERS = [
     ("server", "max_body_bytes", "-1", ">= 1024"),
     ("server", "heartbeat_interval", "0", ">= 0.1"),
     ("llm", "max_tool_rounds", "-1", ">= 0"),
-    ("events", "history_size", "-1", ">= 0"),
+    ("events", "retention_events", "99", ">= 100"),
+    ("events", "retention_seconds", "1", ">= 10"),
+    ("events", "publish_buffer", "0", ">= 100"),
+    ("redis", "timeout", "0", "> 0"),
     ("server", "workers", "-3", ">= 1"),
     ("llm", "request_timeout", "-1", "> 0"),
     ("events", "queue_size", "0", ">= 1"),
@@ -80,8 +83,8 @@ def test_an_out_of_range_environment_value_names_the_variable(tmp_path: Path) ->
 def test_the_edges_of_the_ranges_are_accepted(key: str, value: int) -> None:
     config = load_config(text=f"[llm]\n{key} = {value}\n", env={})
     assert getattr(config.llm, key) == value
-    events = load_config(text="[events]\nhistory_size = 0\nqueue_size = 1\n", env={}).events
-    assert (events.history_size, events.queue_size) == (0, 1)
+    events = load_config(text="[events]\nretention_events = 100\nqueue_size = 1\n", env={}).events
+    assert (events.retention_events, events.queue_size) == (100, 1)
 
 
 def _numeric_fields() -> list[tuple[str, mi.Field]]:

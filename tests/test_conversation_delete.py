@@ -9,24 +9,14 @@ import logging
 from collections.abc import Callable
 
 import pytest
+from reply_support import SLOW, streaming, summary, waiting, words
 
 from hubbub.errors import NotFoundError
-from hubbub.events import ConversationUpdated, ErrorEvent, Event, MessageDelta, Status
+from hubbub.events import ConversationUpdated
 from hubbub.models import Principal
 from hubbub.runtime import Runtime
 
-SLOW = "[plugins.offline_provider]\ntoken_delay = 0.02\n"
-LONG = " ".join(["word"] * 200)  # about 4 s of streaming at 0.02 s a word
-
-
-def summary(event: Event) -> str:
-    if isinstance(event, ErrorEvent):
-        return f"error:{event.code}"
-    if isinstance(event, ConversationUpdated):
-        return f"conversation.updated:{event.change}"
-    if isinstance(event, Status):
-        return f"status:{event.state}"
-    return event.type
+LONG = words(200)  # about 4 s of streaming at 0.02 s a word
 
 
 async def test_deleting_mid_reply_cancels_the_reply_and_announces_it_last(
@@ -38,10 +28,7 @@ async def test_deleting_mid_reply_cancels_the_reply_and_announces_it_last(
     async with make_runtime(SLOW) as runtime:
         engine = runtime.conversations
         conversation = await engine.create(principal)
-        events = runtime.events.subscribe(lambda e: e.conversation_id == conversation.id)
-        await engine.post_message(principal, conversation.id, LONG)
-        while not isinstance(await events.get(), MessageDelta):  # the reply is streaming
-            pass
+        events = await streaming(runtime, principal, conversation.id, LONG)
         await engine.delete(principal, conversation.id)
         after = []
         while events.pending:  # everything was published before delete() returned
@@ -58,7 +45,7 @@ async def test_deleting_mid_reply_cancels_the_reply_and_announces_it_last(
     tail = [s for s in after if s not in ("message.delta", "usage")]
     assert tail == [
         "error:conversation_deleted",
-        "typing",
+        "typing:False",
         "status:idle",
         "conversation.updated:deleted",
     ]
@@ -74,14 +61,10 @@ async def test_a_caller_waiting_for_the_reply_is_told_the_conversation_is_gone(
     async with make_runtime(SLOW) as runtime:
         engine = runtime.conversations
         conversation = await engine.create(principal)
-        deltas = runtime.events.subscribe(lambda e: isinstance(e, MessageDelta))
-        waiting = asyncio.create_task(
-            engine.post_message(principal, conversation.id, LONG, wait=True)
-        )
-        await deltas.get()
+        _, caller = await waiting(runtime, principal, conversation.id, LONG)
         await engine.delete(principal, conversation.id)
         with pytest.raises(NotFoundError, match="deleted"):
-            await asyncio.wait_for(waiting, 5)
+            await asyncio.wait_for(caller, 5)
 
 
 async def test_deleting_before_the_background_reply_starts_stops_it_too(

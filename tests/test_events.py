@@ -12,20 +12,27 @@ import pytest
 
 from hubbub.events import (
     AnyEvent,
+    CancelRequested,
     ConversationUpdated,
     ErrorEvent,
     Event,
     EventBus,
+    IdClock,
+    MemoryEventLog,
     MessageCompleted,
     MessageCreated,
     MessageDelta,
+    Reset,
     SessionRevoked,
+    Shutdown,
     Status,
     ToolFinished,
     ToolStarted,
     Typing,
     UsageRecorded,
     decode_event,
+    format_id,
+    parse_id,
 )
 from hubbub.models import Conversation, Message, ToolCall, ToolResult, Usage
 
@@ -48,9 +55,10 @@ async def test_subscribers_receive_what_their_filter_accepts() -> None:
     published = [bus.publish(event) for event in events]
     # Events are frozen: the bus stamps a copy and leaves what it was given alone.
     assert [event.id for event in events] == ["", "", ""]
-    assert [event.id for event in published] == [
-        f"{e.id.split('-')[0]}-{n}" for n, e in enumerate(published, 1)
-    ]
+    # The log gives increasing ids, ordered as (milliseconds, sequence) pairs.
+    pairs = [parse_id(event.id) for event in published]
+    assert None not in pairs
+    assert pairs == sorted(set(pairs))
     events = published
     assert await received(everything) == events
     assert await received(only_c1) == [events[0], events[2]]
@@ -62,8 +70,8 @@ async def test_publish_stamps_ordered_ids_and_times() -> None:
     bus = EventBus()
     before = time.time()
     stamped = [bus.publish(Status(state=str(n))) for n in range(5)]
-    sequences = [int(event.id.split("-")[1]) for event in stamped]
-    assert sequences == [1, 2, 3, 4, 5]
+    pairs = [parse_id(event.id) for event in stamped]
+    assert pairs == sorted(set(pairs))  # type: ignore[type-var]
     assert all(before <= event.ts <= time.time() for event in stamped)
     assert all(int(event.id.split("-")[0]) >= int(before * 1000) for event in stamped)
 
@@ -177,6 +185,9 @@ EXAMPLES: list[Event] = [
     UsageRecorded(model="offline/echo", usage=Usage(prompt_tokens=1, cost_usd=0.0)),
     ErrorEvent(code="provider_error", message="the model failed"),
     SessionRevoked(session_id="s1", principal_id="ada"),
+    CancelRequested(reason="cancelled"),
+    Reset(reason="gone", last_event_id="1-1"),
+    Shutdown(retry_after=2.0),
 ]
 
 
@@ -216,18 +227,41 @@ async def test_events_from_another_process_keep_their_identity() -> None:
     assert got is received
     assert (got.id, got.ts, got.origin) == (sent.id, sent.ts, here.origin)
     assert got.origin != there.origin  # a forwarding sink on `there` would not send it back
+    # Publishing again is a new event of the log: a new id, the origin kept.
     republished = there.publish(Status(state="idle", id="1-1", origin="bus_x"))
-    assert (republished.id, republished.origin) == ("1-1", "bus_x")
+    assert republished.origin == "bus_x"
+    assert republished.id not in ("", "1-1")
 
 
-def test_since_returns_what_followed_an_event_and_forgets_old_ones() -> None:
-    bus = EventBus(history_size=3)
+async def test_the_log_returns_what_followed_an_event_and_forgets_old_ones() -> None:
+    bus = EventBus(log=MemoryEventLog(retention_events=3))
     events = [bus.publish(Status(state=str(n), owner="ada" if n % 2 else "bo")) for n in range(5)]
-    assert bus.since(events[2].id) == events[3:]
-    assert bus.since(events[2].id, lambda e: e.owner == "ada") == [events[3]]
-    assert bus.since(events[4].id) == []
-    assert bus.since(events[0].id) is None  # only the last three are remembered
-    assert EventBus(history_size=0).since("1-1") is None
+    assert await bus.read_after(events[2].id) == events[3:]
+    assert await bus.read_after(events[2].id, owner="ada") == [events[3]]
+    assert await bus.read_after(events[4].id) == []
+    # Events 0 and 1 are forgotten: after 0, event 1 is missing; after 1, nothing is.
+    assert await bus.read_after(events[0].id) is None
+    assert await bus.read_after(events[1].id) == events[2:]
+    # An id this log never gave (later than its newest, or not an id at all) cannot resume.
+    assert await bus.read_after("99999999999999-0") is None
+    assert await bus.read_after("not-an-id") is None
+    # A new log resumes from where it started, and knows nothing from before.
+    fresh = EventBus()
+    assert fresh.last_id is not None
+    assert await fresh.read_after(fresh.last_id) == []
+    assert await fresh.read_after("0-0") is None
+
+
+def test_ids_order_as_pairs_not_as_text() -> None:
+    clock = IdClock()
+    first, second = clock.next(1.0), clock.next(1.0)
+    assert (first, second) == ((1000, 0), (1000, 1))
+    assert clock.next(0.5) == (1000, 2)  # a clock that went back still gives a later id
+    assert parse_id("9-0") < parse_id("10-0")  # type: ignore[operator]
+    assert format_id((10, 3)) == "10-3"
+    assert parse_id("10-3") == (10, 3)
+    assert parse_id("10") is None
+    assert parse_id("-1-2") is None
 
 
 # -- indexed subscriptions and overflow -------------------------------------------------------
@@ -293,12 +327,13 @@ async def test_trace_logs_each_delivery_with_its_context(
     caplog.set_level("DEBUG", logger="hubbub.events.trace")
     config = config_for(tmp_path, "[events]\ntrace = true\nsinks = []\n")
     async with runtime_for(config) as runtime:
+        others = runtime.events.subscriber_count  # the runtime's own (the engine's)
         mine = runtime.events.subscribe(owner="ada", conversation_id="c1")
         with log_context(request_id="req-1"):
             event = runtime.events.publish(Typing(active=True), owner="ada", conversation_id="c1")
         mine.close()
     (record,) = [r for r in caplog.records if r.name == "hubbub.events.trace"]
-    assert record.getMessage() == f"event typing {event.id} to 1 subscriptions"
+    assert record.getMessage() == f"event typing {event.id} to {others + 1} subscriptions"
     assert (record.event_id, record.conversation_id, record.owner) == (event.id, "c1", "ada")
     quiet = EventBus()
     caplog.clear()

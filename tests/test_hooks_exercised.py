@@ -37,6 +37,7 @@ from support import NobodyAuth, echo_tool
 import hubbub.cli
 from hubbub import hookimpl, hookspecs
 from hubbub.contracts import ToolContext
+from hubbub.events import MemoryEventLog, Status
 from hubbub.models import ChatRequest, Message, ToolCall
 from hubbub.registry import ComponentContext, Registrar
 from hubbub.runtime import Runtime
@@ -341,7 +342,19 @@ async def after_response(hook: str, calls: Calls, home: Path) -> None:
     assert [call["runtime"] for call in calls] == [runtime]
 
 
+async def log_in_use(runtime: Runtime, log: list[str]) -> None:
+    with runtime.events.subscribe() as subscription:
+        published = runtime.events.publish(Status(state="idle"))
+        assert await subscription.get() is published  # delivered by the probe log, with its id
+    assert runtime.events.log.last_id == published.id
+
+
 EXERCISE: dict[str, Exercise] = {
+    "register_event_logs": component(
+        '[events]\nbackend = "probe"',
+        lambda c, log: logged(MemoryEventLog, log)(),
+        log_in_use,
+    ),
     "register_event_sinks": component(
         '[events]\nsinks = ["probe"]', lambda c, log: logged(LogSink, log)(LogSinkSettings())
     ),

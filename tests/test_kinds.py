@@ -94,6 +94,14 @@ class BudgetPlugin:
             async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
                 return amount
 
+            async def add(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+                return True
+
+            async def compare_and_set(
+                self, key: str, expected: bytes, value: bytes | None, ttl: float | None = None
+            ) -> bool:
+                return True
+
         register("logged", lambda context: Cache())
 
 
@@ -150,6 +158,8 @@ def test_registration_check_reads_the_protocol() -> None:
         "set": "coroutine",
         "delete": "coroutine",
         "incr": "coroutine",
+        "add": "coroutine",
+        "compare_and_set": "coroutine",
     }
     assert Member("spend", "coroutine") in protocol_members(BudgetStore)
 

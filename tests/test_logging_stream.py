@@ -23,6 +23,7 @@ from typing import Any
 
 import httpx
 import pytest
+from redis_support import RedisServer
 
 from hubbub.config import load_config
 from hubbub.errors import ConfigError
@@ -163,8 +164,14 @@ def test_json_log_of_a_server_with_litellm_is_one_clean_object_per_line(tmp_path
 
 
 @pytest.mark.timeout(180)
-def test_json_log_of_several_workers_is_one_object_per_line(tmp_path: Path) -> None:
-    toml = '[logging]\nformat = "json"\n'
+def test_json_log_of_several_workers_is_one_object_per_line(
+    tmp_path: Path, redis_server: RedisServer
+) -> None:
+    # Several workers need a shared event log and cache.
+    toml = (
+        f'[logging]\nformat = "json"\n[redis]\nurl = "{redis_server.url}"\n'
+        '[events]\nbackend = "redis"\n[cache]\nbackend = "redis"\n'
+    )
     with (
         serving(tmp_path, toml, "--workers", "2", "--log-level", "info") as (url, output),
         httpx.Client(base_url=url, trust_env=False, timeout=30) as client,

@@ -57,6 +57,23 @@ class TallyCache:
         self.data[key] = str(value).encode()
         return value
 
+    async def add(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        if key in self.data:
+            return False
+        self.data[key] = value
+        return True
+
+    async def compare_and_set(
+        self, key: str, expected: bytes, value: bytes | None, ttl: float | None = None
+    ) -> bool:
+        if self.data.get(key) != expected:
+            return False
+        if value is None:
+            del self.data[key]
+        else:
+            self.data[key] = value
+        return True
+
 
 class TallySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     label: str = "plain"

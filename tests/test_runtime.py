@@ -146,7 +146,7 @@ async def test_start_timeout(recording_runtime: Callable[..., Runtime]) -> None:
         async def aclose(self) -> None:
             pass
 
-        get = set = delete = incr = start
+        get = set = delete = incr = add = compare_and_set = start
 
     slow = types.ModuleType("slow_plugin")
     slow.register_cache_backends = hookimpl(  # type: ignore[attr-defined]
@@ -188,7 +188,7 @@ class BrokenCachePlugin:
             async def aclose(self) -> None:
                 pass
 
-            get = set = delete = incr = start
+            get = set = delete = incr = add = compare_and_set = start
 
         register("broken", lambda context: Broken())
 

@@ -25,6 +25,7 @@ import click
 
 from hubbub.config import Config, encode_config, env_var, load_config
 from hubbub.config.toml import dump_toml
+from hubbub.config.workers import check_workers
 from hubbub.errors import ConfigError, HubbubError, PluginError
 from hubbub.plugins import Plugins, load_plugins
 
@@ -205,6 +206,7 @@ def config_check(config_path: str | None) -> None:
     loaded = load_for_cli(config_path)
     config = loaded.config
     with cli_errors(config):
+        check_workers(config)  # [server] workers above 1 needs shared backends
         asyncio.run(_start_and_stop(loaded))
     where = config.source or "built-in defaults"
     if config.overrides:

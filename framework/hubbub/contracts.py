@@ -39,6 +39,7 @@ __all__ = [
     "CompleteNext",
     "Component",
     "Credentials",
+    "EventLog",
     "EventSink",
     "LLMMiddleware",
     "LLMProvider",
@@ -67,7 +68,14 @@ class Component(Protocol):
 
 
 class CacheBackend(Component, Protocol):
-    """A key-value cache with expiry. Values are bytes so every backend stores them the same way."""
+    """A key-value cache with expiry. Values are bytes so every backend stores them the same way.
+
+    :meth:`incr`, :meth:`add` and :meth:`compare_and_set` are atomic: whatever other callers
+    (other tasks, other processes sharing the backend) do at the same time, each happens whole
+    or not at all. They are what counters and leases (one reply at a time per conversation,
+    across processes) are built on; :meth:`get`, :meth:`set` and :meth:`delete` are plain.
+    A backend that cannot reach its store raises a :class:`hubbub.errors.HubbubError` saying
+    which store, never a raw client exception."""
 
     async def get(self, key: str) -> bytes | None:
         """Return the value stored under ``key``, or ``None`` when absent or expired."""
@@ -82,6 +90,20 @@ class CacheBackend(Component, Protocol):
         """Add ``amount`` to the integer under ``key`` (0 when absent) and return the new value.
 
         ``ttl`` applies only when the key is created, which makes fixed-window counters simple."""
+
+    async def add(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        """Store ``value`` under ``key`` only if ``key`` is absent (or expired), expiring after
+        ``ttl`` seconds; return whether it was stored. Of several callers adding the same key at
+        once, exactly one gets ``True``: take a lease with it."""
+
+    async def compare_and_set(
+        self, key: str, expected: bytes, value: bytes | None, ttl: float | None = None
+    ) -> bool:
+        """If ``key`` holds ``expected`` now, replace it with ``value`` expiring after ``ttl``
+        seconds (never when ``None``), or delete it when ``value`` is ``None``; return whether
+        it did. Renew a lease with ``compare_and_set(key, token, token, ttl)`` and release it
+        with ``compare_and_set(key, token, None)``: neither touches a lease someone else took
+        after yours expired."""
 
 
 class MemoryStore(Component, Protocol):
@@ -220,6 +242,43 @@ class EventSink(Component, Protocol):
 
     async def handle(self, event: Event) -> None:
         """Consume one event. Exceptions are logged and do not stop delivery."""
+
+
+class EventLog(Component, Protocol):
+    """The ordered log every published event goes through, chosen by ``[events] backend``.
+
+    The bus hands each event to :meth:`append` and receives it back, with its id, through the
+    callback given to :meth:`attach`: at once for a log of one process (``memory``), or from a
+    reader loop for a shared one (``redis``), which also hands over every other process's events,
+    so every process sees one order. Ids are ``<milliseconds>-<sequence>`` and increase along the
+    log, which is what lets a client resume after an id on any process that shares the log.
+    """
+
+    def attach(self, deliver: Callable[[Event], object]) -> None:
+        """Hand every event of the log, in log order and stamped with its id, to ``deliver``
+        (the bus's :meth:`~hubbub.events.EventBus.deliver`). Called once, before ``start()``."""
+
+    def append(self, event: Event) -> None:
+        """Add ``event`` (stamped with ``ts`` and ``origin``, without an id) to the log. Never
+        blocks and never raises for an unreachable backend: it buffers (bounded, the loss
+        counted and logged) and events still reach this process's subscribers."""
+
+    async def read_after(
+        self,
+        event_id: str,
+        *,
+        owner: str | None = None,
+        conversation_id: str | None = None,
+        limit: int = 10_000,
+    ) -> list[Event] | None:
+        """The events after ``event_id`` still in the log (of ``owner``, and of its
+        ``conversation_id``, when given), oldest first, at most ``limit``. ``None`` when the log
+        cannot tell what followed that id (older than its retention, from another log, or
+        malformed): the client must reload instead of resuming."""
+
+    @property
+    def last_id(self) -> str | None:
+        """The id of the newest event delivered to this process (``None`` before any)."""
 
 
 CompleteNext: TypeAlias = Callable[[ChatRequest], Awaitable[ChatResponse]]

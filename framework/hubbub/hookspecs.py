@@ -148,6 +148,19 @@ def register_event_sinks(register: Registrar) -> None:
 
 
 @hookspec
+def register_event_logs(register: Registrar) -> None:
+    """Register event logs (:class:`hubbub.contracts.EventLog`): where published events are kept
+    in order and read back from, by every process sharing one.
+
+    Selected with ``[events] backend = "<name>"``; the built-ins are ``memory`` and ``redis``.
+
+    :param register: ``register(name, factory, *, settings=None, description="")``.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
 def register_routes(register: Registrar) -> None:
     """Register HTTP routes for the reference server.
 

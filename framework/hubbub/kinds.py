@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 from hubbub.contracts import (
     AuthMethod,
     CacheBackend,
+    EventLog,
     EventSink,
     LLMMiddleware,
     LLMProvider,
@@ -148,6 +149,17 @@ class KindSpec:
 
 
 KINDS: tuple[KindSpec, ...] = (
+    KindSpec(
+        "event_log",
+        "register_event_logs",
+        EventLog,
+        "event log",
+        "one",
+        section="events",
+        key="backend",
+        stage=5,
+        description="The ordered log events go through (one process, or shared by several).",
+    ),
     KindSpec(
         "events",
         "register_event_sinks",

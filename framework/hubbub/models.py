@@ -138,6 +138,10 @@ class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     """Free-form data stored with the message, not meant for models. The engine sets
     ``is_error: true`` on the result of a failed tool."""
+    interrupted: str | None = None
+    """For a reply that stopped before its end, why: ``cancelled`` (someone cancelled it),
+    ``shutdown`` (the server stopped), ``disconnected`` (its client left) or ``error``; its
+    ``content`` is what was produced until then. ``None`` for a finished message."""
 
 
 class Conversation(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -189,6 +193,9 @@ class Principal(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     session_id: str | None = None
     """The login session the credentials belong to, when they belong to one (so revoking the
     session ends the streams it opened)."""
+    credential_id: str | None = None
+    """The credential that authenticated this caller: an API key's id, or the session's id.
+    A ``session.revoked`` event naming it ends the streams it opened, on every process."""
     expires_at: float | None = None
     """When the credentials stop being valid (Unix seconds), if they expire."""
 

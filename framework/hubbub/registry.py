@@ -178,8 +178,9 @@ class ComponentContext(Generic[SettingsT]):
 def _problems(component: Any, members: list[Member]) -> list[str]:
     problems = []
     for member in members:
-        value = getattr(component, member.name, None)
-        if value is None:
+        missing = object()
+        value = getattr(component, member.name, missing)
+        if value is missing or (value is None and member.form != "attribute"):
             problems.append(f"{member.name}{'()' if member.form != 'attribute' else ''} is missing")
         elif member.form == "coroutine" and not inspect.iscoroutinefunction(value):
             problems.append(f"{member.name}() must be async")

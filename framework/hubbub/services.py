@@ -113,8 +113,8 @@ class Tasks:
             began = time.monotonic()
             try:
                 await func()
-                if not restart:
-                    return
+                if not restart or self.closed:
+                    return  # done, or its owner is stopping (it may have missed the cancel)
                 self._log.warning(
                     "background task %s of %s returned; it is meant to keep running",
                     entry.name,

@@ -9,6 +9,13 @@ Creating the first key records, in the data directory, that keys exist
 (:class:`hubbub.auth.ProvisioningMarker`): from then on a missing, replaced or emptied key
 database stops the server (and refuses requests while it runs) instead of re-opening local mode.
 
+Revoking a key reaches every process: each server process watches the database for keys
+revoked since its last look (one indexed query every ``revocation_poll_interval`` seconds,
+whoever revoked them, ``hubbub keys revoke`` in another process included) and publishes
+:class:`~hubbub.events.SessionRevoked` naming the key's id, which ends the streams the key
+opened (their principal's ``credential_id``). A key revoked through :meth:`ApiKeys.revoke` is
+announced at once, and never twice.
+
     hubbub keys create --user alice --name laptop   # prints the key alone on its last line
     hubbub keys list [--user alice]
     hubbub keys revoke <id>
@@ -19,13 +26,14 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import logging
 import os
 import re
 import secrets
 import sqlite3
 from collections.abc import Callable
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import click
 import msgspec
@@ -34,11 +42,14 @@ from hubbub import hookimpl
 from hubbub.auth import CredentialsLostError, ProvisioningMarker, check_user_name
 from hubbub.contracts import Credentials
 from hubbub.errors import AuthenticationError, ComponentError, InvalidRequestError, NotFoundError
+from hubbub.events import SessionRevoked
 from hubbub.models import Health, Principal, now
 from hubbub.sqlite import SQLiteDatabase
 
 if TYPE_CHECKING:
-    from hubbub.registry import Registrar
+    from hubbub.events import EventBus
+    from hubbub.registry import ComponentContext, Registrar
+    from hubbub.services import Tasks
 
 T = TypeVar("T")
 
@@ -57,7 +68,14 @@ CREATE TABLE IF NOT EXISTS api_keys (
     revoked_at REAL
 );
 CREATE INDEX IF NOT EXISTS api_keys_by_principal ON api_keys (principal);
+CREATE INDEX IF NOT EXISTS api_keys_by_revoked_at ON api_keys (revoked_at);
 """
+
+REVOCATION_LOOKBACK = 10.0
+"""Seconds before the latest revocation seen that each look at the database reaches back.
+Revocations are stamped under the write lock, so their times follow commit order; the margin
+covers clocks that step back a little (announced keys are remembered, so none is announced
+twice)."""
 
 
 class ApiKeySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -65,6 +83,9 @@ class ApiKeySettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     path: str | None = None
     """Database of keys; default ``api_keys.sqlite3`` in the data directory."""
+    revocation_poll_interval: Annotated[float, msgspec.Meta(ge=0.05, le=60)] = 0.5
+    """Seconds between two looks at the database for keys revoked by any process (0.05 to
+    60): streams opened with a revoked key end within about this long."""
 
 
 class ApiKeyInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -109,10 +130,35 @@ class ApiKeys:
     :param path: the key database.
     :param marker: the data directory's :class:`~hubbub.auth.ProvisioningMarker` (default:
         one in the database's directory; none for ``:memory:``).
+    :param events: the bus on which revocations are announced (none: not announced, as in
+        the ``hubbub keys`` commands, whose revocations the servers' watchers announce).
+    :param tasks: where the watcher runs (none: no watcher; :meth:`revoke` still announces).
+    :param poll_interval: seconds between two looks for keys revoked by any process.
+    :param log: where announcements and the watcher's trouble are logged (default: the
+        plugin's logger).
     """
 
-    def __init__(self, path: str, *, marker: ProvisioningMarker | None = None) -> None:
+    def __init__(
+        self,
+        path: str,
+        *,
+        marker: ProvisioningMarker | None = None,
+        events: EventBus | None = None,
+        tasks: Tasks | None = None,
+        poll_interval: float = 0.5,
+        log: logging.Logger | None = None,
+    ) -> None:
         self.db = SQLiteDatabase(path, schema=SCHEMA)
+        self.events = events
+        """The bus revocations are announced on (``None``: they are not)."""
+        self.poll_interval = poll_interval
+        """Seconds between two looks for keys revoked by any process."""
+        self._tasks = tasks
+        self._log = log or logging.getLogger(f"hubbub.plugins.{PLUGIN}")
+        # Revocations already announced (or made before this process started), by key id,
+        # with their revoked_at; forgotten once older than the look-back window.
+        self._announced: dict[str, float] = {}
+        self._latest_revocation = 0.0  # the newest revoked_at seen
         in_memory = path == ":memory:"
         self.marker = (
             marker if marker is not None or in_memory else ProvisioningMarker(Path(path).parent)
@@ -151,6 +197,84 @@ class ApiKeys:
             except CredentialsLostError:
                 await self.db.close()
                 raise
+        if self.events is not None:
+            # Keys revoked before this process started are not news: remember them unsaid.
+            self._note_revocations(await self._revoked_since(None))
+            if self._tasks is not None:
+                self._tasks.start("revocations", self._watch_revocations, restart=True)
+
+    async def _revoked_since(self, since: float | None) -> list[tuple[str, str, float]]:
+        """Keys revoked at or after ``since`` (the latest revocations when ``None``): id,
+        owner and revocation time, oldest first. One indexed query."""
+
+        def select(c: sqlite3.Connection) -> list[tuple[str, str, float]]:
+            after = since
+            if after is None:
+                latest = c.execute("SELECT max(revoked_at) FROM api_keys").fetchone()[0]
+                if latest is None:
+                    return []
+                after = latest - REVOCATION_LOOKBACK
+            return [
+                (str(r[0]), str(r[1]), float(r[2]))
+                for r in c.execute(
+                    "SELECT id, principal, revoked_at FROM api_keys WHERE revoked_at >= ? "
+                    "ORDER BY revoked_at",
+                    (after,),
+                )
+            ]
+
+        return await self._run(select)
+
+    def _note_revocations(self, rows: list[tuple[str, str, float]]) -> list[tuple[str, str]]:
+        """Remember ``rows`` (id, owner, revoked_at) as announced; return those that were not
+        yet (id, owner), and forget revocations older than the look-back window."""
+        fresh = []
+        for key_id, owner, revoked_at in rows:
+            if key_id not in self._announced:
+                fresh.append((key_id, owner))
+            self._announced[key_id] = revoked_at
+            self._latest_revocation = max(self._latest_revocation, revoked_at)
+        horizon = self._latest_revocation - REVOCATION_LOOKBACK
+        for key_id in [k for k, at in self._announced.items() if at < horizon]:
+            del self._announced[key_id]
+        return fresh
+
+    def _announce(self, key_id: str, owner: str) -> None:
+        """Publish that the key ``key_id`` of ``owner`` was revoked."""
+        if self.events is None:
+            return
+        self.events.publish(SessionRevoked(session_id=key_id, principal_id=owner, owner=owner))
+        self._log.info(
+            "API key %s of %s revoked: its streams end",
+            key_id,
+            owner,
+            extra={"key_id": key_id, "principal": owner},
+        )
+
+    async def check_revocations(self) -> int:
+        """Look once for keys revoked (by any process) since the last look and announce each
+        new one; return how many were announced. The watcher calls this periodically."""
+        since = self._latest_revocation - REVOCATION_LOOKBACK if self._latest_revocation else 0.0
+        fresh = self._note_revocations(await self._revoked_since(since))
+        for key_id, owner in fresh:
+            self._announce(key_id, owner)
+        return len(fresh)
+
+    async def _watch_revocations(self) -> None:
+        """Run :meth:`check_revocations` every :attr:`poll_interval` seconds, until cancelled."""
+        failing = False
+        while True:
+            await asyncio.sleep(self.poll_interval)
+            try:
+                await self.check_revocations()
+            except ComponentError as exc:  # the database failed: health says so; retry
+                if not failing:
+                    self._log.warning("cannot look for revoked API keys: %s", exc)
+                failing = True
+            else:
+                if failing:
+                    self._log.info("looking for revoked API keys again")
+                failing = False
 
     def _database_missing(self) -> bool:
         return self.db.path != ":memory:" and not os.path.exists(self.db.path)
@@ -179,11 +303,11 @@ class ApiKeys:
         what = "was deleted" if signature[0] == -1 else "was replaced"
         self._fail_if_keys_were_made(f"the API key database {self.db.path} {what} while running")
 
-    async def _run(self, func: Callable[[sqlite3.Connection], T]) -> T:
+    async def _run(self, func: Callable[[sqlite3.Connection], T], *, write: bool = False) -> T:
         """:meth:`SQLiteDatabase.run`, with SQLite's failures (a damaged file, a read-only
         disk) as :class:`ComponentError` (503 from the server, one line from the CLI)."""
         try:
-            return await self.db.run(func)
+            return await self.db.run(func, write=write)
         except sqlite3.Error as exc:
             raise ComponentError(f"the API key database failed: {_reason(exc)}") from None
 
@@ -237,6 +361,7 @@ class ApiKeys:
             name=row[0],
             auth_method=METHOD,
             roles=frozenset(r for r in row[2].split(",") if r),
+            credential_id=key_id,
         )
         self._accepted[credentials.bearer or ""] = principal
         return principal
@@ -288,17 +413,28 @@ class ApiKeys:
         return info, f"hbk_{key_id}_{secret}"
 
     async def revoke(self, key_id: str) -> None:
-        """Revoke a key; :class:`NotFoundError` if there is no such active key."""
-        changed = await self._run(
-            lambda c: (
-                c.execute(
-                    "UPDATE api_keys SET revoked_at = ? WHERE id = ? AND revoked_at IS NULL",
-                    (now(), key_id),
-                ).rowcount
-            )
-        )
-        if not changed:
+        """Revoke a key; :class:`NotFoundError` if there is no such active key. The revocation
+        is announced at once on :attr:`events` (and the watchers of other processes announce
+        it on theirs)."""
+
+        def update(c: sqlite3.Connection) -> tuple[str, str, float] | None:
+            # Stamped while holding the write lock, so revocation times follow commit order
+            # across processes (what the watchers rely on).
+            row = c.execute(
+                "SELECT principal FROM api_keys WHERE id = ? AND revoked_at IS NULL", (key_id,)
+            ).fetchone()
+            if row is None:
+                return None
+            revoked_at = now()
+            c.execute("UPDATE api_keys SET revoked_at = ? WHERE id = ?", (revoked_at, key_id))
+            return key_id, str(row[0]), revoked_at
+
+        revoked = await self._run(update, write=True)
+        if revoked is None:
             raise NotFoundError(f"no active API key {key_id!r}")
+        if self.events is not None:
+            for fresh_id, owner in self._note_revocations([revoked]):
+                self._announce(fresh_id, owner)
 
     async def list(self, principal: str | None = None) -> list[ApiKeyInfo]:
         """Keys, newest first, optionally of one principal."""
@@ -328,14 +464,23 @@ def _path(settings: ApiKeySettings, data_dir: Path) -> str:
     return settings.path or str(data_dir / "api_keys.sqlite3")
 
 
+def _build(context: ComponentContext[ApiKeySettings]) -> ApiKeys:
+    settings = context.settings or ApiKeySettings()
+    return ApiKeys(
+        _path(settings, context.data_dir),
+        marker=ProvisioningMarker(context.data_dir),
+        events=context.events,
+        tasks=context.tasks,
+        poll_interval=settings.revocation_poll_interval,
+        log=context.logger,
+    )
+
+
 @hookimpl
 def register_auth_methods(register: Registrar) -> None:
     register(
         METHOD,
-        lambda context: ApiKeys(
-            _path(context.settings, context.data_dir),
-            marker=ProvisioningMarker(context.data_dir),
-        ),
+        _build,
         settings=ApiKeySettings,
         description="bearer API keys (hubbub keys create)",
     )

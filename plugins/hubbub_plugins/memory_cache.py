@@ -1,7 +1,10 @@
 """In-process cache backend ``memory``, on aiocache's ``SimpleMemoryCache``.
 
 Fast and dependency-free, but private to one process: with several server processes use a shared
-backend (Redis) and keep ``memory`` as its ``fallback``. Expiry is timer-driven (no sweeps).
+backend (Redis) and keep ``memory`` as its ``fallback``. Expiry is timer-driven (no sweeps). The
+atomic operations (``incr``, ``add``, ``compare_and_set``) are ordered by one lock, so they are
+atomic with respect to each other; a plain ``set`` or ``delete`` racing them on the same key is
+last-writer-wins.
 """
 
 from __future__ import annotations
@@ -75,6 +78,27 @@ class MemoryCache:
             if ttl is not None and value == amount:
                 await self._cache.expire(key, ttl)
             return value
+
+    async def add(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        # Under the lock, like every atomic operation here: aiocache yields inside its calls.
+        async with self._lock:
+            try:
+                await self._cache.add(key, value, ttl=ttl)
+            except ValueError:  # the key exists
+                return False
+            return True
+
+    async def compare_and_set(
+        self, key: str, expected: bytes, value: bytes | None, ttl: float | None = None
+    ) -> bool:
+        async with self._lock:
+            if await self.get(key) != expected:
+                return False
+            if value is None:
+                await self._cache.delete(key)
+            else:
+                await self._cache.set(key, value, ttl=ttl)
+            return True
 
 
 @hookimpl

@@ -7,7 +7,8 @@ require a caller unless declared public: :func:`hubbub_server.security.require_c
 (request id, metrics, draining) and the browser checks (``Host``, ``Origin``, JSON bodies:
 :mod:`hubbub_server.browser`), both installed around the whole app at startup, CORS for
 ``[server] cors_origins``, the body size limit, and a lifespan that starts the runtime (unless
-the caller already did, as ``hubbub serve`` does) and stops it.
+the caller already did, as ``hubbub serve`` does) and stops it, within ``[server] grace_period``
+of the moment the stop began (:mod:`hubbub_server.shutdown`, ``app.state.shutdown``).
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ from hubbub.events import UsageRecorded
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.runtime import Runtime
 from hubbub_server.browser import BrowserGuard, check_browser_settings, cors_config
+from hubbub_server.heartbeat import Heartbeat
 from hubbub_server.metrics import Metrics
 from hubbub_server.middleware import RequestMiddleware
 from hubbub_server.openapi import openapi_config, openapi_plugins
@@ -39,6 +41,7 @@ from hubbub_server.problems import EXCEPTION_HANDLERS
 from hubbub_server.request import JSONRequest
 from hubbub_server.routes import ROUTES
 from hubbub_server.security import provide_principal, require_caller
+from hubbub_server.shutdown import Shutdown, ShutdownPlan
 from hubbub_server.streams import StreamLimits
 
 __all__ = ["HubbubPlugin", "app_from_env", "check_exposure", "create_app", "is_loopback"]
@@ -87,6 +90,8 @@ class HubbubPlugin(InitPlugin):
     async def _lifespan(self, app: Litestar) -> AsyncIterator[None]:
         owned = self.runtime.state == "new"
         app.state.drain.clear()  # an app can be started again after a shutdown (tests do)
+        if app.state.shutdown.begun:
+            app.state.shutdown = self._shutdown(app.state.drain)
         if owned:
             await self.runtime.start()
         counting = asyncio.create_task(self._count_usage(), name="hubbub usage metrics")
@@ -95,10 +100,17 @@ class HubbubPlugin(InitPlugin):
                 await check_exposure(self.runtime, self.runtime.config.server.host)
             yield
         finally:
-            app.state.drain.set()
+            # Begun already when a stop signal arrived (hubbub serve); the whole stop, the
+            # runtime's included, then fits in [server] grace_period from the signal.
+            shutdown: Shutdown = app.state.shutdown
+            shutdown.begin()
             counting.cancel()
+            self.metrics.close()
             if owned:
-                await self.runtime.stop()
+                await self.runtime.stop(deadline=shutdown.plan.exit_at)
+
+    def _shutdown(self, drain: asyncio.Event) -> Shutdown:
+        return Shutdown(ShutdownPlan.from_config(self.runtime.config), drain)
 
     async def _count_usage(self) -> None:
         with self.runtime.events.subscribe(lambda e: isinstance(e, UsageRecorded)) as usage:
@@ -141,17 +153,22 @@ class HubbubPlugin(InitPlugin):
         app_config.exception_handlers.update(EXCEPTION_HANDLERS)
         # Undecodable JSON bodies (bad UTF-8, deep nesting) are 400s (hubbub_server.request).
         app_config.request_class = app_config.request_class or JSONRequest
+        drain = asyncio.Event()
         app_config.state.update(
             # drain: set when the server starts shutting down (new requests get 503, event
             # streams end, requests cut by the end of the grace period end quietly).
+            # shutdown: the stop's timing, and what ends streamed completions at the cut.
             {
                 "runtime": self.runtime,
                 "metrics": self.metrics,
-                "drain": asyncio.Event(),
+                "drain": drain,
+                "shutdown": self._shutdown(drain),
                 "streams": StreamLimits(
                     self.runtime.config.events.max_streams_per_caller,
                     self.runtime.config.events.max_streams,
                 ),
+                # heartbeat: ticks every open event stream, and ends them when draining.
+                "heartbeat": Heartbeat(self.runtime.config.server.heartbeat_interval, drain),
             }
         )
         app_config.on_startup.append(self._wrap_app)

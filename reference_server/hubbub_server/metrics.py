@@ -3,13 +3,22 @@
 Requests (count and latency by route and status), streams open now, LLM tokens and cost by model
 (from the runtime's ``usage`` events, so any runtime the app serves is counted), and component
 health.
+
+Under ``hubbub serve --workers N`` the metrics add up over the workers, so every scrape, whichever
+worker answers it, reports the same totals: ``serve`` points ``PROMETHEUS_MULTIPROC_DIR`` at a
+fresh directory before the workers start, prometheus-client then keeps every worker's values in
+files there, and a scrape merges them (its multiprocess mode). Counters and histograms add up,
+dead workers included; ``hubbub_active_streams`` adds up the live workers; component health is
+the most recent value any live worker has measured (the scraping worker measures it then).
 """
 
 from __future__ import annotations
 
+import os
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+from prometheus_client.multiprocess import MultiProcessCollector, mark_process_dead
 
 from hubbub.models import RuntimeHealth, Usage
 
@@ -18,10 +27,22 @@ __all__ = ["Metrics"]
 _HEALTH_VALUE = {"ok": 1.0, "degraded": 0.5, "down": 0.0}
 
 
-class Metrics:
-    """The app's metrics."""
+MULTIPROCESS_DIR = "PROMETHEUS_MULTIPROC_DIR"
+"""The environment variable that switches prometheus-client to its multiprocess mode (read by
+prometheus-client when it is imported; ``hubbub serve --workers`` sets it for its workers)."""
 
-    def __init__(self) -> None:
+
+class Metrics:
+    """The app's metrics.
+
+    :param multiprocess_dir: where every process of a multi-process server keeps its values
+        (default: ``$PROMETHEUS_MULTIPROC_DIR``, the directory prometheus-client itself uses);
+        ``None`` when this process serves alone.
+    """
+
+    def __init__(self, multiprocess_dir: str | None = None) -> None:
+        self.multiprocess_dir = multiprocess_dir or os.environ.get(MULTIPROCESS_DIR) or None
+        """The shared directory of a multi-process server, else ``None``."""
         self.registry = CollectorRegistry(auto_describe=True)
         self.requests = Counter(
             "hubbub_http_requests",
@@ -37,7 +58,10 @@ class Metrics:
             buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
         )
         self.streams = Gauge(
-            "hubbub_active_streams", "Streaming responses open now.", registry=self.registry
+            "hubbub_active_streams",
+            "Streaming responses open now.",
+            registry=self.registry,
+            multiprocess_mode="livesum",
         )
         self.tokens = Counter(
             "hubbub_llm_tokens", "LLM tokens consumed.", ["model", "kind"], registry=self.registry
@@ -57,6 +81,7 @@ class Metrics:
             "Component health: 1 ok, 0.5 degraded, 0 down.",
             ["component"],
             registry=self.registry,
+            multiprocess_mode="livemostrecent",
         )
 
     def observe_latency(self, method: str, route: str, seconds: float) -> None:
@@ -94,5 +119,15 @@ class Metrics:
             self.health.labels("runtime").set(_HEALTH_VALUE[health.status])
             for name, component in health.components.items():
                 self.health.labels(name).set(_HEALTH_VALUE[component.status])
-        data: Any = generate_latest(self.registry)
+        registry = self.registry
+        if self.multiprocess_dir is not None:  # every worker's values, merged
+            registry = CollectorRegistry()
+            MultiProcessCollector(registry, path=self.multiprocess_dir)  # type: ignore[no-untyped-call]
+        data: Any = generate_latest(registry)
         return bytes(data)
+
+    def close(self) -> None:
+        """This process stops serving: in a multi-process server, its gauges of live processes
+        (open streams, health) stop counting; its counters still do."""
+        if self.multiprocess_dir is not None:
+            mark_process_dead(os.getpid(), self.multiprocess_dir)  # type: ignore[no-untyped-call]

@@ -2,7 +2,8 @@
 
 * ``X-Request-ID`` is taken from the request when it is sane (at most 128 visible ASCII
   characters), else generated; it is bound to the log context and echoed in the response.
-* While the server drains for shutdown, new requests get 503 with ``Connection: close``.
+* While the server drains for shutdown, new requests get 503 with ``Connection: close`` and
+  ``Retry-After: 1`` (another instance, or this one restarted, will answer).
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ class RequestMiddleware:
                     "headers": [
                         (b"content-type", b"application/problem+json"),
                         (b"connection", b"close"),
+                        (b"retry-after", b"1"),
                         header,
                     ],
                 }

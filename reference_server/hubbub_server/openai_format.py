@@ -241,15 +241,23 @@ def chunk_payload(
     *,
     first: bool = False,
     usage: Usage | None = None,
+    interrupted: str | None = None,
 ) -> dict[str, Any]:
     """A ``chat.completion.chunk`` object: a delta, the finish, or (``usage`` given, no chunk)
-    the final usage chunk with empty ``choices``."""
+    the final usage chunk with empty ``choices``.
+
+    ``interrupted`` marks the finish of a reply that stopped before its end (``"shutdown"``:
+    the server is stopping): the chunk gets a top-level ``"interrupted"`` field, a hubbub
+    extension that OpenAI clients keep as an extra field (``chunk.model_extra`` in the official
+    Python client) and otherwise ignore; its ``finish_reason`` stays one they know."""
     payload: dict[str, Any] = {
         "id": completion_id,
         "object": "chat.completion.chunk",
         "created": created,
         "model": model,
     }
+    if interrupted is not None:
+        payload["interrupted"] = interrupted
     if chunk is None:
         payload["choices"] = []
         payload["usage"] = _usage(usage or Usage())

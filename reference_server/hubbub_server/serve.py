@@ -2,11 +2,17 @@
 
 One worker (the default) runs in this process: the runtime starts before the server accepts
 connections, so configuration and startup problems are one-line errors. On SIGINT/SIGTERM the
-server stops accepting, answers new requests on open connections with 503 and
-``Connection: close``, lets requests in flight finish within ``[server] grace_period``, ends
-event streams, then stops the runtime. Several workers (``--workers``) each run their own runtime
-through :func:`worker_app`, loading the same file with the same command-line options (the process
-environment is never written).
+whole stop fits in ``[server] grace_period`` (:mod:`hubbub_server.shutdown`): the server stops
+accepting, answers new requests on open connections with 503 and ``Connection: close``, ends
+event streams with a final ``shutdown`` event, lets requests in flight and replies in progress
+finish until the cut (streamed completions still running then end with a final chunk and
+``[DONE]``, replies are stopped), then stops the runtime with what remains.
+
+Several workers (``--workers``) each run their own runtime through :func:`worker_app`, loading
+the same file with the same command-line options, and stop the same way. They need a shared
+event log and cache (:func:`hubbub.config.workers.check_workers`: refused otherwise), and their
+``/metrics`` add up (prometheus-client's multiprocess mode, in a directory made for the run:
+the one environment variable ``serve`` sets, because prometheus-client reads it at import).
 
 Every connection goes through :class:`~hubbub_server.connections.HubbubHttpProtocol` (uvicorn's
 httptools protocol with the ``[server]`` connection limits: header timeout, header size, body
@@ -21,10 +27,13 @@ import asyncio
 import contextlib
 import gc
 import logging
+import os
 import signal
 import socket
 import sys
+import tempfile
 import threading
+import time
 from collections.abc import Callable, Coroutine, Iterator
 from types import FrameType
 from typing import Any
@@ -32,23 +41,40 @@ from typing import Any
 import click
 import uvicorn
 from litestar import Litestar
+from prometheus_client.multiprocess import mark_process_dead
 from uvicorn.server import HANDLED_SIGNALS
+from uvicorn.supervisors.multiprocess import Multiprocess
 
 from hubbub.cli import cli_errors, config_option
 from hubbub.config import Config, load_config
+from hubbub.config.workers import check_workers
 from hubbub.log import configure_logging
 from hubbub.runtime import Runtime
 from hubbub_server.app import check_exposure, create_app
 from hubbub_server.connections import ConnectionConfig, ConnectionLimits
 from hubbub_server.fdlimit import raise_open_files_limit
+from hubbub_server.metrics import MULTIPROCESS_DIR
+from hubbub_server.shutdown import Shutdown, ShutdownPlan
 
 __all__ = ["serve", "worker_app"]
 
 logger = logging.getLogger("hubbub.server")
 
 
+def _begin_stop(loop: asyncio.AbstractEventLoop | None, state: Any, at: float) -> None:
+    """From a signal handler: begin the app's stop (:meth:`Shutdown.begin`) on its event loop,
+    where the drain signal and the replies live, as of ``at`` (when the signal came)."""
+    if loop is None or loop.is_closed():
+        return
+    shutdown: Shutdown = state.shutdown
+    with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
+        loop.call_soon_threadsafe(lambda: shutdown.begin(state.runtime, at=at))
+
+
 class _DrainingServer(uvicorn.Server):
-    """A uvicorn server that tells the app to drain as soon as a stop signal arrives."""
+    """A uvicorn server whose stop follows the app's :class:`~hubbub_server.shutdown.Shutdown`:
+    it begins as soon as a stop signal arrives, and connections are waited for only until the
+    plan's cut (plus a moment for final chunks), so that stopping the runtime fits after it."""
 
     def __init__(
         self, config: uvicorn.Config, state: Any, on_listening: Callable[[int], None]
@@ -56,8 +82,10 @@ class _DrainingServer(uvicorn.Server):
         super().__init__(config)
         self.app_state = state
         self.on_listening = on_listening
+        self._loop: asyncio.AbstractEventLoop | None = None
 
     async def startup(self, sockets: list[socket.socket] | None = None) -> None:
+        self._loop = asyncio.get_running_loop()
         try:
             await super().startup(sockets)
         except SystemExit:  # uvicorn's answer to a failed bind; it has logged the reason
@@ -81,12 +109,15 @@ class _DrainingServer(uvicorn.Server):
                 signal.signal(sig, handler)
 
     def handle_exit(self, sig: int, frame: FrameType | None) -> None:
-        if not self.app_state.drain.is_set():
-            logger.info(
-                "stopping: draining requests for up to %s s", self.config.timeout_graceful_shutdown
-            )
-        self.app_state.drain.set()
+        _begin_stop(self._loop, self.app_state, time.monotonic())
         super().handle_exit(sig, frame)
+
+    async def shutdown(self, sockets: list[socket.socket] | None = None) -> None:
+        shutdown: Shutdown = self.app_state.shutdown
+        shutdown.begin(self.app_state.runtime)  # begun by the signal, unless it stops otherwise
+        wait = max(0.0, shutdown.plan.connections_at - time.monotonic())
+        self.config.timeout_graceful_shutdown = wait  # type: ignore[assignment]  # a float works
+        await super().shutdown(sockets)
 
 
 def _describe(runtime: Runtime, url: str) -> None:
@@ -165,7 +196,8 @@ async def _serve_one(config: Config, log_level: str) -> None:
     try:
         await server.serve()
     finally:
-        await runtime.stop()
+        shutdown: Shutdown = app.state.shutdown
+        await runtime.stop(deadline=shutdown.plan.exit_at if shutdown.begun else None)
     if not server.started:
         raise click.ClickException(f"could not listen on {config.server.host}:{config.server.port}")
 
@@ -190,6 +222,29 @@ class _WorkerConfig(ConnectionConfig):
     def load(self) -> None:
         _WORKER_LOAD.update(source=self.hubbub_source, overrides=self.hubbub_overrides)
         super().load()
+        app = _WORKER_LOAD.pop("app", None)
+        if app is not None:
+            _begin_stop_on_signals(app.state)
+
+
+def _begin_stop_on_signals(state: Any) -> None:
+    """In a worker (uvicorn's own server, loading the app from inside its signal handlers):
+    chain the stop-signal handlers the server has installed, so that the app's stop begins as
+    the signal arrives, as in one process. The server waits for connections for the plan's
+    share of the grace period (``timeout_graceful_shutdown``, set by :func:`_serve_workers`)."""
+    if threading.current_thread() is not threading.main_thread():
+        return
+    loop = asyncio.get_running_loop()
+    for sig in HANDLED_SIGNALS:
+        previous = signal.getsignal(sig)
+        if not callable(previous):
+            continue
+
+        def chained(signum: int, frame: FrameType | None, previous: Any = previous) -> None:
+            _begin_stop(loop, state, time.monotonic())
+            previous(signum, frame)
+
+        signal.signal(sig, chained)
 
 
 def worker_app() -> Litestar:
@@ -197,12 +252,57 @@ def worker_app() -> Litestar:
     the parent loaded, read again from the same file with the same command-line overrides."""
     config = load_config(_WORKER_LOAD.get("source"), overrides=_WORKER_LOAD.get("overrides"))
     configure_logging(config.logging.level, config.logging.format)
-    return create_app(config)
+    app = create_app(config)
+    _WORKER_LOAD["app"] = app
+    return app
+
+
+class _Supervisor(Multiprocess):
+    """uvicorn's supervisor of worker processes, which also retires the metrics of a worker
+    that died or was replaced (its open streams and health stop counting; its counters still
+    count)."""
+
+    def __init__(self, config: uvicorn.Config, sockets: list[socket.socket], metrics: str) -> None:
+        super().__init__(config, sockets)
+        self.metrics_dir = metrics
+
+    def _retire(self, before: set[int | None]) -> None:
+        for pid in before - {process.pid for process in self.processes}:
+            if pid is not None:
+                mark_process_dead(pid, self.metrics_dir)  # type: ignore[no-untyped-call]
+
+    def keep_subprocess_alive(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().keep_subprocess_alive()
+        self._retire(before)
+
+    def handle_signals(self) -> None:
+        before = {process.pid for process in self.processes}
+        super().handle_signals()
+        self._retire(before)
+
+
+@contextlib.contextmanager
+def _shared_metrics() -> Iterator[str]:
+    """A fresh directory where every worker keeps its metrics (prometheus-client's
+    multiprocess mode), removed when the server stops. prometheus-client reads where it is
+    from ``$PROMETHEUS_MULTIPROC_DIR`` when a worker imports it, and has no other way to be
+    told: set here, before the workers start, and restored after."""
+    previous = os.environ.get(MULTIPROCESS_DIR)
+    with tempfile.TemporaryDirectory(prefix="hubbub-metrics-") as path:
+        os.environ[MULTIPROCESS_DIR] = path
+        try:
+            yield path
+        finally:
+            if previous is None:
+                os.environ.pop(MULTIPROCESS_DIR, None)
+            else:
+                os.environ[MULTIPROCESS_DIR] = previous
 
 
 def _serve_workers(config: Config, overrides: dict[str, Any], *, reload: bool) -> None:
     """Run several worker processes (or one that reloads on code changes) on one socket."""
-    from uvicorn.supervisors import ChangeReload, Multiprocess
+    from uvicorn.supervisors import ChangeReload
 
     worker_config = _WorkerConfig(
         "hubbub_server.serve:worker_app",
@@ -214,7 +314,8 @@ def _serve_workers(config: Config, overrides: dict[str, Any], *, reload: bool) -
         log_level=config.logging.level.lower(),
         access_log=False,
         log_config=None,  # uvicorn's lines go through hubbub's handler (worker_app sets it up)
-        timeout_graceful_shutdown=int(max(1, config.server.grace_period)),
+        # how long each worker waits for its connections once its stop began (a float works)
+        timeout_graceful_shutdown=ShutdownPlan.from_config(config).connections_after,
         hubbub_source=config.source,
         hubbub_overrides=overrides,
         limits=ConnectionLimits.from_config(config.server),
@@ -223,8 +324,9 @@ def _serve_workers(config: Config, overrides: dict[str, Any], *, reload: bool) -
     sock = worker_config.bind_socket()
     if reload:
         ChangeReload(worker_config, target=server.run, sockets=[sock]).run()
-    else:
-        Multiprocess(worker_config, sockets=[sock]).run()
+        return
+    with _shared_metrics() as metrics:
+        _Supervisor(worker_config, [sock], metrics).run()
 
 
 def _run(main: Coroutine[Any, Any, None]) -> None:
@@ -280,15 +382,12 @@ def serve(
     raise_open_files_limit(config.server.max_connections)  # workers inherit it
     if config.server.workers > 1 or reload:
         with cli_errors():  # fail here, once and in one line, rather than in every worker
+            if not reload:  # workers that would not share events and leases are refused
+                check_workers(config, option=f"--workers {workers}" if workers else None)
             asyncio.run(_preflight(config))
         mode = "reloading on code changes" if reload else f"{config.server.workers} workers"
         url = f"http://{config.server.host}:{config.server.port}"
         _announce(config, [f"hubbub serving on {url} ({mode})"])
-        if config.server.workers > 1 and not reload:
-            logger.warning(
-                "each worker has its own runtime: conversations and keys are shared through "
-                "the data directory, but events and SSE streams stay within one worker"
-            )
         _serve_workers(config, overrides, reload=reload)
         return
     try:

@@ -12,6 +12,7 @@ import socket
 import subprocess
 import sys
 import textwrap
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -171,6 +172,87 @@ def running(root: Path, toml: str, *, keys: tuple[str, ...] = ()) -> Iterator[Li
         yield server
     finally:
         server.stop()
+
+
+@contextlib.contextmanager
+def running_pair(
+    root: Path, toml: str, *, keys: tuple[str, ...] = ("alice",)
+) -> Iterator[tuple[LiveServer, LiveServer]]:
+    """Servers A and B with one configuration and one data directory (keys for ``keys`` made
+    first, in ``a.keys``), as two processes of one deployment; stopped on exit."""
+    a = LiveServer(root / "a", toml)
+    b = LiveServer(root / "b", toml)
+    b.home = a.home
+    b.env = clean_env(a.home, b.config)
+    a.keys = {user: a.create_key(user) for user in keys}
+    try:
+        a.start()
+        b.start()
+        yield a, b
+    finally:
+        a.stop()
+        b.stop()
+
+
+class Listener:
+    """Reads one SSE stream in a thread, keeping its event frames (not the heartbeats)."""
+
+    def __init__(self, server: LiveServer, key: str, path: str) -> None:
+        self.frames: list[dict[str, Any]] = []
+        self.opened = threading.Event()
+        self.ended = threading.Event()
+        self.stopping = threading.Event()
+        self._client = server.client(key, timeout=httpx.Timeout(30, read=60))
+        self._path = path
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        try:
+            with self._client.stream("GET", self._path) as response:
+                assert response.status_code == 200, response.read()
+                self.opened.set()
+                for frame in sse_frames(response.iter_lines()):
+                    if frame["event"] is not None:
+                        self.frames.append(frame)
+                    if self.stopping.is_set():  # checked at least at every heartbeat
+                        return
+        except httpx.HTTPError:
+            pass  # closed by __exit__
+        finally:
+            self.opened.set()
+            self.ended.set()
+
+    def __enter__(self) -> Listener:
+        self._thread.start()
+        assert self.opened.wait(30)
+        time.sleep(0.2)  # the response started: its subscription is in place
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stopping.set()
+        self._client.close()
+        self._thread.join(10)
+
+    def wait_for(
+        self, event: str, timeout: float = 30, *, count: int = 1, **fields: Any
+    ) -> dict[str, Any]:
+        """The data of the ``count``-th ``event`` frame (with ``fields``), waiting for it."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = []
+            for frame in list(self.frames):
+                if frame["event"] == event:
+                    data = dict(json.loads(frame["data"]))
+                    if all(data.get(k) == v for k, v in fields.items()):
+                        found.append(data)
+            if len(found) >= count:
+                return found[count - 1]
+            time.sleep(0.02)
+        raise AssertionError(f"no {count} {event} {fields} frames in {timeout} s: {self.frames}")
+
+    def types(self) -> list[str]:
+        """The event types received so far."""
+        return [frame["event"] for frame in self.frames]
 
 
 # -- assertions ----------------------------------------------------------------------------

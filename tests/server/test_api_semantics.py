@@ -1,7 +1,7 @@
 """The server does what its documents say, over real HTTP: the OpenAPI document is honest
 (security, unknown fields, roles, ``OPTIONS``), the API docs page works offline, deleting a
 conversation mid-reply ends the reply and the conversation's stream, the offline models honour
-``max_tokens``, ``stop`` and ``tool_choice``, ``resume_unavailable`` is stamped like every event,
+``max_tokens``, ``stop`` and ``tool_choice``, ``reset`` is stamped like every event,
 and ``GET /v1/models/{id}`` works with the official ``openai`` client."""
 
 from __future__ import annotations
@@ -262,14 +262,14 @@ def test_a_request_waiting_for_the_reply_gets_404_when_the_conversation_is_delet
     assert "deleted" in body["detail"]
 
 
-# -- resume_unavailable is an event like the others --------------------------------------------
+# -- reset is an event like the others ----------------------------------------------------------
 
 
-def test_resume_unavailable_has_id_ts_and_conversation_id(
+def test_reset_has_id_ts_and_conversation_id(
     live_server: LiveServer, alice_key: str, alice: httpx.Client
 ) -> None:
     cid = alice.post("/api/conversations", json={"title": "resume"}).json()["id"]
-    # Something happened first, so the error's id names an event the server remembers.
+    # Something happened first, so the reset names an event the server remembers.
     alice.post(f"/api/conversations/{cid}/messages", json={"content": "hi", "wait": True})
     with (
         live_server.client(alice_key, timeout=httpx.Timeout(10, read=5)) as listener,
@@ -282,14 +282,14 @@ def test_resume_unavailable_has_id_ts_and_conversation_id(
     ):
         first = next(source.iter_sse())
     data = json.loads(first.data)
-    assert first.event == "error"
-    assert data["code"] == "resume_unavailable"
+    assert first.event == "reset"
+    assert data["last_event_id"] == "1-1"
     assert data["id"] == first.id
     assert re.fullmatch(r"\d+-\d+", data["id"])
     assert data["ts"] > time.time() - 60
     assert data["conversation_id"] == cid
     assert data["owner"]
-    # Resuming from that id misses nothing: the stream carries on without a second error.
+    # Resuming from that id misses nothing: the stream carries on without a second reset.
     with (
         live_server.client(alice_key, timeout=httpx.Timeout(10, read=1)) as listener,
         connect_sse(
@@ -301,7 +301,7 @@ def test_resume_unavailable_has_id_ts_and_conversation_id(
     ):
         alice.post(f"/api/conversations/{cid}/messages", json={"content": "again", "wait": True})
         resumed = next(source.iter_sse())
-    assert resumed.event != "error"
+    assert resumed.event not in ("error", "reset")
 
 
 # -- the offline models honour the OpenAI request fields ---------------------------------------

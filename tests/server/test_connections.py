@@ -25,6 +25,7 @@ from typing import Any
 import httpx
 import pytest
 from live_support import TRACE_MARKERS, LiveServer, running
+from redis_support import RedisServer
 
 TIMEOUTS_TOML = """\
 [server]
@@ -347,8 +348,12 @@ def test_past_max_connections_a_request_gets_503_and_the_server_recovers(
 # -- several workers ------------------------------------------------------------------------
 
 
-def test_the_limits_apply_in_every_worker(tmp_path: Path) -> None:
-    server = LiveServer(tmp_path, TIMEOUTS_TOML)
+def test_the_limits_apply_in_every_worker(tmp_path: Path, redis_server: RedisServer) -> None:
+    shared = (  # several workers need a shared event log and cache
+        f'[redis]\nurl = "{redis_server.url}"\n[events]\nbackend = "redis"\n'
+        '[cache]\nbackend = "redis"\n'
+    )
+    server = LiveServer(tmp_path, TIMEOUTS_TOML + shared)
     try:
         server.start("--workers", "2")
         for _ in range(4):  # whichever worker accepts it

@@ -480,5 +480,5 @@ def test_resuming_from_a_forgotten_event_says_so(
         ) as events,
     ):
         (frame,) = read_frames(events, lambda f: f["event"] is not None)
-    assert frame["event"] == "error"
-    assert json.loads(frame["data"])["code"] == "resume_unavailable"
+    assert frame["event"] == "reset"
+    assert json.loads(frame["data"])["last_event_id"] == "1-1"

@@ -118,9 +118,11 @@ def test_a_huge_reply_streams_in_few_pieces_while_health_keeps_answering(
         start = time.monotonic()
         pieces, reply = stream(big_server, key)
         end = time.monotonic()
-    # Health answered all along the stream: many times, never silent for a large part of it.
+    # Health answered all along the stream: many times, never silent for a large part of it
+    # (a quarter of the stream, or half a second for a stream that is over in a blink: a
+    # scheduling hiccup of this shared machine, not a frozen server).
     assert health.count(start, end) >= 10
-    assert health.longest_silence(start, end) < (end - start) / 4
+    assert health.longest_silence(start, end) < max((end - start) / 4, 0.5)
     assert reply == f"[offline echo] You said: {TEXT}"
     assert "".join(pieces) == reply  # exact: nothing lost, nothing reordered
     assert len(pieces) < WORDS / 100  # merged: far fewer pieces than words

@@ -8,17 +8,13 @@ import json
 
 from hubbub.events import EventBus, MessageDelta
 from hubbub.testing import principal
-from hubbub_server.routes.events import _frames
-
-
-def visible(event: object) -> bool:
-    return getattr(event, "owner", None) == "ada"
+from hubbub_server.routes.events import _frames, _Stream
 
 
 async def test_a_stream_too_far_behind_ends_with_the_id_to_resume_from() -> None:
-    bus = EventBus(queue_size=4, history_size=100)
+    bus = EventBus(queue_size=4)
     ada = principal("ada")
-    frames = _frames(bus, visible, asyncio.Event(), None, 30.0, ada, "c1")
+    frames = _frames(_Stream(bus, ada, "c1"), asyncio.Event(), None)
     # The response starts (and subscribes) on its first frame; the reader then stalls.
     first = asyncio.ensure_future(anext(frames))
     await asyncio.sleep(0)
@@ -35,7 +31,7 @@ async def test_a_stream_too_far_behind_ends_with_the_id_to_resume_from() -> None
     assert last.id == published[3].id  # the last event sent: Last-Event-ID to resume with
     assert bus.subscriber_count == 0
 
-    resumed = _frames(bus, visible, asyncio.Event(), last.id, 30.0, ada, "c1")
+    resumed = _frames(_Stream(bus, ada, "c1"), asyncio.Event(), last.id)
     replay = [await anext(resumed) for _ in range(6)]
     assert [frame.id for frame in replay] == [event.id for event in published[4:]]
     await resumed.aclose()

@@ -1,37 +1,58 @@
-"""``hubbub serve --workers N``: several processes share one data directory, and the same
-exposure rule applies to all of them (checked once, before any worker starts)."""
+"""``hubbub serve --workers N``: refused without a shared event log and cache (workers would
+split events and could reply twice to one conversation), checked once, in one line, before any
+worker starts; with them, the same exposure rule applies to every worker (checked once too).
+``test_workers_redis.py`` runs two workers on Redis."""
 
 from __future__ import annotations
 
 import pytest
-from live_support import LiveServer
+from live_support import LiveServer, free_port
+from redis_support import RedisServer
+
+SHARED = """\
+[redis]
+url = "{url}"
+[events]
+backend = "redis"
+[cache]
+backend = "redis"
+"""
 
 
-def test_two_workers_serve_from_one_fresh_data_directory(
+def test_two_workers_without_a_shared_event_log_and_cache_are_refused(
     tmp_path_factory: pytest.TempPathFactory,
 ) -> None:
     server = LiveServer(tmp_path_factory.mktemp("workers"), "")
-    try:
-        server.start("--workers", "2")
-        with server.client() as client:
-            created = {client.post("/api/conversations", json={}).json()["id"] for _ in range(6)}
-            assert len(created) == 6
-            listed = {c["id"] for c in client.get("/api/conversations").json()["items"]}
-            assert created <= listed  # every worker wrote to the same store
-            reply = client.post(
-                "/v1/chat/completions",
-                json={"model": "offline/echo", "messages": [{"role": "user", "content": "w"}]},
-            )
-            assert reply.status_code == 200
-    finally:
-        server.stop()
-    assert "database is locked" not in server.log()
+    done = server.hubbub(
+        "serve", "--config", str(server.config), "--port", str(server.port), "--workers", "2"
+    )
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.splitlines() == [
+        'error: --workers 2 needs a shared event log and cache: set [events] backend = "redis" '
+        'and [cache] backend = "redis" with [redis] url'
+    ]
+    assert "Started parent process" not in done.stdout + done.stderr
+    assert not (server.home / "hubbub.sqlite3").exists()  # refused before any runtime started
+
+
+def test_workers_set_in_the_file_are_refused_naming_the_line(
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    server = LiveServer(tmp_path_factory.mktemp("workers-file"), "[server]\nworkers = 4\n")
+    done = server.hubbub("serve", "--config", str(server.config), "--port", str(free_port()))
+    assert done.returncode == 2, done.stderr
+    (line,) = done.stderr.splitlines()
+    assert line.startswith(f"error: {server.config}:2: server.workers: 4 workers need a shared")
 
 
 def test_workers_refuse_a_public_address_without_keys(
-    tmp_path_factory: pytest.TempPathFactory,
+    tmp_path_factory: pytest.TempPathFactory, redis_server: RedisServer
 ) -> None:
-    server = LiveServer(tmp_path_factory.mktemp("public-workers"), "", host="0.0.0.0")
+    server = LiveServer(
+        tmp_path_factory.mktemp("public-workers"),
+        SHARED.format(url=redis_server.url),
+        host="0.0.0.0",
+    )
     done = server.hubbub(
         "serve",
         "--config",

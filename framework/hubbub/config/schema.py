@@ -30,6 +30,7 @@ __all__ = [
     "LoggingConfig",
     "MemoryConfig",
     "PluginsConfig",
+    "RedisConfig",
     "RuntimeConfig",
     "Secret",
     "ServerConfig",
@@ -103,13 +104,17 @@ class ServerConfig(_Section, frozen=True):
     port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 8000
     """TCP port to listen on (0: any free port)."""
     workers: Annotated[int, msgspec.Meta(ge=1, le=256)] = 1
-    """Worker processes (1 to 256). Each has its own runtime: conversations and keys are shared
-    through the data directory, events and SSE streams are per worker (until the Redis
-    fan-out)."""
+    """Worker processes (1 to 256). Each has its own runtime; more than one needs a shared event
+    log and cache (``[events] backend = "redis"``, ``[cache] backend = "redis"``) so every stream
+    sees every worker's events and one conversation never has two replies at once, and is refused
+    without them."""
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=1_073_741_824)] = 1_048_576
     """Largest request body accepted (1 KiB to 1 GiB); larger ones get 413."""
     grace_period: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
-    """Seconds that requests in flight may take to finish after SIGTERM/SIGINT (0 to 3600)."""
+    """Seconds from SIGTERM/SIGINT to the end of the whole stop (0 to 3600). Requests in flight
+    and replies in progress may finish until its last quarter (at most ``[runtime]
+    stop_timeout``), which is kept for stopping the runtime; streamed completions still running
+    then end with a final chunk and ``[DONE]``, replies are stopped and keep their text."""
     heartbeat_interval: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 15.0
     """Seconds between SSE heartbeat comments on idle streams (0.1 to 3600: shorter would keep
     a process busy writing comments)."""
@@ -148,19 +153,40 @@ class RuntimeConfig(_Section, frozen=True):
     most 300)."""
     drain_timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 10.0
     """Seconds background work that should finish (replies being written) may take when the
-    runtime stops, before it is cancelled (0 to 3600)."""
+    runtime stops, before it is cancelled (0 to 3600). Under ``hubbub serve`` a cap within
+    ``[server] grace_period``, not added to it."""
+
+
+class RedisConfig(_Section, frozen=True):
+    """The Redis server that processes share (events, cache, leases): one client per URL."""
+
+    url: Secret | None = None
+    """``redis://[user:password@]host:port/db``, ``rediss://`` (TLS) or ``unix:///path.sock``
+    (a secret: it may carry a password). Needed by every setting that names ``redis``."""
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
+    """Seconds to wait for a connection or a reply before Redis counts as unreachable."""
 
 
 class EventsConfig(_Section, frozen=True):
     """The event bus and where events go."""
 
+    backend: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    """The event log: ``memory`` (this process only; what an unset backend means too) or
+    ``redis`` (a Redis stream shared by every process on ``[redis] url``: events reach streams
+    on any process, and a client may resume on any process)."""
+    retention_events: Annotated[int, msgspec.Meta(ge=100, le=100_000_000)] = 10_000
+    """Newest events the log keeps for clients resuming with ``Last-Event-ID`` (100 to
+    100,000,000); a client asking for older ones gets a ``reset`` event."""
+    retention_seconds: Annotated[float, msgspec.Meta(ge=10, le=2_592_000)] = 1800.0
+    """Seconds the log keeps events (10 s to 30 days), whichever of the two limits comes
+    first."""
+    publish_buffer: Annotated[int, msgspec.Meta(ge=100, le=10_000_000)] = 100_000
+    """Events waiting to be written to a shared log that is unreachable (100 to 10,000,000);
+    past it the oldest are dropped, counted and logged (local streams still get them)."""
     sinks: list[str] = msgspec.field(default_factory=lambda: ["log"])
     """Event sinks to deliver every event to, by registered name."""
     queue_size: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 1000
     """Events buffered per subscriber before the oldest are dropped (1 to 1,000,000)."""
-    history_size: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1000
-    """Recent events kept so an SSE client can resume with ``Last-Event-ID`` (0: none; at most
-    1,000,000)."""
     max_streams_per_caller: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 64
     """Event streams one caller may hold open at once in this process; past it, 429."""
     max_streams: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 20_000
@@ -291,6 +317,8 @@ class Config(_Section, frozen=True):
     """The ``[server]`` table."""
     runtime: RuntimeConfig = msgspec.field(default_factory=RuntimeConfig)
     """The ``[runtime]`` table."""
+    redis: RedisConfig = msgspec.field(default_factory=RedisConfig)
+    """The ``[redis]`` table."""
     events: EventsConfig = msgspec.field(default_factory=EventsConfig)
     """The ``[events]`` table."""
     cache: CacheConfig = msgspec.field(default_factory=CacheConfig)

@@ -4,9 +4,17 @@
 the model, streams the answer as events (``typing``, ``status``, ``message.created``,
 ``message.delta``, ``tool.started``/``tool.finished``, ``message.completed``, ``usage``), runs the
 tools the model asks for (up to ``[llm] max_tool_rounds`` rounds), and stores every message.
-Text that streams in together is published as one ``message.delta`` (see
-:mod:`hubbub.llm.coalesce`).
 A conversation belongs to its creator; to anyone else it does not exist (:class:`NotFoundError`).
+
+The engine is the entry point; the work is done by its parts, one job each:
+
+- :mod:`hubbub.conversation.replies`: one reply at a time per conversation, across processes
+  (leases in the runtime's cache, :mod:`hubbub.conversation.lease`), and stopping replies:
+  :meth:`ConversationEngine.cancel` from any process, a waiting caller that leaves, shutdown;
+- :mod:`hubbub.conversation.writer`: writing one reply, in rounds of model requests and tool
+  calls;
+- :mod:`hubbub.conversation.ending`: how a reply ends, and the partial text a reply stopped early
+  keeps (stored marked ``interrupted`` with the reason, announced with ``message.completed``).
 
 Deleting a conversation stops the reply being written to it first: the reply is cancelled and
 says so with an ``error`` event (code ``conversation_deleted``), then the conversation and its
@@ -16,53 +24,36 @@ messages are deleted and ``conversation.updated`` (change ``deleted``) is publis
 from __future__ import annotations
 
 import asyncio
-import logging
-import time
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
-import msgspec
-
-from hubbub.contracts import MemoryStore, ToolContext
-from hubbub.errors import ConflictError, HubbubError, InvalidRequestError, NotFoundError
-from hubbub.events import (
-    ConversationUpdated,
-    ErrorEvent,
-    EventBus,
-    MessageCompleted,
-    MessageCreated,
-    MessageDelta,
-    Status,
-    ToolFinished,
-    ToolStarted,
-    Typing,
-)
+from hubbub.contracts import CacheBackend, MemoryStore
+from hubbub.conversation.ending import write_to_end
+from hubbub.conversation.lease import ReplyLeases
+from hubbub.conversation.replies import RunningReplies
+from hubbub.conversation.running import InterruptReason, RunningReply
+from hubbub.conversation.writer import Publisher, ReplyWriter
+from hubbub.errors import InvalidRequestError, NotFoundError
+from hubbub.events import ConversationUpdated, EventBus, MessageCreated
 from hubbub.llm import LLMClient
-from hubbub.llm.coalesce import TextBuffer
 from hubbub.log import log_context
-from hubbub.models import (
-    ChatRequest,
-    Conversation,
-    Health,
-    Message,
-    Page,
-    Principal,
-    ToolCall,
-    ToolSpec,
-    Usage,
-    now,
-)
+from hubbub.models import Conversation, Health, Message, Page, Principal
 from hubbub.tools import ToolRegistry
 
 __all__ = ["ConversationEngine"]
-
-logger = logging.getLogger("hubbub.conversation")
 
 MAX_TITLE = 200
 
 
 class ConversationEngine:
-    """Conversations, messages and replies, on top of the memory store, LLM client and tools."""
+    """Conversations, messages and replies, on top of the memory store, LLM client and tools.
+
+    :param cache: where reply leases are kept (the runtime's cache): one reply at a time per
+        conversation across every process sharing it.
+    :param lease_ttl: seconds a reply lease lasts unrenewed (it is renewed every third of
+        that while the reply runs): how long a conversation stays blocked after the process
+        replying to it died.
+    """
 
     def __init__(
         self,
@@ -71,27 +62,41 @@ class ConversationEngine:
         tools: ToolRegistry,
         events: EventBus,
         *,
+        cache: CacheBackend,
         max_tool_rounds: int = 5,
         history_limit: int = 1000,
         spawn: Callable[[Coroutine[Any, Any, Any], str], object] | None = None,
+        lease_ttl: float = 30.0,
     ) -> None:
         self.memory = memory
         self.llm = llm
         self.tools = tools
         self.events = events
+        self.leases = ReplyLeases(cache, ttl=lease_ttl)
+        """The reply leases, in the runtime's cache."""
+        self._replies = RunningReplies(events, self.leases)
         self.max_tool_rounds = max_tool_rounds
         self.history_limit = history_limit
         self._spawn = spawn
-        self._replies: dict[str, _Reply] = {}
 
     async def start(self) -> None:
-        """Nothing to acquire: the engine uses components the runtime started before it."""
+        """Listen for cancel requests (from this process and, with a shared event log, every
+        other)."""
+        await self._replies.start()
 
     async def health(self) -> Health:
-        return Health()
+        return Health(detail=f"{len(self._replies)} replies running here")
 
     async def aclose(self) -> None:
-        """Nothing to release."""
+        """Stop the replies still running here (``shutdown``: their partial text is stored)
+        and stop listening for cancel requests."""
+        await self._replies.aclose()
+
+    async def interrupt_all(self, reason: InterruptReason = "shutdown") -> None:
+        """Stop every reply this process is writing, each keeping its partial text marked
+        ``reason``, and return once they have ended (a server draining for shutdown calls this
+        when it stops waiting for replies to finish)."""
+        await self._replies.interrupt_all(reason)
 
     # -- conversations -----------------------------------------------------------------------
 
@@ -141,19 +146,16 @@ class ConversationEngine:
 
     async def delete(self, owner: Principal, conversation_id: str) -> None:
         """Delete a conversation and its messages. A reply being written to it is cancelled
-        first (it publishes an ``error`` event with code ``conversation_deleted``); the
-        ``conversation.updated`` event (change ``deleted``) comes last."""
+        first, on whichever process writes it (it publishes an ``error`` event with code
+        ``conversation_deleted``); the ``conversation.updated`` event (change ``deleted``)
+        comes last."""
         await self.get(owner, conversation_id)
-        while (running := self._replies.get(conversation_id)) is not None:
-            running.stop_for_deletion()
-            await running.done.wait()
-        deleting = self._reserve(conversation_id)  # at once: no new reply while deleting
-        deleting.deleted = True
+        deleting = await self._replies.reserve_for_deletion(conversation_id, owner.id)
         try:
             await self.get(owner, conversation_id)  # a concurrent delete may have won
             await self.memory.delete_conversation(conversation_id)
         finally:
-            self._release(conversation_id, deleting)
+            await self._replies.release(deleting)
         self._changed("deleted", owner, conversation_id)
 
     def _changed(
@@ -217,35 +219,29 @@ class ConversationEngine:
     ) -> tuple[Message, Message | None]:
         """Store the user's message and start the reply: in the background (returns
         ``(message, None)``; follow the events) or, with ``wait``, to completion (returns
-        ``(message, reply)``). One reply at a time per conversation: while one runs, this raises
-        :class:`ConflictError` and stores nothing."""
+        ``(message, reply)``; a reply stopped early comes back marked ``interrupted``, and if
+        the caller goes away the reply stops as ``disconnected``). One reply at a time per
+        conversation, across processes: while one runs, this raises :class:`ConflictError` and
+        stores nothing."""
         if model is not None:
             self.llm.resolve(model)
-        record = self._reserve(conversation_id)
+        record = await self._replies.reserve(conversation_id, owner.id)
         try:
             conversation = await self.get(owner, conversation_id)
             message = await self._store_user_message(owner, conversation, content)
         except BaseException:
-            self._release(conversation_id, record)
+            await self._replies.release(record)
             raise
-        reply = self._reply_reserved(
-            owner,
-            conversation_id,
-            record,
-            conversation=conversation,
-            model=model,
-            request_id=request_id,
+        reply = self._write(
+            owner, record, conversation=conversation, model=model, request_id=request_id
         )
         if wait:
-            return message, await self._await_reply(conversation_id, record, reply)
+            return message, await self._replies.await_reply(record, reply)
         if self._spawn is None:
             reply.close()
-            self._release(conversation_id, record)
+            await self._replies.release(record)
             raise RuntimeError("this engine cannot reply in the background: give it spawn=")
-        task = self._spawn(reply, f"reply {conversation_id}")
-        if isinstance(task, asyncio.Task):
-            record.task = task  # cancellable even before it starts, released even if it never does
-            task.add_done_callback(lambda _: self._release(conversation_id, record))
+        self._replies.release_when_done(self._spawn(reply, f"reply {conversation_id}"), record)
         return message, None
 
     async def reply(
@@ -258,227 +254,58 @@ class ConversationEngine:
     ) -> Message:
         """Produce, stream (as events) and store the assistant's reply; return the last message.
 
-        Errors are published as an ``error`` event and re-raised; so is an interruption (the
-        server stopping). :class:`ConflictError` if a reply to this conversation is running;
+        Errors are published as an ``error`` event and re-raised. A reply stopped early returns
+        its stored partial message (``interrupted`` set). :class:`ConflictError` if a reply to
+        this conversation is running (here or in another process sharing the cache);
         :class:`NotFoundError` if the conversation is deleted while the reply is written.
         """
-        record = self._reserve(conversation_id)
-        reply = self._reply_reserved(
-            owner, conversation_id, record, model=model, request_id=request_id
-        )
-        return await self._await_reply(conversation_id, record, reply)
+        record = await self._replies.reserve(conversation_id, owner.id)
+        reply = self._write(owner, record, model=model, request_id=request_id)
+        return await self._replies.await_reply(record, reply)
 
-    def _reserve(self, conversation_id: str) -> _Reply:
-        running = self._replies.get(conversation_id)
-        if running is not None and running.deleted:
-            raise NotFoundError(f"no conversation {conversation_id!r}: it is being deleted")
-        if running is not None:
-            raise ConflictError(
-                f"a reply to conversation {conversation_id!r} is still being written; "
-                "wait for its message.completed event"
-            )
-        record = self._replies[conversation_id] = _Reply()
-        return record
+    async def cancel(self, owner: Principal, conversation_id: str) -> bool:
+        """Stop the reply being written to ``owner``'s conversation, whichever process writes
+        it: publishes :class:`~hubbub.events.CancelRequested` naming that reply, and that
+        process stores the partial reply marked ``interrupted="cancelled"`` and ends it with
+        ``message.completed``. Returns whether a reply was running (``False``: nothing to stop,
+        nothing published). :class:`NotFoundError` for a conversation that is not ``owner``'s."""
+        await self.get(owner, conversation_id)
+        return await self._replies.cancel(conversation_id, owner.id)
 
-    def _release(self, conversation_id: str, record: _Reply) -> None:
-        if self._replies.get(conversation_id) is record:
-            del self._replies[conversation_id]
-        record.done.set()
-
-    async def _await_reply(
-        self, conversation_id: str, record: _Reply, reply: Coroutine[Any, Any, Message]
-    ) -> Message:
-        """Run ``reply`` in a task of its own, so that deleting the conversation cancels the
-        reply and not the caller, who gets :class:`NotFoundError` instead."""
-        task = asyncio.ensure_future(reply)
-        try:
-            return await task
-        except asyncio.CancelledError:
-            current = asyncio.current_task()
-            if record.deleted and (current is None or not current.cancelling()):
-                raise NotFoundError(
-                    f"conversation {conversation_id!r} was deleted while its reply was written"
-                ) from None
-            raise
-
-    async def _reply_reserved(
+    async def _write(
         self,
         owner: Principal,
-        conversation_id: str,
-        record: _Reply,
+        record: RunningReply,
         *,
         conversation: Conversation | None = None,
         model: str | None,
         request_id: str | None,
     ) -> Message:
+        """Write the reply ``record`` reserved, to its end; the conversation is released
+        however it ends."""
         record.task = asyncio.current_task()
         try:
             if record.deleted:  # deleted before this reply started: nothing to say
                 raise asyncio.CancelledError
             if conversation is None:
-                conversation = await self.get(owner, conversation_id)
+                conversation = await self.get(owner, record.conversation_id)
             model_id = model or conversation.model or self.llm.default_model
-            with log_context(conversation_id=conversation_id, model=model_id):
-                publish = _Publisher(self.events, conversation_id, owner.id)
-                publish(Typing(active=True))
-                try:
-                    return await self._reply(owner, conversation, model_id, request_id, publish)
-                except HubbubError as exc:
-                    publish(ErrorEvent(code=exc.code, message=str(exc)))
-                    raise
-                except asyncio.CancelledError:
-                    if record.deleted:
-                        publish(
-                            ErrorEvent(
-                                code="conversation_deleted",
-                                message="the conversation was deleted: its reply was stopped",
-                            )
-                        )
-                    else:
-                        publish(
-                            ErrorEvent(
-                                code="interrupted",
-                                message="the reply was interrupted: the server is stopping",
-                            )
-                        )
-                    raise
-                except Exception as exc:
-                    logger.exception("reply failed")
-                    publish(
-                        ErrorEvent(
-                            code="internal_error", message=f"the reply failed: {type(exc).__name__}"
-                        )
-                    )
-                    raise
-                finally:
-                    publish(Typing(active=False))
-                    publish(Status(state="idle"))
-        finally:
-            self._release(conversation_id, record)
-
-    async def _reply(
-        self,
-        owner: Principal,
-        conversation: Conversation,
-        model_id: str,
-        request_id: str | None,
-        publish: _Publisher,
-    ) -> Message:
-        history = await self.memory.recent_messages(conversation.id, limit=self.history_limit)
-        specs = self.tools.specs() or None
-        context = ToolContext(
-            principal=owner, conversation_id=conversation.id, request_id=request_id
-        )
-        for round_number in range(self.max_tool_rounds + 1):
-            offer_tools = specs if round_number < self.max_tool_rounds else None
-            publish(Status(state="thinking", detail=model_id))
-            message = await self._stream_one(
-                owner, conversation, model_id, history, offer_tools, request_id, publish
+            writer = ReplyWriter(
+                memory=self.memory,
+                llm=self.llm,
+                tools=self.tools,
+                owner=owner,
+                conversation=conversation,
+                model_id=model_id,
+                request_id=request_id,
+                publish=Publisher(self.events, conversation.id, owner.id),
+                max_tool_rounds=self.max_tool_rounds,
+                history_limit=self.history_limit,
             )
-            history.append(message)
-            if not message.tool_calls:
-                return message
-            for call in message.tool_calls:
-                history.append(await self._run_tool(call, conversation, context, publish))
-        raise AssertionError("unreachable: the last round offers no tools")  # pragma: no cover
-
-    async def _stream_one(
-        self,
-        owner: Principal,
-        conversation: Conversation,
-        model_id: str,
-        history: list[Message],
-        tools: list[ToolSpec] | None,
-        request_id: str | None,
-        publish: _Publisher,
-    ) -> Message:
-        message = Message(role="assistant", conversation_id=conversation.id, model=model_id)
-        publish(
-            MessageCreated(message=msgspec.structs.replace(message))
-        )  # a snapshot: filled later
-        request = ChatRequest(
-            model=model_id,
-            messages=list(history),
-            tools=tools,
-            user=owner.id,
-            metadata={"conversation_id": conversation.id, "request_id": request_id},
-        )
-        parts: list[str] = []
-        calls: list[ToolCall] = []
-        usage = Usage()
-        # Merged: a reply streamed word by word is a few events, not one per word.
-        deltas = TextBuffer(lambda text: publish(MessageDelta(message_id=message.id, delta=text)))
-        try:
-            async for chunk in self.llm.stream(request):
-                if chunk.delta:
-                    parts.append(chunk.delta)
-                    deltas.add(chunk.delta)
-                if chunk.tool_calls or chunk.finish_reason or chunk.usage:
-                    deltas.flush()  # the text first: the usage event follows the last chunk
-                calls.extend(chunk.tool_calls or ())
-                usage = chunk.usage or usage
+            with log_context(conversation_id=conversation.id, model=model_id):
+                return await write_to_end(record, writer, lambda: self._replies.release(record))
         finally:
-            deltas.flush()  # however the stream ended, what was streamed is published
-        message.content = "".join(parts)
-        message.tool_calls = calls or None
-        message.usage = usage
-        message.created_at = now()
-        stored = await self.memory.append_message(message)
-        publish(MessageCompleted(message=stored))
-        return stored
-
-    async def _run_tool(
-        self, call: ToolCall, conversation: Conversation, context: ToolContext, publish: _Publisher
-    ) -> Message:
-        publish(Status(state="calling_tool", detail=call.name))
-        publish(ToolStarted(call=call))
-        started = time.perf_counter()
-        result = await self.tools.call(call, context)
-        publish(ToolFinished(result=result, duration_ms=(time.perf_counter() - started) * 1000))
-        message = await self.memory.append_message(
-            Message(
-                role="tool",
-                content=result.content,
-                name=call.name,
-                tool_call_id=call.id,
-                conversation_id=conversation.id,
-                metadata={"is_error": True} if result.is_error else {},
-            )
-        )
-        publish(MessageCreated(message=message))
-        return message
-
-
-class _Reply:
-    """A reply being written to one conversation (or the conversation being deleted)."""
-
-    __slots__ = ("deleted", "done", "task")
-
-    def __init__(self) -> None:
-        self.task: asyncio.Task[Any] | None = None
-        """The task writing the reply, once there is one."""
-        self.deleted = False
-        """The conversation is being deleted: the reply stops, and no new one starts."""
-        self.done = asyncio.Event()
-        """Set when the reply has ended (or never started) and the conversation is free."""
-
-    def stop_for_deletion(self) -> None:
-        """Mark the conversation deleted and cancel the reply's task (not the caller's own)."""
-        self.deleted = True
-        if self.task is not None and self.task is not asyncio.current_task():
-            self.task.cancel()
-
-
-class _Publisher:
-    """Publishes events stamped with one conversation and owner."""
-
-    def __init__(self, bus: EventBus, conversation_id: str, owner: str) -> None:
-        self._bus = bus
-        self._conversation_id = conversation_id
-        self._owner = owner
-
-    def __call__(self, event: Any) -> None:
-        self._bus.publish(event, conversation_id=self._conversation_id, owner=self._owner)
+            await self._replies.release(record)
 
 
 def _title(title: str) -> str:

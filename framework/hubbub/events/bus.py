@@ -1,27 +1,35 @@
-"""The in-process event bus.
+"""The event bus: publishing, and delivery to this process's subscribers.
 
-The :class:`EventBus` is built on a private :class:`blinker.Signal`: :meth:`EventBus.publish` is
-synchronous and never blocks, because each subscriber owns a bounded queue. A subscriber that
-falls behind loses its oldest events, counted in :attr:`Subscription.dropped`, instead of growing
-memory or slowing the publisher.
+:meth:`EventBus.publish` is synchronous and never blocks: it stamps the event and appends it to
+the event log (:class:`~hubbub.contracts.EventLog`, chosen by ``[events] backend``), which gives
+it its id and hands it back to :meth:`EventBus.deliver`: at once for the in-process log, from its
+reader loop for a shared one (along with every other process's events, so every process sees one
+order). Delivery goes through a private :class:`blinker.Signal` for unscoped subscribers (sinks)
+and plain indexes by owner and by conversation for scoped ones (streams), so an event costs time
+only for the subscriptions that may see it; each subscriber
+owns a bounded queue, and one that falls behind loses its oldest events (counted in
+:attr:`Subscription.dropped`) or, for streams, ends (:attr:`Subscription.overflowed`) instead of
+growing memory or slowing the publisher.
 """
 
 from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
-import itertools
 import logging
 import time
 from collections.abc import AsyncIterator, Callable
-from typing import Any, Literal, TypeVar
+from typing import TYPE_CHECKING, Any, Literal, TypeVar
 
 import blinker
 import msgspec
 
+from hubbub.events.memory import MemoryEventLog
 from hubbub.events.types import Event
 from hubbub.models import Health, new_id
+
+if TYPE_CHECKING:
+    from hubbub.contracts import EventLog
 
 __all__ = ["EventBus", "Overflow", "Predicate", "Subscription"]
 
@@ -56,7 +64,12 @@ class Subscription:
         self._bus = bus
         self._predicate = predicate
         self._owner = owner
-        self._queue: asyncio.Queue[Event | None] = asyncio.Queue(maxsize=maxsize)
+        self._maxsize = maxsize
+        # The queue, made at the first event and dropped when drained (an idle subscription
+        # holds none), and the future a reader waits on: far smaller than an asyncio.Queue,
+        # which matters with 20,000 idle streams.
+        self._events: collections.deque[Event] | None = None
+        self._waiter: asyncio.Future[None] | None = None
         self.overflow: Overflow = overflow
         """What happens when the queue is full: ``drop_oldest`` (counted in :attr:`dropped`)
         or ``close`` (the subscription ends after what is queued; :attr:`overflowed` is set, so
@@ -66,8 +79,7 @@ class Subscription:
         self.overflowed = False
         """Whether the subscription was closed because its reader fell behind."""
         self.closed = False
-        self._signal: blinker.Signal | None = None
-        self._sender: Any = blinker.ANY
+        self._indexed: list[tuple[Index, str]] = []
 
     def _receive(self, sender: Any, *, event: Event) -> None:
         if self.closed:
@@ -76,20 +88,24 @@ class Subscription:
             return  # a conversation's events are indexed by its id; its owner is checked here
         if self._predicate is not None and not self._predicate(event):
             return
-        try:
-            self._queue.put_nowait(event)
-        except asyncio.QueueFull:
+        events = self._events
+        if events is None:
+            events = self._events = collections.deque()
+        if len(events) < self._maxsize:
+            events.append(event)
+            self._wake()
+        else:
             if self.overflow == "close":
                 self.overflowed = True
                 logger.warning(
                     "event subscriber fell %d events behind; its stream ends",
-                    self._queue.maxsize,
+                    self._maxsize,
                     extra={"owner": self._owner},
                 )
                 self.close()
                 return
-            self._queue.get_nowait()
-            self._queue.put_nowait(event)
+            events.popleft()
+            events.append(event)
             self.dropped += 1
             if self.dropped == 1 or self.dropped % 1000 == 0:
                 logger.warning(
@@ -101,24 +117,39 @@ class Subscription:
     @property
     def pending(self) -> int:
         """Events queued and not read yet."""
-        return self._queue.qsize()
+        return len(self._events) if self._events else 0
 
     async def get(self) -> Event | None:
         """Wait for the next event; ``None`` once the subscription is closed and drained."""
-        if self.closed and self._queue.empty():
-            return None
-        return await self._queue.get()
+        while not self._events:
+            if self.closed:
+                return None
+            waiter = self._waiter
+            if waiter is None or waiter.done():
+                waiter = self._waiter = asyncio.get_running_loop().create_future()
+            try:
+                await waiter
+            finally:
+                self._waiter = None
+        events = self._events
+        event = events.popleft()
+        if not events:
+            self._events = None
+        return event
+
+    def _wake(self) -> None:
+        waiter = self._waiter
+        if waiter is not None and not waiter.done():
+            waiter.set_result(None)
 
     def close(self) -> None:
-        """Disconnect from the bus and wake any waiting reader."""
+        """Disconnect from the bus and wake any waiting reader (which gets what is queued,
+        then ``None``: no event is lost)."""
         if self.closed:
             return
         self.closed = True
         self._bus._disconnect(self)
-        # Wake a waiting reader. A full queue has no waiting reader, and get() ends the
-        # iteration once a closed subscription's queue is drained, so no event is lost.
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)
+        self._wake()
 
     def __aiter__(self) -> AsyncIterator[Event]:
         return self._iterate()
@@ -134,6 +165,19 @@ class Subscription:
         self.close()
 
 
+Index = dict[str, dict["Subscription", None]]
+"""Subscriptions by key (an owner's or a conversation's id), each an insertion-ordered set."""
+
+
+def _send(subscriptions: dict[Subscription, None] | None, event: Event) -> int:
+    """Hand ``event`` to ``subscriptions``; how many there were."""
+    if not subscriptions:
+        return 0
+    for subscription in list(subscriptions):  # a full one may close, and leave, meanwhile
+        subscription._receive(None, event=event)
+    return len(subscriptions)
+
+
 class EventBus:
     """Publishes events to subscribers in this process. One per runtime; nothing global.
 
@@ -143,47 +187,67 @@ class EventBus:
     """
 
     def __init__(
-        self, *, queue_size: int = 1000, history_size: int = 1000, trace: bool = False
+        self, *, queue_size: int = 1000, trace: bool = False, log: EventLog | None = None
     ) -> None:
         self.trace = trace
         """Log every delivered event at DEBUG on ``hubbub.events.trace``: its type, id,
         conversation and owner, and how many subscriptions received it (with the request id
         and conversation id of the log context it was published in)."""
-        self._everyone = blinker.Signal("hubbub events")
-        self._by_owner = blinker.Signal("hubbub events by owner")  # sender: the owner's id
-        self._by_conversation = blinker.Signal("hubbub events by conversation")  # its id
+        self._everyone = blinker.Signal("hubbub events")  # unscoped: sinks, tools
+        self._by_owner: Index = {}
+        self._by_conversation: Index = {}
+        # An owner's events that belong to no conversation (a revoked credential), for the
+        # streams of that owner's conversations too: sender: the owner's id.
+        self._owner_wide: Index = {}
         self._subscriptions: set[Subscription] = set()
-        self._sequence = itertools.count(1)
         self.queue_size = queue_size
         self.published = 0
+        """Events delivered to this process's subscribers (its own and, with a shared log,
+        every other process's)."""
         self.origin = new_id("bus_")
         """This bus's name, stamped on the events it publishes (:attr:`Event.origin`)."""
-        self._history: collections.deque[Event] = collections.deque(maxlen=history_size)
+        self.log: EventLog = log or MemoryEventLog()
+        """The event log in use: ``log``, by default one of this process (:meth:`use` replaces
+        it)."""
+        self.log.attach(self.deliver)
+        self._delivered: Event | None = None
+
+    def use(self, log: EventLog) -> None:
+        """Publish through ``log`` from now on (the runtime hands it the configured
+        ``[events] backend`` before anything publishes)."""
+        self.log = log
+        log.attach(self.deliver)
 
     def publish(self, event: E, /, **fields: Any) -> E:
-        """Stamp a copy of ``event`` (id, time, origin: whatever is not set yet, plus ``fields``
-        such as ``conversation_id`` and ``owner``), hand it to every subscriber and return it.
-        Never blocks."""
+        """Stamp a copy of ``event`` (time and origin, unless set, plus ``fields`` such as
+        ``conversation_id`` and ``owner``) and append it to the log, which gives it its id and
+        delivers it to every subscriber that may see it. Never blocks.
+
+        Returns the event as delivered when the log delivers at once (the in-process log: with
+        its id), else as appended (a shared log delivers it from its reader, id and all)."""
         stamps: dict[str, Any] = fields
-        if not event.id:
-            now = time.time()
-            stamps["ts"] = now
-            stamps["id"] = f"{int(now * 1000)}-{next(self._sequence)}"
+        if not event.ts:
+            stamps["ts"] = time.time()
         if not event.origin:
             stamps["origin"] = self.origin
-        return self.deliver(msgspec.structs.replace(event, **stamps) if stamps else event)
+        stamped = msgspec.structs.replace(event, **stamps) if stamps else event
+        self._delivered = None
+        self.log.append(stamped)
+        delivered, self._delivered = self._delivered, None
+        return delivered if delivered is not None else stamped
 
     def deliver(self, event: E) -> E:
-        """Hand an already stamped event to every subscriber as it is: for events that arrive
-        from another process (a Redis fan-out plugin calls this). Never blocks."""
+        """Hand an event with its id to every subscriber that may see it, as it is: what the
+        event log calls, in log order. Never blocks."""
         self.published += 1
-        if self._history.maxlen:
-            self._history.append(event)
+        self._delivered = event
         reached = len(self._everyone.send(self, event=event))
         if event.owner is not None:
-            reached += len(self._by_owner.send(event.owner, event=event))
+            reached += _send(self._by_owner.get(event.owner), event)
             if event.conversation_id is not None:
-                reached += len(self._by_conversation.send(event.conversation_id, event=event))
+                reached += _send(self._by_conversation.get(event.conversation_id), event)
+            else:
+                reached += _send(self._owner_wide.get(event.owner), event)
         if self.trace:
             _trace.debug(
                 "event %s %s to %d subscriptions",
@@ -200,22 +264,19 @@ class EventBus:
             )
         return event
 
-    def since(self, event_id: str, predicate: Predicate | None = None) -> list[Event] | None:
-        """The events delivered after the one with ``event_id`` (those ``predicate`` accepts),
-        for a client resuming with ``Last-Event-ID``; ``None`` when that event is no longer
-        remembered (the last ``[events] history_size`` are), so the client must reload."""
-        history = list(self._history)
-        for position in range(len(history) - 1, -1, -1):
-            if history[position].id == event_id:
-                later = history[position + 1 :]
-                return [e for e in later if predicate is None or predicate(e)]
-        return None
+    async def read_after(
+        self, event_id: str, *, owner: str | None = None, conversation_id: str | None = None
+    ) -> list[Event] | None:
+        """The events after ``event_id`` that the log still has (of ``owner``, and of its
+        ``conversation_id``, when given), for a client resuming with ``Last-Event-ID``; ``None``
+        when the log cannot tell what followed that id, so the client must reload."""
+        return await self.log.read_after(event_id, owner=owner, conversation_id=conversation_id)
 
     @property
     def last_id(self) -> str | None:
-        """The id of the newest event remembered (``None`` when none is): a client that
+        """The id of the newest event delivered here (``None`` before any): a client that
         resumes after it gets exactly the events delivered since."""
-        return self._history[-1].id if self._history else None
+        return self.log.last_id
 
     def subscribe(
         self,
@@ -227,8 +288,9 @@ class EventBus:
         overflow: Overflow = "drop_oldest",
     ) -> Subscription:
         """Receive the events for which ``predicate`` is true (all when ``None``): of ``owner``
-        only when given, and of that owner's ``conversation_id`` only when given too (indexed:
-        other users' events cost this subscription nothing).
+        only when given, and of that owner's ``conversation_id`` only when given too, with the
+        owner's events that belong to no conversation (indexed: other users' events cost this
+        subscription nothing).
 
         :param overflow: ``drop_oldest`` (sinks, metrics) or ``close`` (streams, which must
             not lose events silently: see :attr:`Subscription.overflowed`).
@@ -238,15 +300,17 @@ class EventBus:
         subscription = Subscription(
             self, predicate, maxsize or self.queue_size, overflow=overflow, owner=owner
         )
-        sender: Any
-        if conversation_id is not None:
-            signal, sender = self._by_conversation, conversation_id
+        if conversation_id is not None and owner is not None:
+            subscription._indexed = [
+                (self._by_conversation, conversation_id),
+                (self._owner_wide, owner),
+            ]
         elif owner is not None:
-            signal, sender = self._by_owner, owner
+            subscription._indexed = [(self._by_owner, owner)]
         else:
-            signal, sender = self._everyone, blinker.ANY
-        signal.connect(subscription._receive, sender=sender, weak=False)
-        subscription._signal, subscription._sender = signal, sender
+            self._everyone.connect(subscription._receive, sender=blinker.ANY, weak=False)
+        for index, key in subscription._indexed:
+            index.setdefault(key, {})[subscription] = None
         self._subscriptions.add(subscription)
         return subscription
 
@@ -256,8 +320,16 @@ class EventBus:
         return len(self._subscriptions)
 
     def _disconnect(self, subscription: Subscription) -> None:
-        if subscription._signal is not None:
-            subscription._signal.disconnect(subscription._receive, sender=subscription._sender)
+        if subscription._indexed:
+            for index, key in subscription._indexed:
+                subscriptions = index.get(key)
+                if subscriptions is not None:
+                    subscriptions.pop(subscription, None)
+                    if not subscriptions:
+                        del index[key]
+            subscription._indexed = []
+        elif subscription in self._subscriptions:
+            self._everyone.disconnect(subscription._receive, sender=blinker.ANY)
         self._subscriptions.discard(subscription)
 
     async def start(self) -> None:

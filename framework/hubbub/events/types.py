@@ -16,13 +16,16 @@ from hubbub.models import Conversation, Message, ToolCall, ToolResult, Usage
 
 __all__ = [
     "AnyEvent",
+    "CancelRequested",
     "ConversationUpdated",
     "ErrorEvent",
     "Event",
     "MessageCompleted",
     "MessageCreated",
     "MessageDelta",
+    "Reset",
     "SessionRevoked",
+    "Shutdown",
     "Status",
     "ToolFinished",
     "ToolStarted",
@@ -36,7 +39,9 @@ class Event(msgspec.Struct, kw_only=True, omit_defaults=True, frozen=True, tag_f
     """Base of every event. The bus fills in ``id`` and ``ts`` when the event is published."""
 
     id: str = ""
-    """Ordered identifier (``<milliseconds>-<sequence>``), the SSE ``id:`` used to resume."""
+    """Ordered identifier (``<milliseconds>-<sequence>``, assigned by the event log: with the
+    Redis log, by Redis, so ids order events across processes), the SSE ``id:`` used to
+    resume."""
     ts: float = 0.0
     """When the event was published (Unix seconds)."""
     conversation_id: str | None = None
@@ -145,12 +150,48 @@ class ErrorEvent(Event, tag="error", frozen=True):
 
 
 class SessionRevoked(Event, tag="session.revoked", frozen=True):
-    """A login session was revoked; every process must stop honouring it."""
+    """A credential (a login session or an API key) was revoked; every process stops honouring
+    it, and the streams it opened get this event last and close."""
 
     session_id: str
-    """The revoked :attr:`~hubbub.models.Session.id` (a principal's ``session_id``)."""
+    """The revoked credential: a :attr:`~hubbub.models.Session.id` or an API key's id (what a
+    principal carries as ``credential_id``)."""
     principal_id: str
-    """The :attr:`~hubbub.models.Principal.id` the session belonged to."""
+    """The :attr:`~hubbub.models.Principal.id` the credential belonged to."""
+
+
+class CancelRequested(Event, tag="reply.cancel", frozen=True):
+    """Someone asked to stop the reply in progress in ``conversation_id``; the process running
+    it (whichever it is) stops it, stores its partial text marked ``interrupted`` and ends it
+    with ``message.completed``."""
+
+    reason: str = "cancelled"
+    """Why: ``cancelled`` (``POST /api/conversations/{id}/cancel``), ``disconnected`` (the
+    client waiting for the reply left) or ``deleted`` (the conversation is being deleted)."""
+    reply_id: str = ""
+    """The reply to stop: the id it holds the conversation's reply lease under (the requester
+    reads it from the lease). A request naming another reply is ignored, so a late one never
+    stops a newer reply; empty: whatever reply runs when the request arrives."""
+
+
+class Reset(Event, tag="reset", frozen=True):
+    """First event of a stream resumed from an id the log no longer has (older than its
+    retention, or unknown): events were missed, so the client reloads what it shows (the
+    conversation, its messages) and carries on from this event's ``id``."""
+
+    reason: str
+    """What happened, in words safe to show the user."""
+    last_event_id: str = ""
+    """The ``Last-Event-ID`` the client asked to resume after."""
+
+
+class Shutdown(Event, tag="shutdown", frozen=True):
+    """Last event of every stream of a process that is stopping: reconnect (to any process,
+    with this event's ``id`` as ``Last-Event-ID``) to carry on without a gap."""
+
+    retry_after: float
+    """Seconds to wait before reconnecting (a random delay up to twice it spreads the
+    reconnections of many clients)."""
 
 
 AnyEvent = (
@@ -165,6 +206,9 @@ AnyEvent = (
     | UsageRecorded
     | ErrorEvent
     | SessionRevoked
+    | CancelRequested
+    | Reset
+    | Shutdown
 )
 """Every event type this version of hubbub defines."""
 

@@ -33,7 +33,7 @@ from hubbub.config import Config, load_config
 from hubbub.contracts import AuthMethod, CacheBackend, MemoryStore
 from hubbub.conversation import ConversationEngine
 from hubbub.errors import ComponentError, ConfigError, blame
-from hubbub.events import EventBus
+from hubbub.events import EventBus, MemoryEventLog
 from hubbub.kinds import KindSpec, kinds_by_name
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
@@ -54,6 +54,16 @@ logger = logging.getLogger("hubbub.runtime")
 T = TypeVar("T")
 State = Literal["new", "starting", "running", "stopping", "stopped"]
 
+LAST_CHANCE = 0.05
+"""Seconds a stopping step still gets once the stop's deadline has passed: enough for what
+closes at once, so that only what hangs is abandoned."""
+
+
+def _left(deadline: float | None) -> float | None:
+    """Seconds until ``deadline`` (a :func:`time.monotonic` time; ``None``: no limit), at least
+    :data:`LAST_CHANCE`."""
+    return None if deadline is None else max(LAST_CHANCE, deadline - time.monotonic())
+
 
 class Runtime:
     """Owns every component of one hubbub instance. Build one per app (or per test)."""
@@ -69,8 +79,11 @@ class Runtime:
         self.state: State = "new"
         self.events = EventBus(
             queue_size=config.events.queue_size,
-            history_size=config.events.history_size,
             trace=config.events.trace,
+            log=MemoryEventLog(
+                retention_events=config.events.retention_events,
+                retention_seconds=config.events.retention_seconds,
+            ),
         )
         self.abandoned: list[str] = []
         """Components and tasks that did not stop within ``[runtime] stop_timeout`` at the last
@@ -264,6 +277,8 @@ class Runtime:
         fallback and criticality policy."""
         names = spec.selected(self.config, self.plugins.registries()[spec.name].names())
         if spec.selection == "one":
+            if not names:
+                return  # nothing selected: the runtime's own default serves (the event log)
             primary, fallback = names[0], spec.fallback_name(self.config)
             try:
                 component = await self._start_component(
@@ -337,11 +352,20 @@ class Runtime:
         self.state = "running"
         logger.info("runtime started in %.1f ms", (time.perf_counter() - began) * 1000)
 
-    async def stop(self) -> None:
-        """Run the ``on_shutdown`` hooks, cancel background tasks, and stop every component in
-        reverse start order (its own tasks first), each within ``[runtime] stop_timeout``. Safe
-        to call twice, and while the runtime is still starting (it waits for the start to end
-        first)."""
+    async def stop(self, *, deadline: float | None = None) -> None:
+        """Run the ``on_shutdown`` hooks, let the replies in progress finish (:meth:`drain`),
+        cancel background tasks, and stop every component in reverse start order (its own tasks
+        first), each within ``[runtime] stop_timeout``. Safe to call twice, and while the runtime
+        is still starting (it waits for the start to end first).
+
+        :param deadline: a :func:`time.monotonic` time by which the whole stop must be done
+            (``hubbub serve`` passes the end of ``[server] grace_period``). Every step then gets
+            at most what remains: the replies at most ``drain_timeout`` and never the time the
+            rest needs (``stop_timeout``, at most half of what remains); a component or task
+            still stopping when the deadline has passed gets a last :data:`LAST_CHANCE` seconds,
+            then is abandoned and listed in :attr:`abandoned`. Without a deadline, the replies
+            get ``drain_timeout`` and each later step ``stop_timeout``.
+        """
         if self.state == "starting":
             await self._start_done.wait()
         if self.state in ("stopping", "stopped", "new"):
@@ -349,36 +373,79 @@ class Runtime:
             return
         self.state = "stopping"
         try:
-            await self.plugins.acall_each("on_shutdown", runtime=self)
+            async with asyncio.timeout(_left(deadline)):
+                await self.plugins.acall_each("on_shutdown", runtime=self)
+        except TimeoutError:
+            logger.error("on_shutdown hooks still ran at the stop deadline; stopping anyway")
         except Exception:
             logger.exception("on_shutdown hook failed; stopping anyway")
-        await self._cancel_tasks()
-        await self._stop_components()
+        await self.drain(until=self._drain_until(deadline), deadline=deadline)
+        await self._cancel_tasks(deadline)
+        await self._stop_components(deadline)
         self.state = "stopped"
         logger.info("runtime stopped")
 
-    async def _cancel_tasks(self) -> None:
-        draining = [t for t in self._tasks if t in self._drain]
-        if draining:
-            logger.info(
-                "waiting up to %g s for %d tasks to finish",
-                self.config.runtime.drain_timeout,
-                len(draining),
-            )
-            await asyncio.wait(draining, timeout=self.config.runtime.drain_timeout)
+    def _drain_until(self, deadline: float | None) -> float:
+        """When the replies in progress must be done, for a stop that ends at ``deadline``."""
+        now = time.monotonic()
+        until = now + self.config.runtime.drain_timeout
+        if deadline is None:
+            return until
+        reserve = min(self.config.runtime.stop_timeout, max(0.0, deadline - now) / 2)
+        return min(until, deadline - reserve)
+
+    def _step(self, deadline: float | None) -> float:
+        """Seconds the next stopping step may take: ``stop_timeout``, capped by what remains
+        before ``deadline`` (but at least :data:`LAST_CHANCE`)."""
+        timeout = self.config.runtime.stop_timeout
+        if deadline is None:
+            return timeout
+        return max(LAST_CHANCE, min(timeout, deadline - time.monotonic()))
+
+    async def drain(self, *, until: float | None = None, deadline: float | None = None) -> None:
+        """Let the replies in progress (tasks spawned with ``drain=True``) finish, then cancel
+        those still running and wait for them to end: a cancelled reply stores what it had
+        produced. The runtime keeps running (``hubbub serve`` drains while its last requests
+        finish, then stops); :meth:`stop` drains first too.
+
+        :param until: a :func:`time.monotonic` time until which the replies may run (default:
+            ``[runtime] drain_timeout`` seconds from now).
+        :param deadline: a :func:`time.monotonic` time by which the cancelled replies must have
+            ended (default: ``[runtime] stop_timeout`` after cancelling them).
+        """
+        draining = [t for t in self._tasks if t in self._drain and not t.done()]
+        if not draining:
+            return
+        if until is None:
+            until = time.monotonic() + self.config.runtime.drain_timeout
+        wait = max(0.0, until - time.monotonic())
+        if wait > 0:
+            logger.info("waiting up to %.3g s for %d replies to finish", wait, len(draining))
+            await asyncio.wait(draining, timeout=wait)
+        running = [t for t in draining if not t.done()]
+        if not running:
+            return
+        logger.warning("stopping %d replies still in progress", len(running))
+        for task in running:
+            task.cancel()
+        await asyncio.wait(running, timeout=self._step(deadline))
+
+    async def _cancel_tasks(self, deadline: float | None = None) -> None:
         tasks = list(self._tasks)
         for task in tasks:
             task.cancel()
         if tasks:
-            _, pending = await asyncio.wait(tasks, timeout=self.config.runtime.stop_timeout)
+            _, pending = await asyncio.wait(tasks, timeout=self._step(deadline))
             for task in pending:
                 self.abandoned.append(f"task {task.get_name()}")
                 logger.error("background task %s ignored cancellation; abandoned", task.get_name())
 
-    async def _close(self, entry: Entry, *, quiet: bool = False) -> Closed:
+    async def _close(
+        self, entry: Entry, *, quiet: bool = False, within: float | None = None
+    ) -> Closed:
         """Stop one entry: its tasks, then the component, then its shared resources; each
-        within ``[runtime] stop_timeout``."""
-        timeout = self.config.runtime.stop_timeout
+        within ``within`` seconds (default ``[runtime] stop_timeout``)."""
+        timeout = self.config.runtime.stop_timeout if within is None else within
         if entry.tasks is not None:
             self.abandoned += [f"task {n}" for n in await entry.tasks.aclose(timeout)]
         closed: Closed = "closed"
@@ -392,14 +459,13 @@ class Runtime:
             logger.warning("%s did not close cleanly after failing to start", entry.label)
         return closed
 
-    async def _stop_components(self) -> None:
-        timeout = self.config.runtime.stop_timeout
+    async def _stop_components(self, deadline: float | None = None) -> None:
         while self._entries:
             entry = self._entries.pop()
             if entry.component is None:
                 continue
             began = time.perf_counter()
-            outcome = await self._close(entry)
+            outcome = await self._close(entry, within=self._step(deadline))
             if outcome == "timeout":
                 self.abandoned.append(entry.label)
             if outcome != "closed":
@@ -412,7 +478,8 @@ class Runtime:
                 extra={"component": entry.label},
             )
         for context in self._built:
-            self.abandoned += [f"task {n}" for n in await context.tasks.aclose(timeout)]
+            tasks = await context.tasks.aclose(self._step(deadline))
+            self.abandoned += [f"task {n}" for n in tasks]
             await context.resources.release_all()
         self._built.clear()
         await self.resources.aclose()
@@ -437,8 +504,8 @@ class Runtime:
         self, coro: Coroutine[Any, Any, T], *, name: str, drain: bool = False
     ) -> asyncio.Task[T]:
         """Run ``coro`` in the background, owned by the runtime: an exception it raises is
-        logged, and it is cancelled on stop; with ``drain``, only after it has had
-        ``[runtime] drain_timeout`` seconds to finish (replies being written, say)."""
+        logged, and it is cancelled on stop; with ``drain``, only after it has had time to
+        finish (replies being written, say: see :meth:`drain`)."""
         task = asyncio.create_task(coro, name=name)
         self._tasks.add(task)
         if drain:

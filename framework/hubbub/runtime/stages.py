@@ -7,13 +7,14 @@ stage that starts its selected components, at the kind's :attr:`~hubbub.kinds.Ki
 The runtime's aggregates follow their kind wherever the kinds table puts it. The whole order, by
 default::
 
-     0  data directory            45  llm_middleware components
+     0  data directory            41  authenticator
+     5  event_log components      45  llm_middleware components
     10  event bus                 50  llm components
     11  events components (sinks) 51  LLM client
     20  cache components          55  tool_middleware components
     30  memory components         60  tools components
     40  auth components           61  tool registry
-    41  authenticator             70  conversation engine
+                                  70  conversation engine
                                  100  on_startup hooks
 
 Stopping runs in the reverse order of what actually started.
@@ -107,6 +108,7 @@ async def _conversations(runtime: Runtime) -> None:
         runtime.llm,
         runtime.tools,
         runtime.events,
+        cache=runtime.cache,
         max_tool_rounds=config.llm.max_tool_rounds,
         history_limit=config.llm.history_messages,
         spawn=lambda coro, name: runtime.spawn(coro, name=name, drain=True),
@@ -154,6 +156,14 @@ def _run_sink(runtime: Runtime, context: ComponentContext[Any], sink: Any) -> Si
     return SinkRunner(context.name, sink, runtime.events, drain=drain)
 
 
-WRAPPERS: dict[str, Callable[[Runtime, ComponentContext[Any], Any], Any]] = {"events": _run_sink}
+def _use_log(runtime: Runtime, context: ComponentContext[Any], log: Any) -> Any:
+    runtime.events.use(log)
+    return log
+
+
+WRAPPERS: dict[str, Callable[[Runtime, ComponentContext[Any], Any], Any]] = {
+    "events": _run_sink,
+    "event_log": _use_log,
+}
 """How the runtime runs the components of a kind, where it does more than start them: each
-event sink gets its own bounded subscription of the bus."""
+event sink gets its own bounded subscription of the bus, and the event log becomes the bus's."""

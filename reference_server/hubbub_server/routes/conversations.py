@@ -2,7 +2,9 @@
 
 Every conversation belongs to its creator; for anyone else it does not exist (404).
 ``POST .../messages`` stores the user's message and starts the reply in the background (202):
-follow it on ``.../events`` (SSE), or send ``"wait": true`` to get the reply in the response.
+follow it on ``.../events`` (SSE), or send ``"wait": true`` to get the reply in the response (a
+client that leaves before it stops the reply, which keeps its text marked ``disconnected``).
+``POST .../cancel`` stops the reply in progress, whichever process writes it.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from litestar.response import ServerSentEvent
 
 from hubbub.log import current_context
 from hubbub.models import Conversation, Message, Page
+from hubbub_server.disconnect import until_disconnected
 from hubbub_server.problems import PROBLEM_RESPONSES
 from hubbub_server.routes.events import LastEventId, event_stream
 from hubbub_server.security import Caller, RuntimeDep
@@ -58,6 +61,15 @@ class SentMessage(msgspec.Struct, kw_only=True, omit_defaults=True):
 
     message: Message
     reply: Message | None = None
+
+
+class CancelResult(msgspec.Struct, kw_only=True):
+    """Body of ``POST /api/conversations/{id}/cancel``'s answer."""
+
+    reply_running: bool
+    """Whether a reply was being written (on any process): it is being stopped, and ends with
+    ``message.completed`` of its partial text, marked ``interrupted: "cancelled"``. ``false``:
+    there was nothing to stop."""
 
 
 class ConversationsController(Controller):
@@ -125,12 +137,13 @@ class ConversationsController(Controller):
     )
     async def send_message(
         self,
+        request: Request[Any, Any, Any],
         runtime: RuntimeDep,
         principal: Caller,
         conversation_id: FromPath[str],
         data: JSONBody[SendMessage],
     ) -> Response[SentMessage]:
-        message, reply = await runtime.conversations.post_message(
+        posting = runtime.conversations.post_message(
             principal,
             conversation_id,
             data.content,
@@ -138,9 +151,32 @@ class ConversationsController(Controller):
             wait=data.wait,
             request_id=current_context().get("request_id"),
         )
-        return Response(
-            SentMessage(message=message, reply=reply), status_code=200 if data.wait else 202
-        )
+        if not data.wait:
+            message, _ = await posting
+            return Response(SentMessage(message=message), status_code=202)
+        # A client that leaves stops the reply (its text kept, marked "disconnected").
+        message, reply = await until_disconnected(request, posting)
+        return Response(SentMessage(message=message, reply=reply), status_code=200)
+
+    @post(
+        "/{conversation_id:str}/cancel",
+        summary="Stop the reply being written",
+        description="Stops the reply in progress in this conversation, whichever server "
+        'process writes it. 202 `{"reply_running": true}`: it is being stopped; its text so '
+        'far is stored as the assistant message with `interrupted: "cancelled"` and '
+        'announced by a `message.completed` event. 200 `{"reply_running": false}`: no reply '
+        "was running, nothing changed. 404 for a conversation that is not yours.",
+        status_code=202,
+        responses={
+            200: ResponseSpec(CancelResult, description="No reply was running"),
+            **PROBLEM_RESPONSES,
+        },
+    )
+    async def cancel_reply(
+        self, runtime: RuntimeDep, principal: Caller, conversation_id: FromPath[str]
+    ) -> Response[CancelResult]:
+        running = await runtime.conversations.cancel(principal, conversation_id)
+        return Response(CancelResult(reply_running=running), status_code=202 if running else 200)
 
     @get(
         "/{conversation_id:str}/messages",

@@ -2,20 +2,22 @@
 per-conversation stream.
 
 Each frame has ``id:`` (the event id), ``event:`` (its type) and ``data:`` (its JSON); a comment
-heartbeat keeps idle connections open. Streams end when the server drains for shutdown.
-A client that reconnects with ``Last-Event-ID`` first gets the events it missed (from the last
-``[events] history_size`` events of this process), or an ``error`` event with code
-``resume_unavailable`` when they are gone (stamped like every event: its ``id`` is the newest
-event this process remembers, so resuming from it misses nothing). Resuming on another process
-arrives with the Redis event fan-out. A conversation's stream ends after the
-``conversation.updated`` event that says the conversation was deleted.
+heartbeat keeps idle connections open (the app's one :class:`~hubbub_server.heartbeat.Heartbeat`
+writes it: no timer or watcher task per stream, see :mod:`hubbub_server.sse`). A client
+that reconnects with ``Last-Event-ID`` (or ``?last_event_id=``) first gets the events it missed,
+read from the event log (with the Redis log, on any process), or a ``reset`` event when the log
+no longer has them (its ``id`` is the newest event, so resuming from it misses nothing after
+it). A stream ends with a final event: ``conversation.updated`` (its conversation was deleted),
+``session.revoked`` (the credential it was opened with was revoked), ``shutdown`` (the process
+is stopping: reconnect with its id) or an ``error`` with code ``slow_consumer`` (the client fell
+too far behind: reconnect with its id).
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator
 from typing import Annotated, Any
 
 import msgspec
@@ -24,12 +26,22 @@ from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from hubbub.events import ConversationUpdated, ErrorEvent, Event, EventBus, Subscription
+from hubbub.events import (
+    ConversationUpdated,
+    ErrorEvent,
+    Event,
+    EventBus,
+    Reset,
+    SessionRevoked,
+    Shutdown,
+    Subscription,
+    parse_id,
+)
 from hubbub.models import Principal
 from hubbub.runtime import Runtime
 from hubbub_server.problems import PROBLEM_RESPONSES
 from hubbub_server.security import Caller, RuntimeDep
-from hubbub_server.sse import sse_response
+from hubbub_server.sse import event_stream_response
 
 __all__ = [
     "EventsController",
@@ -44,108 +56,152 @@ def _frame(event: Event) -> ServerSentEventMessage:
     return ServerSentEventMessage(id=event.id, event=event.type, data=_encode(event).decode())
 
 
-async def _close_on(drain: asyncio.Event, subscription: Subscription) -> None:
-    await drain.wait()
-    subscription.close()  # ends the stream once what is queued has been sent
+class _Stream:
+    """One client's stream: who it is for, what it has sent, and its final events (stamped as
+    the bus stamps events, for this stream's reader alone: they are not published). Its
+    response ends it when the server drains (:meth:`end`) or the client leaves (:meth:`stop`)."""
 
-
-def _resume_unavailable(
-    bus: EventBus, last_event_id: str, principal: Principal, conversation_id: str | None
-) -> ErrorEvent:
-    """The ``error`` event that starts a stream whose ``Last-Event-ID`` is forgotten, stamped
-    as the bus stamps events, for this stream's reader alone (it is not published)."""
-    now = time.time()
-    return ErrorEvent(
-        code="resume_unavailable",
-        message=f"events after {last_event_id} are no longer available; reload the conversation",
-        id=bus.last_id or f"{int(now * 1000)}-0",
-        ts=now,
-        conversation_id=conversation_id,
-        owner=principal.id,
-        origin=bus.origin,
+    __slots__ = (
+        "_credentials",
+        "bus",
+        "conversation_id",
+        "ended",
+        "principal",
+        "sent",
+        "subscription",
     )
 
+    def __init__(self, bus: EventBus, principal: Principal, conversation_id: str | None) -> None:
+        self.bus = bus
+        self.principal = principal
+        self.conversation_id = conversation_id
+        self.sent: str | None = None
+        self.subscription: Subscription | None = None
+        self.ended = False
+        self._credentials = tuple({principal.credential_id, principal.session_id} - {None})
 
-def _slow_consumer(
-    bus: EventBus, sent: str | None, principal: Principal, conversation_id: str | None
-) -> ErrorEvent:
-    """The last event of a stream whose reader fell a whole queue behind: its ``id`` is the
-    last event sent, so reconnecting with it as ``Last-Event-ID`` replays what followed."""
-    now = time.time()
-    return ErrorEvent(
-        code="slow_consumer",
-        message="this stream fell too far behind and was closed; reconnect with the "
-        "Last-Event-ID it carries to receive what followed",
-        id=sent or bus.last_id or f"{int(now * 1000)}-0",
-        ts=now,
-        conversation_id=conversation_id,
-        owner=principal.id,
-        origin=bus.origin,
-    )
+    def end(self) -> None:
+        """End the stream after what is queued, with a final ``shutdown`` event."""
+        self.ended = True
+        if self.subscription is not None:
+            self.subscription.close()
 
+    def stop(self) -> None:
+        """End the stream now (its client has gone): nothing more is read."""
+        if self.subscription is not None:
+            self.subscription.close()
 
-def _ends(event: Event, conversation_id: str | None) -> bool:
-    """Whether ``event`` is the last of the stream of ``conversation_id``: its deletion."""
-    return (
-        conversation_id is not None
-        and isinstance(event, ConversationUpdated)
-        and event.change == "deleted"
-        and event.conversation_id == conversation_id
-    )
+    def _stamped(self, event: Event, event_id: str | None) -> Event:
+        return msgspec.structs.replace(
+            event,
+            id=event_id or self.bus.last_id or "0-0",
+            ts=time.time(),
+            conversation_id=self.conversation_id,
+            owner=self.principal.id,
+            origin=self.bus.origin,
+        )
+
+    def reset(self, last_event_id: str) -> Event:
+        """The first event of a stream resumed after an id the log no longer has."""
+        return self._stamped(
+            Reset(
+                reason=f"events after {last_event_id} are no longer available; reload what "
+                "you show and carry on from this event",
+                last_event_id=last_event_id,
+            ),
+            None,
+        )
+
+    def slow_consumer(self) -> Event:
+        """The last event of a stream whose reader fell a whole queue behind: its ``id`` is the
+        last event sent, so reconnecting with it as ``Last-Event-ID`` replays what followed."""
+        return self._stamped(
+            ErrorEvent(
+                code="slow_consumer",
+                message="this stream fell too far behind and was closed; reconnect with the "
+                "Last-Event-ID it carries to receive what followed",
+            ),
+            self.sent,
+        )
+
+    def shutdown(self) -> Event:
+        """The last event of a stream of a stopping process: resume from it elsewhere."""
+        return self._stamped(Shutdown(retry_after=1.0), self.sent)
+
+    def shows(self, event: Event) -> bool:
+        """Whether the stream sends ``event``: a conversation's stream sends that conversation's
+        events, and of the owner's other events only the revocation of its own credential."""
+        if self.conversation_id is None or event.conversation_id == self.conversation_id:
+            return True
+        return event.conversation_id is None and self.ends_with(event)
+
+    def ends_with(self, event: Event) -> bool:
+        """Whether ``event`` is the stream's last: its conversation deleted, or its credential
+        revoked."""
+        if isinstance(event, SessionRevoked):
+            return event.session_id in self._credentials
+        return (
+            self.conversation_id is not None
+            and isinstance(event, ConversationUpdated)
+            and event.change == "deleted"
+            and event.conversation_id == self.conversation_id
+        )
 
 
 async def _frames(
-    bus: EventBus,
-    visible: Callable[[Event], bool],
-    drain: asyncio.Event,
-    last_event_id: str | None,
-    heartbeat: float,
-    principal: Principal,
-    conversation_id: str | None,
-) -> AsyncIterator[ServerSentEventMessage]:
+    stream: _Stream, drain: asyncio.Event, last_event_id: str | None
+) -> AsyncGenerator[ServerSentEventMessage, None]:
     # Subscribed here, when the response starts: a response never sent holds no subscription.
     # Indexed by owner (and conversation): other users' events never reach this stream's code.
     # A reader that falls a whole queue behind is ended with a resumable slow_consumer event.
+    # Idle, the stream waits on its subscription alone (its heartbeats are written without it).
+    bus = stream.bus
     subscribed = bus.subscribe(
-        owner=principal.id, conversation_id=conversation_id, overflow="close"
+        owner=stream.principal.id, conversation_id=stream.conversation_id, overflow="close"
     )
-    sent: str | None = last_event_id
+    stream.sent = last_event_id
     with subscribed as subscription:
-        watcher = asyncio.ensure_future(_close_on(drain, subscription))  # one task per stream
+        stream.subscription = subscription
+        if stream.ended or drain.is_set():
+            subscription.close()  # draining already: replay, then the final shutdown event
         try:
-            replayed: set[str] = set()
+            replayed = None
             if last_event_id:  # subscribed first, so nothing falls between replay and live
-                missed = bus.since(last_event_id, visible)
+                missed = await bus.read_after(
+                    last_event_id,
+                    owner=stream.principal.id,
+                    conversation_id=stream.conversation_id,
+                )
                 if missed is None:
-                    yield _frame(
-                        _resume_unavailable(bus, last_event_id, principal, conversation_id)
-                    )
+                    yield _frame(stream.reset(last_event_id))
                 for old in missed or ():
-                    replayed.add(old.id)
-                    sent = old.id
+                    if not stream.shows(old):
+                        continue
+                    stream.sent, replayed = old.id, parse_id(old.id)
                     yield _frame(old)
-                    if _ends(old, conversation_id):
+                    if stream.ends_with(old):
                         return
             while True:
-                try:
-                    async with asyncio.timeout(heartbeat):
-                        live = await subscription.get()
-                except TimeoutError:
-                    yield ServerSentEventMessage(data=None, comment="heartbeat")
-                    continue
+                live = await subscription.get()
                 if live is None:
                     if subscription.overflowed:
-                        yield _frame(_slow_consumer(bus, sent, principal, conversation_id))
+                        yield _frame(stream.slow_consumer())
+                    elif stream.ended or drain.is_set():
+                        yield _frame(stream.shutdown())
                     return
-                if replayed and live.id in replayed:
+                if not stream.shows(live):
                     continue
-                replayed.clear()  # live events are past the replayed ones now
-                sent = live.id
+                if replayed is not None:
+                    pair = parse_id(live.id)
+                    if pair is not None and pair <= replayed:
+                        continue  # already sent from the log
+                    replayed = None  # live events are past the replayed ones now
+                stream.sent = live.id
                 yield _frame(live)
-                if _ends(live, conversation_id):
+                if stream.ends_with(live):
                     return
         finally:
-            watcher.cancel()
+            stream.subscription = None
 
 
 LastEventId = Annotated[
@@ -170,24 +226,20 @@ def event_stream(
 ) -> ServerSentEvent:
     """An SSE response of the events ``principal`` may see (of one conversation, if given),
     resuming after ``Last-Event-ID`` (the header) or ``last_event_id`` (the query)."""
-
-    def visible(event: Event) -> bool:
-        return event.owner == principal.id and (
-            conversation_id is None or event.conversation_id == conversation_id
-        )
-
     state = request.app.state
-    last_event_id = request.headers.get("last-event-id") or last_event_id
-    frames = _frames(
-        runtime.events,
-        visible,
-        state.drain,
-        last_event_id,
-        runtime.config.server.heartbeat_interval,
-        principal,
-        conversation_id,
-    )
-    return sse_response(frames, state, owner=principal.id)
+    last_event_id = _header(request, b"last-event-id") or last_event_id
+    stream = _Stream(runtime.events, principal, conversation_id)
+    frames = _frames(stream, state.drain, last_event_id)
+    return event_stream_response(frames, state, owner=principal.id, stream=stream)
+
+
+def _header(request: Request[Any, Any, Any], name: bytes) -> str | None:
+    # Read from the raw headers: request.headers would build (and keep, for as long as the
+    # stream is open) a parsed copy of them all.
+    for key, value in request.scope["headers"]:
+        if key.lower() == name:
+            return value.decode("latin-1")
+    return None
 
 
 class EventsController(Controller):

@@ -3,11 +3,14 @@
 
 Stateless, like OpenAI's: nothing is stored. Streams are SSE ``data:`` frames of
 ``chat.completion.chunk`` objects ending with ``data: [DONE]``; text that streams in together is
-sent as one chunk (:mod:`hubbub.llm.coalesce`).
+sent as one chunk (:mod:`hubbub.llm.coalesce`). A stream still running when a stopping server
+cuts what is in flight (:mod:`hubbub_server.shutdown`) ends with a finish chunk marked
+``"interrupted": "shutdown"``, then ``[DONE]``.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import AsyncIterator
 from typing import Any
@@ -31,9 +34,12 @@ from hubbub_server.openai_format import (
 )
 from hubbub_server.problems import PROBLEM_RESPONSES
 from hubbub_server.security import Caller, RuntimeDep
+from hubbub_server.shutdown import Shutdown, StreamCut
 from hubbub_server.sse import sse_response
 
 __all__ = ["OpenAIController"]
+
+logger = logging.getLogger("hubbub.server")
 
 _encode = msgspec.json.Encoder().encode
 
@@ -85,25 +91,32 @@ class OpenAIController(Controller):
         # Hooks run and the model is resolved here: refusals and unknown models are errors,
         # not a 200 stream.
         chunks = coalesce(await runtime.llm.open_stream(chat))
-        stream = sse_response(_stream(chunks, chat, include_usage), request.app.state)
+        shutdown: Shutdown = request.app.state.shutdown
+        stream = sse_response(_stream(chunks, chat, include_usage, shutdown), request.app.state)
         return stream.to_asgi_response(None, request)
 
 
 async def _stream(
-    chunks: AsyncIterator[ChatChunk], chat: ChatRequest, include_usage: bool
+    chunks: AsyncIterator[ChatChunk], chat: ChatRequest, include_usage: bool, shutdown: Shutdown
 ) -> AsyncIterator[ServerSentEventMessage]:
     completion_id, created = new_id("chatcmpl-"), int(time.time())
-    usage = Usage()
+    usage: Usage | None = None
+    finished = False
 
     def frame(payload: Any) -> ServerSentEventMessage:
         return ServerSentEventMessage(data=_encode(payload).decode())
 
     yield frame(chunk_payload(completion_id, chat.model, created, ChatChunk(), first=True))
+    interrupted = None
     try:
-        async for chunk in chunks:
+        async for chunk in shutdown.cut_off(chunks):
             usage = chunk.usage or usage
+            finished = finished or chunk.finish_reason is not None
             if chunk.delta or chunk.tool_calls or chunk.finish_reason:
                 yield frame(chunk_payload(completion_id, chat.model, created, chunk))
+    except StreamCut:  # the server is stopping: end the reply here, in a way clients parse
+        interrupted = None if finished else "shutdown"
+        logger.info("streamed completion ended early: the server is stopping")
     except HubbubError as exc:  # headers are sent: report in-band, as OpenAI does
         yield frame({"error": {"message": str(exc), "type": exc.code, "code": exc.status}})
         return
@@ -111,6 +124,12 @@ async def _stream(
         closer = getattr(chunks, "aclose", None)
         if closer is not None:
             await closer()
-    if include_usage:
+    if interrupted is not None:
+        finish = ChatChunk(finish_reason="stop")
+        yield frame(
+            chunk_payload(completion_id, chat.model, created, finish, interrupted=interrupted)
+        )
+    if include_usage and (usage is not None or interrupted is None):
+        # (a reply cut short has no usage chunk unless its provider had reported usage)
         yield frame(chunk_payload(completion_id, chat.model, created, None, usage=usage))
     yield ServerSentEventMessage(data="[DONE]")

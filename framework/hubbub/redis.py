@@ -1,0 +1,81 @@
+"""The Redis client processes share, one per ``[redis] url``.
+
+Every component that uses Redis (the event log, the cache, reply leases) asks for it with
+:func:`shared_redis`: the first call opens the client, later ones get the same object, and it is
+closed after the last component that used it has stopped::
+
+    client = await shared_redis(context.resources, context.config)
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+from urllib.parse import urlsplit, urlunsplit
+
+from hubbub.config.issues import make_issue
+from hubbub.errors import ConfigError
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from hubbub.config import Config
+    from hubbub.services import Resources
+
+__all__ = ["redacted_url", "redis_url", "shared_redis"]
+
+
+def redis_url(config: Config, needed_by: str) -> str:
+    """The configured ``[redis] url`` in clear, or a :class:`~hubbub.errors.ConfigError` saying
+    that ``needed_by`` (a setting such as ``events.backend``) needs it."""
+    if config.redis.url is None:
+        raise ConfigError(
+            [
+                make_issue(
+                    "redis.url",
+                    f"{needed_by} uses Redis, but [redis] url is not set (add url = "
+                    '"redis://host:6379/0" to a [redis] table)',
+                    config.text,
+                    config.source,
+                    config.overrides,
+                )
+            ]
+        )
+    return config.redis.url.reveal()
+
+
+def redacted_url(url: str) -> str:
+    """``url`` without its password, for logs and health details."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    host = parts.hostname or ""
+    if parts.port is not None:
+        host = f"{host}:{parts.port}"
+    user = f"{parts.username}:***@" if parts.username else ":***@"
+    return urlunsplit(parts._replace(netloc=user + host))
+
+
+async def shared_redis(
+    resources: Resources, config: Config, *, needed_by: str = "a component"
+) -> redis.asyncio.Redis:
+    """The runtime's client for ``[redis] url`` (one per URL, shared by every component that
+    asks), with ``[redis] timeout`` on connecting and on every reply. Connections are opened
+    when first used, so this never waits for Redis."""
+    url = redis_url(config, needed_by)
+    timeout = config.redis.timeout
+
+    def make() -> Any:
+        import redis.asyncio
+
+        return redis.asyncio.Redis.from_url(
+            url,
+            socket_connect_timeout=timeout,
+            socket_timeout=timeout,
+            health_check_interval=30,
+            client_name="hubbub",
+        )
+
+    client: redis.asyncio.Redis = await resources.acquire(
+        f"redis:{redacted_url(url)}", make, close=lambda c: c.aclose()
+    )
+    return client

@@ -1,0 +1,419 @@
+"""Event log ``redis``: one Redis stream shared by every server process.
+
+``[events] backend = "redis"`` with ``[redis] url``. Publishing appends to a local buffer and
+returns; a writer task sends the buffer to the stream (``XADD``, pipelined, trimmed to
+``[events] retention_events`` and, every few seconds, to ``retention_seconds``). Redis assigns
+the ids, so they order events across processes. One reader task per process tails the stream
+(``XREAD BLOCK``) and hands every event, this process's own included, to the bus: every process
+sees the same order, and a client resumes on any of them (``XRANGE`` after its
+``Last-Event-ID``).
+
+When Redis is unreachable, events still reach this process's streams at once (with ids made
+here, after the last one read from Redis); they wait in a bounded buffer (``[events]
+publish_buffer``, the oldest dropped past it, counted and logged) and are written when Redis
+is back, for the other processes. Health says ``degraded`` with the reason meanwhile; the
+tasks reconnect by themselves.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+import msgspec
+
+from hubbub import hookimpl
+from hubbub.events import Event, IdClock, decode_event, format_id, parse_id, select_after
+from hubbub.models import Health
+from hubbub.redis import shared_redis
+from hubbub.resilience import RetryPolicy
+
+if TYPE_CHECKING:
+    import redis.asyncio
+
+    from hubbub.registry import ComponentContext, Registrar
+    from hubbub.services import Tasks
+
+__all__ = ["RedisEventLog", "RedisEventsSettings"]
+
+_encode = msgspec.json.Encoder().encode
+_BATCH = 500
+_TRIM_EVERY = 5.0
+_BACKOFF = RetryPolicy(attempts=1_000_000, base_delay=0.05, max_delay=2.0)
+
+
+class RedisEventsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
+    """Settings of the ``redis_events`` plugin (``[plugins.redis_events]``)."""
+
+    stream: str = "hubbub:events"
+    """Key of the Redis stream: processes that share it share their events (give each
+    deployment sharing one Redis database its own)."""
+
+
+def _text(value: bytes | str) -> str:
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class RedisEventLog:
+    """A :class:`hubbub.contracts.EventLog` on a Redis stream."""
+
+    def __init__(
+        self,
+        connect: Callable[[], Any],
+        tasks: Tasks,
+        *,
+        origin: str,
+        stream: str = "hubbub:events",
+        retention_events: int = 10_000,
+        retention_seconds: float = 1800,
+        buffer_size: int = 100_000,
+        block_seconds: float = 1.0,
+        logger: logging.Logger | None = None,
+    ) -> None:
+        self._connect = connect
+        self._tasks = tasks
+        self.origin = origin
+        self.stream = stream
+        self.retention_events = retention_events
+        self.retention_seconds = retention_seconds
+        self.buffer_size = buffer_size
+        self.block_seconds = block_seconds
+        self.logger = logger or logging.getLogger("hubbub.plugins.redis_events")
+        self.client: redis.asyncio.Redis | None = None
+        self._deliver: Callable[[Event], object] | None = None
+        self._outbox: collections.deque[tuple[Event, bool]] = collections.deque()
+        self._wake = asyncio.Event()
+        self._clock = IdClock()
+        self._position = "0-0"
+        self._last_delivered: str | None = None
+        self.write_error: str | None = None
+        """Why the last write failed, while writes fail (``None`` when they work)."""
+        self.read_error: str | None = None
+        """Why the last read failed, while reads fail."""
+        self.lost = 0
+        """Events dropped from a full buffer while Redis was unreachable (other processes
+        never got them)."""
+        self.written = 0
+        """Events written to the stream."""
+
+    # -- the contract -------------------------------------------------------------------------
+
+    def attach(self, deliver: Callable[[Event], object]) -> None:
+        """Hand the stream's events to ``deliver`` (the bus)."""
+        self._deliver = deliver
+
+    def append(self, event: Event) -> None:
+        """Buffer ``event`` for the writer; while Redis is unreachable, deliver it here at once
+        too. Never blocks."""
+        delivered = self.write_error is not None
+        if delivered:
+            self._deliver_locally(event)
+        if len(self._outbox) >= self.buffer_size:
+            dropped, was_delivered = self._outbox.popleft()
+            if not was_delivered:
+                self._deliver_locally(dropped)
+            self.lost += 1
+            if self.lost == 1 or self.lost % 1000 == 0:
+                self.logger.warning(
+                    "the event buffer is full (%d events) while Redis is unreachable: "
+                    "%d events lost for the other processes",
+                    self.buffer_size,
+                    self.lost,
+                    extra={"lost": self.lost},
+                )
+        self._outbox.append((event, delivered))
+        self._wake.set()
+
+    async def read_after(
+        self,
+        event_id: str,
+        *,
+        owner: str | None = None,
+        conversation_id: str | None = None,
+        limit: int = 10_000,
+    ) -> list[Event] | None:
+        """The stream's events after ``event_id`` (``XRANGE``), or ``None`` when the stream no
+        longer has what followed it (or Redis cannot be asked)."""
+        after = parse_id(event_id)
+        if after is None or self.client is None:
+            return None
+        import redis.exceptions
+
+        try:
+            if not await self._still_has(after):
+                return None
+            return await self._range_after(event_id, owner, conversation_id, limit)
+        except (redis.exceptions.RedisError, OSError) as exc:
+            self.logger.warning("cannot read events after %s from Redis: %s", event_id, exc)
+            return None
+
+    @property
+    def last_id(self) -> str | None:
+        """The id of the newest event this process knows of (read from the stream, or made
+        here while Redis was away): resuming after it misses nothing that follows."""
+        return self._last_delivered or self._position
+
+    # -- lifecycle ----------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Connect (a Redis that does not answer fails the start, naming the URL), find the
+        stream's end, and start the writer and reader tasks."""
+        self.client = await self._connect()
+        info = await self._info()
+        self._position = _text(info.get("last-generated-id", b"0-0")) if info else "0-0"
+        pair = parse_id(self._position)
+        if pair is not None:
+            self._clock.observe(pair)
+        self._tasks.start("writer", self._write_forever, restart=True)
+        self._tasks.start("reader", self._read_forever, restart=True)
+
+    async def health(self) -> Health:
+        """``degraded`` while Redis cannot be written or read (local streams still work)."""
+        problems = [p for p in (self.write_error, self.read_error) if p]
+        detail = f"stream {self.stream}: {self.written} written"
+        if self._outbox:
+            detail += f", {len(self._outbox)} waiting"
+        if self.lost:
+            detail += f", {self.lost} lost"
+        if problems:
+            return Health(status="degraded", detail=f"Redis unreachable ({problems[0]}); {detail}")
+        return Health(status="ok", detail=detail)
+
+    async def aclose(self) -> None:
+        """Write what is still buffered (for at most a second), then stop."""
+        if self.client is not None and self._outbox and self.write_error is None:
+            try:
+                await asyncio.wait_for(self._flush(), timeout=1.0)
+            except Exception as exc:
+                self.logger.warning(
+                    "%d events not written to Redis at stop: %s", len(self._outbox), exc
+                )
+        self.client = None
+
+    # -- writing ------------------------------------------------------------------------------
+
+    async def _write_forever(self) -> None:
+        import redis.exceptions
+
+        failures = 0
+        next_trim = time.monotonic()
+        while not self._tasks.closed:  # also when a cancellation was lost in the client
+            if not self._outbox:
+                self._wake.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._wake.wait(), timeout=_TRIM_EVERY)
+            try:
+                await self._flush()
+                if time.monotonic() >= next_trim:
+                    await self._trim()
+                    next_trim = time.monotonic() + _TRIM_EVERY
+            except (redis.exceptions.RedisError, OSError) as exc:
+                _raise_if_cancelled()
+                failures += 1
+                self._writes_failed(exc)
+                await asyncio.sleep(_BACKOFF.delay_for(min(failures, 30)))
+                continue
+            if self.write_error is not None:
+                self.logger.info("Redis is writable again; buffered events written")
+                self.write_error = None
+            failures = 0
+
+    async def _flush(self) -> None:
+        assert self.client is not None
+        while self._outbox:
+            batch = [self._outbox.popleft() for _ in range(min(_BATCH, len(self._outbox)))]
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    for event, delivered in batch:
+                        pipe.xadd(
+                            self.stream,
+                            _fields(event, delivered),
+                            maxlen=self.retention_events,
+                            approximate=True,
+                        )
+                    await pipe.execute()
+            except BaseException:
+                self._outbox.extendleft(reversed(batch))  # kept, in order, for the next try
+                raise
+            self.written += len(batch)
+
+    def _writes_failed(self, exc: BaseException) -> None:
+        if self.write_error is None:
+            self.logger.warning(
+                "cannot write events to Redis (%s): delivering them in this process only "
+                "until it is back",
+                exc,
+            )
+        self.write_error = f"{type(exc).__name__}: {exc}"
+        # What waits has reached nobody yet: this process's streams get it now.
+        for position, (event, delivered) in enumerate(self._outbox):
+            if not delivered:
+                self._deliver_locally(event)
+                self._outbox[position] = (event, True)
+
+    async def _trim(self) -> None:
+        assert self.client is not None
+        horizon = int((time.time() - self.retention_seconds) * 1000)
+        await self.client.xtrim(self.stream, minid=f"{horizon}-0", approximate=True)
+
+    def _deliver_locally(self, event: Event) -> None:
+        pair = self._clock.next(event.ts or time.time())
+        self._hand_over(msgspec.structs.replace(event, id=format_id(pair)))
+
+    def _hand_over(self, event: Event) -> None:
+        self._last_delivered = event.id
+        if self._deliver is not None:
+            self._deliver(event)
+
+    # -- reading ------------------------------------------------------------------------------
+
+    async def _read_forever(self) -> None:
+        import redis.exceptions
+
+        failures = 0
+        block = max(1, int(self.block_seconds * 1000))
+        while not self._tasks.closed:  # also when a cancellation was lost in the client
+            assert self.client is not None
+            try:
+                reply: Any = await self.client.xread(
+                    {self.stream: self._position}, count=_BATCH, block=block
+                )
+            except (redis.exceptions.RedisError, OSError) as exc:
+                _raise_if_cancelled()
+                failures += 1
+                if self.read_error is None:
+                    self.logger.warning("cannot read events from Redis (%s); retrying", exc)
+                self.read_error = f"{type(exc).__name__}: {exc}"
+                await asyncio.sleep(_BACKOFF.delay_for(min(failures, 30)))
+                continue
+            if self.read_error is not None:
+                self.logger.info("reading events from Redis again after %s", self._position)
+                self.read_error = None
+            failures = 0
+            for _stream, entries in reply or ():
+                for entry_id, fields in entries:
+                    self._receive(_text(entry_id), fields)
+
+    def _receive(self, entry_id: str, fields: dict[bytes, bytes]) -> None:
+        self._position = entry_id
+        pair = parse_id(entry_id)
+        if pair is not None:
+            self._clock.observe(pair)
+        if fields.get(b"d") == b"1" and _text(fields.get(b"o", b"")) == self.origin:
+            return  # this process delivered it while Redis was away
+        try:
+            event = decode_event(fields[b"e"])
+        except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as exc:
+            self.logger.warning("skipping event %s of an unknown form: %s", entry_id, exc)
+            return
+        self._hand_over(msgspec.structs.replace(event, id=entry_id))
+
+    async def _info(self) -> dict[str, Any] | None:
+        import redis.exceptions
+
+        assert self.client is not None
+        try:
+            info: dict[Any, Any] = await self.client.xinfo_stream(self.stream)
+        except redis.exceptions.ResponseError:
+            return None  # no stream yet
+        return {_text(k): v for k, v in info.items()}
+
+    async def _still_has(self, after: tuple[int, int]) -> bool:
+        """Whether every event after ``after`` is still in the stream."""
+        info = await self._info()
+        newest = parse_id(_text(info["last-generated-id"])) if info else (0, 0)
+        if newest is None or after > newest:
+            return False  # an id this stream never gave (another deployment, a flushed Redis)
+        if info is None or info["length"] == 0:
+            return after == newest  # everything after it is gone, if anything came
+        first = info["first-entry"]
+        oldest = parse_id(_text(first[0])) if first else None
+        return oldest is not None and after >= oldest
+
+    async def _range_after(
+        self, event_id: str, owner: str | None, conversation_id: str | None, limit: int
+    ) -> list[Event]:
+        assert self.client is not None
+        found: list[Event] = []
+        start = f"({event_id}"
+        while len(found) < limit:
+            entries: Any = await self.client.xrange(self.stream, min=start, max="+", count=_BATCH)
+            for entry_id, fields in entries:
+                if owner is not None and fields.get(b"w") != owner.encode():
+                    continue
+                conversation = fields.get(b"c")
+                if conversation_id is not None and conversation not in (
+                    None,
+                    conversation_id.encode(),
+                ):
+                    continue
+                try:
+                    event = decode_event(fields[b"e"])
+                except (KeyError, msgspec.DecodeError, msgspec.ValidationError):
+                    continue
+                found.append(msgspec.structs.replace(event, id=_text(entry_id)))
+            if len(entries) < _BATCH:
+                break
+            start = f"({_text(entries[-1][0])}"
+        return select_after(found, owner, conversation_id, limit)
+
+
+def _raise_if_cancelled() -> None:
+    """redis-py may turn a cancellation into a connection error: stop anyway."""
+    task = asyncio.current_task()
+    if task is not None and task.cancelling():
+        raise asyncio.CancelledError
+
+
+def _fields(event: Event, delivered: bool) -> dict[Any, Any]:
+    fields: dict[Any, Any] = {"e": _encode(event), "o": event.origin}
+    if event.owner is not None:
+        fields["w"] = event.owner
+    if event.conversation_id is not None:
+        fields["c"] = event.conversation_id
+    if delivered:
+        fields["d"] = "1"
+    return fields
+
+
+@hookimpl
+def register_event_logs(register: Registrar) -> None:
+    def build(context: ComponentContext[RedisEventsSettings]) -> RedisEventLog:
+        config = context.config
+        events = config.events
+        settings = context.settings
+
+        async def connect() -> Any:
+            client = await shared_redis(context.resources, config, needed_by="events.backend")
+            try:
+                await client.ping()
+            except Exception as exc:
+                from hubbub.redis import redacted_url, redis_url
+
+                url = redacted_url(redis_url(config, "events.backend"))
+                raise ConnectionError(f"Redis at {url} does not answer: {exc}") from exc
+            return client
+
+        return RedisEventLog(
+            connect,
+            context.tasks,
+            origin=context.events.origin,
+            stream=settings.stream,
+            retention_events=events.retention_events,
+            retention_seconds=events.retention_seconds,
+            buffer_size=events.publish_buffer,
+            block_seconds=min(1.0, config.redis.timeout / 2),
+            logger=context.logger,
+        )
+
+    register(
+        "redis",
+        build,
+        settings=RedisEventsSettings,
+        description="events shared by every process through a Redis stream",
+    )
