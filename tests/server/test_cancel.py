@@ -212,3 +212,54 @@ def test_a_reply_on_one_server_is_refused_and_cancelled_on_the_other(
             f"/api/conversations/{cid}/messages", json={"content": "now", "wait": True}
         )
         assert again.status_code == 200, again.text
+
+
+# -- joining a reply in progress ------------------------------------------------------------
+
+
+def joined_late(server: LiveServer, key: str, cid: str) -> tuple[list[str], dict[str, Any]]:
+    """Open ``cid``'s stream (no Last-Event-ID) while its reply runs; the event types it got
+    and the completed reply."""
+    with Listener(server, key, f"/api/conversations/{cid}/events") as late:
+        completed = late.wait_for("message.completed")
+        frames = list(late.frames)
+    deltas = "".join(
+        json.loads(f["data"])["delta"] for f in frames if f["event"] == "message.delta"
+    )
+    assert deltas == completed["message"]["content"]  # caught up: nothing missing
+    ids = [f["id"] for f in frames]
+    assert len(set(ids)) == len(ids)  # nothing twice
+    return [f["event"] for f in frames], completed
+
+
+def test_a_stream_that_joins_a_reply_late_catches_up(
+    server: LiveServer, alice: httpx.Client
+) -> None:
+    cid = conversation(alice)
+    with Listener(server, server.keys["alice"][1], f"/api/conversations/{cid}/events") as early:
+        sent = alice.post(f"/api/conversations/{cid}/messages", json={"content": LONG})
+        assert sent.status_code == 202, sent.text
+        early.wait_for("message.delta", count=20)  # well under way
+        types, completed = joined_late(server, server.keys["alice"][1], cid)
+    assert types[0] == "message.created"  # from the user's message on
+    assert completed["message"]["content"] == FULL
+    # A stream opened when nothing runs replays nothing.
+    with Listener(server, server.keys["alice"][1], f"/api/conversations/{cid}/events") as idle:
+        time.sleep(0.5)
+    assert idle.frames == []
+
+
+def test_a_stream_on_another_process_joins_a_reply_late(
+    pair: tuple[LiveServer, LiveServer],
+) -> None:
+    a, b = pair
+    key = a.keys["alice"][1]
+    with a.client(key) as on_a:
+        cid = conversation(on_a)
+        with Listener(a, key, f"/api/conversations/{cid}/events") as early:
+            sent = on_a.post(f"/api/conversations/{cid}/messages", json={"content": LONG})
+            assert sent.status_code == 202, sent.text
+            early.wait_for("message.delta", count=20)
+            types, completed = joined_late(b, key, cid)
+    assert types[0] == "message.created"
+    assert completed["message"]["content"] == FULL

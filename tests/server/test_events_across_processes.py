@@ -179,3 +179,28 @@ def test_a_revoked_key_ends_its_streams_on_every_process(
     # And the key no longer opens anything.
     with a.client(revoked) as client:
         assert client.get("/api/events").status_code == 401
+
+
+def test_streams_live_through_redis_going_away_and_coming_back(
+    pair: tuple[LiveServer, LiveServer], redis_server: RedisServer
+) -> None:
+    a, b = pair
+    key = a.keys["alice"][1]
+    with Listener(a, key, "/api/events") as on_a, Listener(b, key, "/api/events") as on_b:
+        redis_server.kill()
+        # A reply produced on A still reaches A's stream while Redis is away...
+        cid = reply_on(a, key, "while redis is away")
+        on_a.wait_for("message.completed")
+        with a.client(key) as client:
+            health = client.get("/health/ready").json()
+        assert health["components"]["event_log"]["status"] == "degraded"
+        assert "Redis unreachable" in health["components"]["event_log"]["detail"]
+        redis_server.start()
+        # ...and B's, once Redis is back; then everything flows both ways again.
+        done_on_b = on_b.wait_for("message.completed", timeout=30)
+        assert done_on_b["conversation_id"] == cid
+        reply_on(b, key, "after redis came back")
+        on_a.wait_for("message.completed", count=2, timeout=30)
+        assert on_a.ended.is_set() is False
+    completed = [f for f in on_a.frames if f["event"] == "message.completed"]
+    assert len(completed) == 2  # each once: nothing delivered twice on A

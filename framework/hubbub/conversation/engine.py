@@ -98,6 +98,14 @@ class ConversationEngine:
         when it stops waiting for replies to finish)."""
         await self._replies.interrupt_all(reason)
 
+    async def reply_began(self, owner: Principal, conversation_id: str) -> int | None:
+        """When the reply being written to ``owner``'s conversation began (Unix milliseconds),
+        in this process or another sharing the cache; ``None`` when none is. A stream that joins
+        the reply late replays the conversation's events from then.
+        :class:`NotFoundError` unless ``owner`` owns the conversation."""
+        await self.get(owner, conversation_id)
+        return await self.leases.began(conversation_id)
+
     # -- conversations -----------------------------------------------------------------------
 
     async def create(

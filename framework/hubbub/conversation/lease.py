@@ -8,8 +8,10 @@ someone else is left alone). A process that dies holding a lease leaves it to ex
 ``ttl`` seconds. With the ``memory`` cache the lease covers one process; with ``redis`` (or any
 shared backend), every process that uses it.
 
-The lease's value names its holder: host, process and the reply's id, which any process reads
-with :meth:`ReplyLeases.holder` (how a cancel request names the reply it is meant for).
+The lease's value names its holder: host, process, when the reply began (Unix milliseconds) and
+the reply's id, which any process reads with :meth:`ReplyLeases.holder` (how a cancel request
+names the reply it is meant for) and :meth:`ReplyLeases.began` (where a stream that joins the
+reply late catches up from).
 
 ::
 
@@ -30,6 +32,7 @@ import contextlib
 import logging
 import os
 import socket
+import time
 
 from hubbub.contracts import CacheBackend
 from hubbub.models import new_id
@@ -46,7 +49,8 @@ class Lease:
         self.key = key
         """The cache key (``reply:<conversation id>``)."""
         self.token = token
-        """What this holder stored under :attr:`key`: ``<host>/<process id>/<reply id>``."""
+        """What this holder stored under :attr:`key`:
+        ``<host>/<process id>/<milliseconds>/<reply id>``."""
         self.lost = False
         """Whether a renewal found the lease gone or someone else's (this process stalled
         longer than the lease lasts, or the cache lost it): another reply may start meanwhile."""
@@ -129,7 +133,8 @@ class ReplyLeases:
         """Take the lease of ``conversation_id`` for ``reply_id`` (a new id if not given) and
         start renewing it; ``None`` when someone holds it."""
         key = self.key(conversation_id)
-        token = f"{self._holder}{reply_id or new_id('reply_')}".encode()
+        began = int(time.time() * 1000)
+        token = f"{self._holder}{began}/{reply_id or new_id('reply_')}".encode()
         if not await self.cache.add(key, token, self.ttl):
             return None
         return Lease(self, key, token)
@@ -137,7 +142,17 @@ class ReplyLeases:
     async def holder(self, conversation_id: str) -> str | None:
         """The id of the reply holding ``conversation_id``'s lease (in this process or
         another), or ``None`` when nobody holds it."""
-        value = await self.cache.get(self.key(conversation_id))
-        if value is None:
+        parts = await self._parts(conversation_id)
+        return parts[-1] if parts else None
+
+    async def began(self, conversation_id: str) -> int | None:
+        """When the reply holding ``conversation_id``'s lease began (Unix milliseconds), or
+        ``None`` when nobody holds it."""
+        parts = await self._parts(conversation_id)
+        if not parts or len(parts) < 4 or not parts[-2].isdigit():
             return None
-        return value.decode(errors="replace").rpartition("/")[2]
+        return int(parts[-2])
+
+    async def _parts(self, conversation_id: str) -> list[str] | None:
+        value = await self.cache.get(self.key(conversation_id))
+        return None if value is None else value.decode(errors="replace").split("/")

@@ -17,6 +17,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
+from hubbub.events import format_id
 from hubbub.log import current_context
 from hubbub.models import Conversation, Message, Page
 from hubbub_server.disconnect import until_disconnected
@@ -208,5 +209,12 @@ class ConversationsController(Controller):
         conversation_id: FromPath[str],
         last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
-        await runtime.conversations.get(principal, conversation_id)
-        return event_stream(request, runtime, principal, conversation_id, last_event_id)
+        began = await runtime.conversations.reply_began(principal, conversation_id)
+        return event_stream(
+            request,
+            runtime,
+            principal,
+            conversation_id,
+            last_event_id,
+            catch_up=None if began is None else format_id((began - 1, 0)),
+        )

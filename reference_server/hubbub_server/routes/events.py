@@ -149,7 +149,10 @@ class _Stream:
 
 
 async def _frames(
-    stream: _Stream, drain: asyncio.Event, last_event_id: str | None
+    stream: _Stream,
+    drain: asyncio.Event,
+    last_event_id: str | None,
+    catch_up: str | None = None,
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     # Subscribed here, when the response starts: a response never sent holds no subscription.
     # Indexed by owner (and conversation): other users' events never reach this stream's code.
@@ -166,13 +169,15 @@ async def _frames(
             subscription.close()  # draining already: replay, then the final shutdown event
         try:
             replayed = None
-            if last_event_id:  # subscribed first, so nothing falls between replay and live
+            # Subscribed first, so nothing falls between replay and live. Without a
+            # Last-Event-ID, a stream that joins a reply in progress catches up from its start
+            # (when the log no longer has it, the stream just goes on live).
+            after = last_event_id or catch_up
+            if after:
                 missed = await bus.read_after(
-                    last_event_id,
-                    owner=stream.principal.id,
-                    conversation_id=stream.conversation_id,
+                    after, owner=stream.principal.id, conversation_id=stream.conversation_id
                 )
-                if missed is None:
+                if missed is None and last_event_id:
                     yield _frame(stream.reset(last_event_id))
                 for old in missed or ():
                     if not stream.shows(old):
@@ -223,13 +228,16 @@ def event_stream(
     principal: Principal,
     conversation_id: str | None = None,
     last_event_id: str | None = None,
+    *,
+    catch_up: str | None = None,
 ) -> ServerSentEvent:
     """An SSE response of the events ``principal`` may see (of one conversation, if given),
-    resuming after ``Last-Event-ID`` (the header) or ``last_event_id`` (the query)."""
+    resuming after ``Last-Event-ID`` (the header) or ``last_event_id`` (the query), or, without
+    either, after ``catch_up`` (an id before a reply in progress began)."""
     state = request.app.state
     last_event_id = _header(request, b"last-event-id") or last_event_id
     stream = _Stream(runtime.events, principal, conversation_id)
-    frames = _frames(stream, state.drain, last_event_id)
+    frames = _frames(stream, state.drain, last_event_id, catch_up)
     return event_stream_response(frames, state, owner=principal.id, stream=stream)
 
 
