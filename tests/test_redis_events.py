@@ -219,3 +219,56 @@ async def test_a_runtime_on_the_redis_log_reports_it_in_health(
 
         await eventually(degraded, within=15)
         assert (await runtime.health()).status == "degraded"
+
+
+async def test_an_event_that_cannot_be_encoded_never_blocks_the_ones_after_it(
+    redis_server: RedisServer,
+) -> None:
+    # A lone surrogate (half an emoji from a provider's JSON escape) cannot be UTF-8 encoded: the
+    # writer must skip that one event, not retry it forever ahead of every later event.
+    async with process(redis_server.url, "a") as (a, log):
+        on_a = a.subscribe(owner="ada")
+        a.publish(MessageDelta(message_id="m", delta="\ud83d", owner="ada", conversation_id="c1"))
+        a.publish(delta(1))
+        (after,) = await take(on_a, 1)
+        assert after.delta == "1 "  # type: ignore[attr-defined]
+        assert log.unwritable == 1
+        assert "1 not encodable" in (await log.health()).detail
+
+
+async def test_a_resume_trimmed_while_read_is_a_reset_not_a_silent_gap(
+    redis_server: RedisServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    async with process(redis_server.url, "a") as (a, log):
+        on_a = a.subscribe(owner="ada")
+        for n in range(5):
+            a.publish(delta(n))
+        seen = await take(on_a, 5)
+        read = log._range_after
+
+        async def trimmed_meanwhile(*args: Any) -> list[Event]:
+            # Retention trims the stream between the check and the read (another process's
+            # XADD ... MAXLEN, or this one's periodic XTRIM).
+            assert log.client is not None
+            await log.client.xtrim(log.stream, maxlen=1, approximate=False)
+            return await read(*args)
+
+        monkeypatch.setattr(log, "_range_after", trimmed_meanwhile)
+        assert await a.read_after(seen[1].id) is None
+
+
+async def test_events_older_than_the_retention_are_trimmed_by_redis_clock(
+    redis_server: RedisServer,
+) -> None:
+    async with process(redis_server.url, "a", retention_seconds=1.0) as (a, log):
+        on_a = a.subscribe(owner="ada", maxsize=1000)
+        for n in range(300):
+            a.publish(delta(n))
+        (first, *_) = await take(on_a, 300)
+        await asyncio.sleep(1.5)
+        a.publish(delta(300))
+        await take(on_a, 1)
+        await log._trim()  # what the writer does every few seconds
+        assert log.client is not None
+        assert await log.client.xlen(log.stream) < 301  # (approximately: whole nodes go)
+        assert await a.read_after(first.id) is None  # gone: a reset, never a silent gap

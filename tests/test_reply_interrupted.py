@@ -67,6 +67,24 @@ async def test_a_cancelled_reply_keeps_its_text_and_ends_with_message_completed(
     assert answer.interrupted is None
 
 
+async def test_a_reply_whose_lease_is_lost_stops_keeping_its_text(
+    make_runtime: Callable[..., Runtime], principal: Principal
+) -> None:
+    async with make_runtime(SLOW) as runtime:
+        engine = runtime.conversations
+        engine.leases.renew_every = 0.05  # so that the loss is noticed at once
+        conversation = await engine.create(principal)
+        events = await streaming(runtime, principal, conversation.id, LONG)
+        # The lease expired and another process took it (as after a long stall here).
+        await runtime.cache.set(engine.leases.key(conversation.id), b"elsewhere/1/1/reply_x")
+        tail = await rest(events)
+        stored = await messages(runtime, principal, conversation.id)
+    assert "completed:assistant:error" in tail  # two replies never run on for long
+    assert stored[-1].interrupted == "error"
+    assert FULL.startswith(stored[-1].content)
+    assert len(stored[-1].content) < len(FULL)
+
+
 async def test_cancelling_when_no_reply_runs_changes_nothing(
     make_runtime: Callable[..., Runtime], principal: Principal
 ) -> None:

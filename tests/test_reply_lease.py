@@ -88,7 +88,8 @@ async def test_a_lease_that_expired_and_was_taken_is_not_released_by_its_old_hol
 
 async def test_renewal_notices_a_lost_lease(memory_cache: MemoryCache) -> None:
     leases = ReplyLeases(memory_cache, ttl=0.1, renew_every=0.3)  # renews too late
-    lease = await leases.acquire("c1")
+    told: list[str] = []
+    lease = await leases.acquire("c1", on_lost=lambda: told.append("lost"))
     assert lease is not None
     await asyncio.sleep(0.15)
     assert await memory_cache.add("reply:c1", b"someone else", ttl=5)
@@ -97,6 +98,7 @@ async def test_renewal_notices_a_lost_lease(memory_cache: MemoryCache) -> None:
             break
         await asyncio.sleep(0.05)
     assert lease.lost
+    assert told == ["lost"]  # the holder is told once, and stops its reply
     assert await memory_cache.get("reply:c1") == b"someone else"  # renewal did not take it back
     await lease.release()
     assert await memory_cache.get("reply:c1") == b"someone else"

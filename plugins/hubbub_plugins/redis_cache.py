@@ -79,6 +79,7 @@ class RedisCache:
         self._failures: tuple[type[BaseException], ...] = (OSError, TimeoutError)
 
     async def start(self) -> None:
+        """Connect to ``[redis] url`` and check that Redis answers (a failure names it)."""
         import redis.exceptions
 
         self._failures = (redis.exceptions.RedisError, OSError, TimeoutError)
@@ -94,6 +95,7 @@ class RedisCache:
             self._fail("reach", exc)
 
     async def health(self) -> Health:
+        """``ok`` with the PING time while Redis answers, ``down`` with the reason when not."""
         if self._client is None:
             return Health(status="down", detail="not started")
         began = time.perf_counter()
@@ -121,6 +123,7 @@ class RedisCache:
         return self._client
 
     async def get(self, key: str) -> bytes | None:
+        """The value under ``key``, or ``None`` when absent or expired."""
         client = self._ready()
         try:
             value = await client.get(self.prefix + key)
@@ -131,6 +134,7 @@ class RedisCache:
         return value
 
     async def set(self, key: str, value: bytes, ttl: float | None = None) -> None:
+        """Store ``value`` under ``key`` (expiring after ``ttl`` seconds when given)."""
         client = self._ready()
         try:
             await client.set(self.prefix + key, value, px=_ms(ttl) or None)
@@ -138,6 +142,7 @@ class RedisCache:
             self._fail(f"write {key!r}", exc)
 
     async def delete(self, key: str) -> bool:
+        """Remove ``key``; whether it existed."""
         client = self._ready()
         try:
             removed = await client.delete(self.prefix + key)
@@ -146,6 +151,7 @@ class RedisCache:
         return bool(removed)
 
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
+        """Add ``amount`` atomically (``ttl`` applies only when this call creates the key)."""
         self._ready()
         try:
             value = await self._incr(keys=[self.prefix + key], args=[amount, _ms(ttl)])
@@ -154,6 +160,7 @@ class RedisCache:
         return int(value)
 
     async def add(self, key: str, value: bytes, ttl: float | None = None) -> bool:
+        """Store ``value`` only if ``key`` is absent (``SET NX``); whether it was stored."""
         client = self._ready()
         try:
             stored = await client.set(self.prefix + key, value, nx=True, px=_ms(ttl) or None)
@@ -164,6 +171,8 @@ class RedisCache:
     async def compare_and_set(
         self, key: str, expected: bytes, value: bytes | None, ttl: float | None = None
     ) -> bool:
+        """If ``key`` holds ``expected``, replace it with ``value`` (delete it when ``None``),
+        atomically (a Lua script); whether it did."""
         self._ready()
         mode, new = ("del", b"") if value is None else ("set", value)
         try:

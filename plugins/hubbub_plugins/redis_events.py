@@ -100,6 +100,9 @@ class RedisEventLog:
         never got them)."""
         self.written = 0
         """Events written to the stream."""
+        self.unwritable = 0
+        """Events skipped because they cannot be encoded (a lone surrogate in a text, a tool
+        result that is not JSON): logged, and never holding back the events behind them."""
 
     # -- the contract -------------------------------------------------------------------------
 
@@ -147,7 +150,10 @@ class RedisEventLog:
         try:
             if not await self._still_has(after):
                 return None
-            return await self._range_after(event_id, owner, conversation_id, limit)
+            found = await self._range_after(event_id, owner, conversation_id, limit)
+            # Checked again after reading: trimming only removes the oldest entries, so if
+            # nothing after ``after`` is gone now, nothing was gone while it was read.
+            return found if await self._still_has(after) else None
         except (redis.exceptions.RedisError, OSError) as exc:
             self.logger.warning("cannot read events after %s from Redis: %s", event_id, exc)
             return None
@@ -180,6 +186,8 @@ class RedisEventLog:
             detail += f", {len(self._outbox)} waiting"
         if self.lost:
             detail += f", {self.lost} lost"
+        if self.unwritable:
+            detail += f", {self.unwritable} not encodable"
         if problems:
             return Health(status="degraded", detail=f"Redis unreachable ({problems[0]}); {detail}")
         return Health(status="ok", detail=detail)
@@ -226,21 +234,36 @@ class RedisEventLog:
     async def _flush(self) -> None:
         assert self.client is not None
         while self._outbox:
-            batch = [self._outbox.popleft() for _ in range(min(_BATCH, len(self._outbox)))]
+            taken = [self._outbox.popleft() for _ in range(min(_BATCH, len(self._outbox)))]
+            batch = [(item, fields) for item in taken if (fields := self._encoded(*item))]
             try:
                 async with self.client.pipeline(transaction=False) as pipe:
-                    for event, delivered in batch:
+                    for _item, fields in batch:
                         pipe.xadd(
-                            self.stream,
-                            _fields(event, delivered),
-                            maxlen=self.retention_events,
-                            approximate=True,
+                            self.stream, fields, maxlen=self.retention_events, approximate=True
                         )
                     await pipe.execute()
             except BaseException:
-                self._outbox.extendleft(reversed(batch))  # kept, in order, for the next try
+                # Kept, in order, for the next try (without what cannot be encoded).
+                self._outbox.extendleft(reversed([item for item, _fields in batch]))
                 raise
             self.written += len(batch)
+
+    def _encoded(self, event: Event, delivered: bool) -> dict[Any, Any] | None:
+        """The stream fields of ``event``; ``None`` (logged and counted) when it cannot be
+        encoded, so that it never holds back the events behind it."""
+        try:
+            return _fields(event, delivered)
+        except (msgspec.EncodeError, TypeError, ValueError) as exc:
+            self.unwritable += 1
+            self.logger.error(
+                "event %s (conversation %s) cannot be encoded and is not written to Redis: %s",
+                event.type,
+                event.conversation_id,
+                exc,
+                extra={"conversation_id": event.conversation_id, "unwritable": self.unwritable},
+            )
+            return None
 
     def _writes_failed(self, exc: BaseException) -> None:
         if self.write_error is None:
@@ -257,9 +280,15 @@ class RedisEventLog:
                 self._outbox[position] = (event, True)
 
     async def _trim(self) -> None:
+        # By Redis's clock (the newest id read), never this host's: a host ahead of Redis by
+        # more than the retention would trim everything.
         assert self.client is not None
-        horizon = int((time.time() - self.retention_seconds) * 1000)
-        await self.client.xtrim(self.stream, minid=f"{horizon}-0", approximate=True)
+        newest = parse_id(self._position)
+        if newest is None or newest == (0, 0):
+            return
+        horizon = newest[0] - int(self.retention_seconds * 1000)
+        if horizon > 0:
+            await self.client.xtrim(self.stream, minid=f"{horizon}-0", approximate=True)
 
     def _deliver_locally(self, event: Event) -> None:
         pair = self._clock.next(event.ts or time.time())

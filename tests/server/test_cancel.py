@@ -263,3 +263,19 @@ def test_a_stream_on_another_process_joins_a_reply_late(
             types, completed = joined_late(b, key, cid)
     assert types[0] == "message.created"
     assert completed["message"]["content"] == FULL
+
+
+def test_a_conversation_stream_opens_while_the_cache_is_unreachable(
+    pair: tuple[LiveServer, LiveServer], redis_server: RedisServer
+) -> None:
+    a, _ = pair
+    key = a.keys["alice"][1]
+    with a.client(key) as on_a:
+        cid = conversation(on_a)
+    redis_server.kill()  # the cache (and the event log) on Redis are gone
+    started = time.monotonic()
+    with Listener(a, key, f"/api/conversations/{cid}/events") as stream:
+        assert stream.opened.is_set()
+        assert not stream.ended.is_set()  # open: it just does not catch up with anything
+    assert time.monotonic() - started < 15  # not held up for long by the dead cache
+    assert "cannot tell whether a reply runs" in a.log()

@@ -24,6 +24,7 @@ messages are deleted and ``conversation.updated`` (change ``deleted``) is publis
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
@@ -41,6 +42,8 @@ from hubbub.models import Conversation, Health, Message, Page, Principal
 from hubbub.tools import ToolRegistry
 
 __all__ = ["ConversationEngine"]
+
+logger = logging.getLogger("hubbub.conversation")
 
 MAX_TITLE = 200
 
@@ -98,13 +101,21 @@ class ConversationEngine:
         when it stops waiting for replies to finish)."""
         await self._replies.interrupt_all(reason)
 
-    async def reply_began(self, owner: Principal, conversation_id: str) -> int | None:
-        """When the reply being written to ``owner``'s conversation began (Unix milliseconds),
-        in this process or another sharing the cache; ``None`` when none is. A stream that joins
-        the reply late replays the conversation's events from then.
-        :class:`NotFoundError` unless ``owner`` owns the conversation."""
-        await self.get(owner, conversation_id)
-        return await self.leases.began(conversation_id)
+    async def reply_began(self, conversation_id: str) -> int | None:
+        """When the reply being written to the conversation began (Unix milliseconds), in
+        this process or another sharing the cache; ``None`` when none is, or when the cache
+        cannot say (logged). A stream that joins the reply late replays the conversation's
+        events from then. Check ownership first (:meth:`get`)."""
+        try:
+            return await self.leases.began(conversation_id)
+        except Exception as exc:  # a stream opens without catching up rather than not at all
+            logger.warning(
+                "cannot tell whether a reply runs in %s: %s",
+                conversation_id,
+                exc,
+                extra={"conversation_id": conversation_id},
+            )
+            return None
 
     # -- conversations -----------------------------------------------------------------------
 

@@ -33,6 +33,7 @@ import logging
 import os
 import socket
 import time
+from collections.abc import Callable
 
 from hubbub.contracts import CacheBackend
 from hubbub.models import new_id
@@ -45,7 +46,13 @@ logger = logging.getLogger("hubbub.conversation.lease")
 class Lease:
     """One conversation's reply lease, held by this process until :meth:`release`."""
 
-    def __init__(self, leases: ReplyLeases, key: str, token: bytes) -> None:
+    def __init__(
+        self,
+        leases: ReplyLeases,
+        key: str,
+        token: bytes,
+        on_lost: Callable[[], object] | None = None,
+    ) -> None:
         self.key = key
         """The cache key (``reply:<conversation id>``)."""
         self.token = token
@@ -54,6 +61,9 @@ class Lease:
         self.lost = False
         """Whether a renewal found the lease gone or someone else's (this process stalled
         longer than the lease lasts, or the cache lost it): another reply may start meanwhile."""
+        self.on_lost = on_lost
+        """Called once when a renewal finds the lease lost: the holder stops its reply, so two
+        never run at once for long."""
         self._leases = leases
         self._renewal: asyncio.Task[None] | None = asyncio.create_task(
             self._renew(), name=f"renew {key}"
@@ -76,10 +86,12 @@ class Lease:
                 self.lost = True
                 logger.error(
                     "the reply lease %s was lost (expired, or taken by another process): "
-                    "another reply to this conversation may be running",
+                    "another reply to this conversation may be running; this one stops",
                     self.key,
                     extra={"key": self.key},
                 )
+                if self.on_lost is not None:
+                    self.on_lost()
                 return
 
     async def release(self) -> None:
@@ -129,15 +141,21 @@ class ReplyLeases:
         """The cache key of ``conversation_id``'s lease."""
         return f"reply:{conversation_id}"
 
-    async def acquire(self, conversation_id: str, reply_id: str | None = None) -> Lease | None:
+    async def acquire(
+        self,
+        conversation_id: str,
+        reply_id: str | None = None,
+        on_lost: Callable[[], object] | None = None,
+    ) -> Lease | None:
         """Take the lease of ``conversation_id`` for ``reply_id`` (a new id if not given) and
-        start renewing it; ``None`` when someone holds it."""
+        start renewing it (``on_lost`` is called if a renewal finds it lost); ``None`` when
+        someone holds it."""
         key = self.key(conversation_id)
         began = int(time.time() * 1000)
         token = f"{self._holder}{began}/{reply_id or new_id('reply_')}".encode()
         if not await self.cache.add(key, token, self.ttl):
             return None
-        return Lease(self, key, token)
+        return Lease(self, key, token, on_lost)
 
     async def holder(self, conversation_id: str) -> str | None:
         """The id of the reply holding ``conversation_id``'s lease (in this process or

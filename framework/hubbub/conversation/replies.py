@@ -81,7 +81,9 @@ class RunningReplies:
         running (here or in another process sharing the cache)."""
         record = self._note(conversation_id, owner)
         try:
-            record.lease = await self.leases.acquire(conversation_id, record.id)
+            record.lease = await self.leases.acquire(
+                conversation_id, record.id, on_lost=lambda: record.stop("error")
+            )
         except BaseException:
             self._forget(record)
             raise
@@ -101,7 +103,9 @@ class RunningReplies:
         record = self._note(conversation_id, owner)
         record.deleted = True
         try:
-            record.lease = await self.leases.acquire(conversation_id, record.id)
+            record.lease = await self.leases.acquire(
+                conversation_id, record.id, on_lost=lambda: record.stop("error")
+            )
             asked: str | None = None
             deadline = time.monotonic() + self.leases.ttl
             while record.lease is None and time.monotonic() < deadline:
@@ -110,7 +114,9 @@ class RunningReplies:
                     self._request(conversation_id, owner, "deleted", holder)
                     asked = holder
                 await asyncio.sleep(0.05)
-                record.lease = await self.leases.acquire(conversation_id, record.id)
+                record.lease = await self.leases.acquire(
+                    conversation_id, record.id, on_lost=lambda: record.stop("error")
+                )
             if record.lease is None:
                 logger.warning(
                     "deleting conversation %s although a reply to it is still running elsewhere",

@@ -27,6 +27,11 @@ from hubbub_server.security import Caller, RuntimeDep
 
 __all__ = ["ConversationsController"]
 
+CATCH_UP_MARGIN_MS = 100
+"""A stream that joins a reply late replays from this long before the reply began: the
+replying host's clock and the event log's (Redis's) may differ a little (keep them in sync
+with NTP)."""
+
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size.")]
 Cursor = Annotated[str | None, Parameter(description="next_cursor of the previous page.")]
 ModelId = Annotated[str, msgspec.Meta(min_length=1, description="A model id `/v1/models` lists.")]
@@ -209,12 +214,12 @@ class ConversationsController(Controller):
         conversation_id: FromPath[str],
         last_event_id: LastEventId = None,
     ) -> ServerSentEvent:
-        began = await runtime.conversations.reply_began(principal, conversation_id)
+        await runtime.conversations.get(principal, conversation_id)
+
+        async def catch_up() -> str | None:
+            began = await runtime.conversations.reply_began(conversation_id)
+            return None if began is None else format_id((began - CATCH_UP_MARGIN_MS, 0))
+
         return event_stream(
-            request,
-            runtime,
-            principal,
-            conversation_id,
-            last_event_id,
-            catch_up=None if began is None else format_id((began - 1, 0)),
+            request, runtime, principal, conversation_id, last_event_id, catch_up=catch_up
         )

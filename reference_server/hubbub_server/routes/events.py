@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncGenerator
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
 
 import msgspec
@@ -148,11 +148,16 @@ class _Stream:
         )
 
 
+CatchUp = Callable[[], Awaitable[str | None]]
+"""Where a stream opened without ``Last-Event-ID`` replays from: an id just before the reply in
+progress began, or ``None``."""
+
+
 async def _frames(
     stream: _Stream,
     drain: asyncio.Event,
     last_event_id: str | None,
-    catch_up: str | None = None,
+    catch_up: CatchUp | None = None,
 ) -> AsyncGenerator[ServerSentEventMessage, None]:
     # Subscribed here, when the response starts: a response never sent holds no subscription.
     # Indexed by owner (and conversation): other users' events never reach this stream's code.
@@ -172,13 +177,15 @@ async def _frames(
             # Subscribed first, so nothing falls between replay and live. Without a
             # Last-Event-ID, a stream that joins a reply in progress catches up from its start
             # (when the log no longer has it, the stream just goes on live).
-            after = last_event_id or catch_up
+            after = last_event_id or (await catch_up() if catch_up is not None else None)
             if after:
                 missed = await bus.read_after(
                     after, owner=stream.principal.id, conversation_id=stream.conversation_id
                 )
                 if missed is None and last_event_id:
                     yield _frame(stream.reset(last_event_id))
+                if missed is not None:  # live events up to here are in the log: not twice
+                    replayed = parse_id(after)
                 for old in missed or ():
                     if not stream.shows(old):
                         continue
@@ -229,11 +236,11 @@ def event_stream(
     conversation_id: str | None = None,
     last_event_id: str | None = None,
     *,
-    catch_up: str | None = None,
+    catch_up: CatchUp | None = None,
 ) -> ServerSentEvent:
     """An SSE response of the events ``principal`` may see (of one conversation, if given),
     resuming after ``Last-Event-ID`` (the header) or ``last_event_id`` (the query), or, without
-    either, after ``catch_up`` (an id before a reply in progress began)."""
+    either, after what ``catch_up()`` says (just before a reply in progress began)."""
     state = request.app.state
     last_event_id = _header(request, b"last-event-id") or last_event_id
     stream = _Stream(runtime.events, principal, conversation_id)
