@@ -254,3 +254,16 @@ def test_config_check_refuses_workers_without_shared_backends(tmp_path: Path) ->
     result = run_cli(["config", "check"], cwd=tmp_path)
     assert result.returncode == 2, result.stderr
     assert "server.workers: 2 workers need a shared event log and cache" in result.stderr
+
+
+def test_serve_workers_refuse_a_cache_that_falls_back_to_memory(tmp_path: Path) -> None:
+    (tmp_path / "hubbub.toml").write_text(
+        toml(
+            '[server]\nworkers = 2\n[redis]\nurl = "redis://127.0.0.1:1/0"\n'
+            '[events]\nbackend = "redis"\n[cache]\nbackend = "redis"\nfallback = "memory"\n'
+        )
+    )
+    result = run_cli(["serve"], cwd=tmp_path)
+    assert result.returncode == 2, result.stderr
+    assert "cache.fallback: 2 workers cannot use [cache] fallback" in result.stderr
+    assert "remove the fallback" in result.stderr

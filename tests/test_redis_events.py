@@ -272,3 +272,45 @@ async def test_events_older_than_the_retention_are_trimmed_by_redis_clock(
         assert log.client is not None
         assert await log.client.xlen(log.stream) < 301  # (approximately: whole nodes go)
         assert await a.read_after(first.id) is None  # gone: a reset, never a silent gap
+
+
+async def test_a_hung_redis_holds_local_streams_up_for_the_write_timeout_only(
+    redis_server: RedisServer,
+) -> None:
+    import os
+    import signal
+    import time
+
+    async with (
+        process(redis_server.url, "a", write_timeout=0.3) as (a, log_a),
+        process(redis_server.url, "b", write_timeout=0.3) as (b, _),
+    ):
+        on_a, on_b = a.subscribe(owner="ada"), b.subscribe(owner="ada")
+        a.publish(delta(0))
+        await take(on_a, 1)
+        await take(on_b, 1)
+        assert redis_server.process is not None
+        os.kill(redis_server.process.pid, signal.SIGSTOP)  # hung, not dead
+        try:
+            began = time.monotonic()
+            a.publish(delta(1))
+            (local,) = await take(on_a, 1, within=10)
+            waited = time.monotonic() - began
+            a.publish(delta(2))  # while the writer knows Redis hangs: at once
+            await take(on_a, 1, within=10)
+        finally:
+            os.kill(redis_server.process.pid, signal.SIGCONT)
+        assert local.delta == "1 "  # type: ignore[attr-defined]
+        assert waited < 1.5  # the write timeout (0.3 s), not the client's 2 s socket timeout
+        # Once Redis answers again, the other process gets each event once, and the
+        # publishing process none of them a second time (written twice or not).
+        got = await take(on_b, 2, within=20)
+        assert [e.delta for e in got] == ["1 ", "2 "]  # type: ignore[attr-defined]
+        b.publish(delta(3))
+        assert [e.delta for e in await take(on_a, 1, within=20)] == ["3 "]  # type: ignore[attr-defined]
+        await asyncio.sleep(0.5)
+        assert on_a.pending == 0
+        assert on_b.pending == 1  # its own 3, nothing twice
+        missed = await b.read_after(got[0].id)
+        assert [e.delta for e in missed or []].count("2 ") == 1  # type: ignore[attr-defined]
+        assert log_a.lost == 0

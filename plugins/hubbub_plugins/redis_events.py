@@ -8,11 +8,14 @@ the ids, so they order events across processes. One reader task per process tail
 sees the same order, and a client resumes on any of them (``XRANGE`` after its
 ``Last-Event-ID``).
 
-When Redis is unreachable, events still reach this process's streams at once (with ids made
-here, after the last one read from Redis); they wait in a bounded buffer (``[events]
+When Redis is unreachable, or a write takes longer than ``[plugins.redis_events]
+write_timeout`` (a Redis that hangs), events still reach this process's streams at once (with
+ids made here, after the last one read from Redis); they wait in a bounded buffer (``[events]
 publish_buffer``, the oldest dropped past it, counted and logged) and are written when Redis
-is back, for the other processes. Health says ``degraded`` with the reason meanwhile; the
-tasks reconnect by themselves.
+is back, for the other processes. Every entry carries its process's sequence number, so a
+process never delivers one of its events twice, and no process delivers an entry written twice
+(a write that timed out but went through, then retried) more than once. Health says
+``degraded`` with the reason meanwhile; the tasks reconnect by themselves.
 """
 
 from __future__ import annotations
@@ -20,10 +23,11 @@ from __future__ import annotations
 import asyncio
 import collections
 import contextlib
+import itertools
 import logging
 import time
 from collections.abc import Callable
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
@@ -43,6 +47,7 @@ __all__ = ["RedisEventLog", "RedisEventsSettings"]
 
 _encode = msgspec.json.Encoder().encode
 _BATCH = 500
+_ORIGINS = 10_000  # processes whose newest sequence number is remembered
 _TRIM_EVERY = 5.0
 _BACKOFF = RetryPolicy(attempts=1_000_000, base_delay=0.05, max_delay=2.0)
 
@@ -53,6 +58,9 @@ class RedisEventsSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     stream: str = "hubbub:events"
     """Key of the Redis stream: processes that share it share their events (give each
     deployment sharing one Redis database its own)."""
+    write_timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 1.0
+    """Seconds a write of events to Redis may take (more than 0, at most 60); past it, this
+    process's streams get its events directly while Redis catches up (a hung Redis)."""
 
 
 def _text(value: bytes | str) -> str:
@@ -73,6 +81,7 @@ class RedisEventLog:
         retention_seconds: float = 1800,
         buffer_size: int = 100_000,
         block_seconds: float = 1.0,
+        write_timeout: float = 1.0,
         logger: logging.Logger | None = None,
     ) -> None:
         self._connect = connect
@@ -83,10 +92,17 @@ class RedisEventLog:
         self.retention_seconds = retention_seconds
         self.buffer_size = buffer_size
         self.block_seconds = block_seconds
+        self.write_timeout = write_timeout
         self.logger = logger or logging.getLogger("hubbub.plugins.redis_events")
         self.client: redis.asyncio.Redis | None = None
         self._deliver: Callable[[Event], object] | None = None
-        self._outbox: collections.deque[tuple[Event, bool]] = collections.deque()
+        # Events to write, with this process's sequence number; those of them (by number)
+        # already delivered here; and the newest number read of every process, so that an
+        # entry written twice is delivered once.
+        self._outbox: collections.deque[tuple[Event, int]] = collections.deque()
+        self._sequence = itertools.count()
+        self._delivered_here: dict[int, None] = {}
+        self._newest: dict[str, int] = {}
         self._wake = asyncio.Event()
         self._clock = IdClock()
         self._position = "0-0"
@@ -113,13 +129,15 @@ class RedisEventLog:
     def append(self, event: Event) -> None:
         """Buffer ``event`` for the writer; while Redis is unreachable, deliver it here at once
         too. Never blocks."""
-        delivered = self.write_error is not None
-        if delivered:
-            self._deliver_locally(event)
+        number = next(self._sequence)
+        if self.write_error is not None:
+            self._deliver_locally(event, number)
         if len(self._outbox) >= self.buffer_size:
-            dropped, was_delivered = self._outbox.popleft()
-            if not was_delivered:
-                self._deliver_locally(dropped)
+            dropped, dropped_number = self._outbox.popleft()
+            if dropped_number in self._delivered_here:  # never to be read back
+                del self._delivered_here[dropped_number]
+            else:  # it reached nobody yet: this process's streams get it at least
+                self._hand_over(self._stamped_here(dropped))
             self.lost += 1
             if self.lost == 1 or self.lost % 1000 == 0:
                 self.logger.warning(
@@ -129,7 +147,7 @@ class RedisEventLog:
                     self.lost,
                     extra={"lost": self.lost},
                 )
-        self._outbox.append((event, delivered))
+        self._outbox.append((event, number))
         self._wake.set()
 
     async def read_after(
@@ -220,7 +238,7 @@ class RedisEventLog:
                 if time.monotonic() >= next_trim:
                     await self._trim()
                     next_trim = time.monotonic() + _TRIM_EVERY
-            except (redis.exceptions.RedisError, OSError) as exc:
+            except (redis.exceptions.RedisError, OSError, TimeoutError) as exc:
                 _raise_if_cancelled()
                 failures += 1
                 self._writes_failed(exc)
@@ -242,18 +260,18 @@ class RedisEventLog:
                         pipe.xadd(
                             self.stream, fields, maxlen=self.retention_events, approximate=True
                         )
-                    await pipe.execute()
+                    await asyncio.wait_for(pipe.execute(), self.write_timeout)
             except BaseException:
                 # Kept, in order, for the next try (without what cannot be encoded).
                 self._outbox.extendleft(reversed([item for item, _fields in batch]))
                 raise
             self.written += len(batch)
 
-    def _encoded(self, event: Event, delivered: bool) -> dict[Any, Any] | None:
+    def _encoded(self, event: Event, number: int) -> dict[Any, Any] | None:
         """The stream fields of ``event``; ``None`` (logged and counted) when it cannot be
         encoded, so that it never holds back the events behind it."""
         try:
-            return _fields(event, delivered)
+            return _fields(event, number)
         except (msgspec.EncodeError, TypeError, ValueError) as exc:
             self.unwritable += 1
             self.logger.error(
@@ -272,12 +290,11 @@ class RedisEventLog:
                 "until it is back",
                 exc,
             )
-        self.write_error = f"{type(exc).__name__}: {exc}"
+        self.write_error = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
         # What waits has reached nobody yet: this process's streams get it now.
-        for position, (event, delivered) in enumerate(self._outbox):
-            if not delivered:
-                self._deliver_locally(event)
-                self._outbox[position] = (event, True)
+        for event, number in self._outbox:
+            if number not in self._delivered_here:
+                self._deliver_locally(event, number)
 
     async def _trim(self) -> None:
         # By Redis's clock (the newest id read), never this host's: a host ahead of Redis by
@@ -290,9 +307,13 @@ class RedisEventLog:
         if horizon > 0:
             await self.client.xtrim(self.stream, minid=f"{horizon}-0", approximate=True)
 
-    def _deliver_locally(self, event: Event) -> None:
+    def _deliver_locally(self, event: Event, number: int) -> None:
+        self._delivered_here[number] = None
+        self._hand_over(self._stamped_here(event))
+
+    def _stamped_here(self, event: Event) -> Event:
         pair = self._clock.next(event.ts or time.time())
-        self._hand_over(msgspec.structs.replace(event, id=format_id(pair)))
+        return msgspec.structs.replace(event, id=format_id(pair))
 
     def _hand_over(self, event: Event) -> None:
         self._last_delivered = event.id
@@ -333,14 +354,29 @@ class RedisEventLog:
         pair = parse_id(entry_id)
         if pair is not None:
             self._clock.observe(pair)
-        if fields.get(b"d") == b"1" and _text(fields.get(b"o", b"")) == self.origin:
-            return  # this process delivered it while Redis was away
+        if not self._first_time(fields):
+            return  # written twice, or delivered here while Redis was away
         try:
             event = decode_event(fields[b"e"])
         except (KeyError, msgspec.DecodeError, msgspec.ValidationError) as exc:
             self.logger.warning("skipping event %s of an unknown form: %s", entry_id, exc)
             return
         self._hand_over(msgspec.structs.replace(event, id=entry_id))
+
+    def _first_time(self, fields: dict[bytes, bytes]) -> bool:
+        """Whether the entry with ``fields`` is one this process has not delivered yet."""
+        origin, number = _text(fields.get(b"o", b"")), _number(fields)
+        if number is None:
+            return True  # written by something else than this log: nothing to go by
+        if number <= self._newest.get(origin, -1):
+            return False  # a process writes its events in order: this one came before
+        self._newest[origin] = number
+        if len(self._newest) > _ORIGINS:
+            del self._newest[next(iter(self._newest))]  # the longest-known process
+        if origin == self.origin and number in self._delivered_here:
+            del self._delivered_here[number]
+            return False
+        return True
 
     async def _info(self) -> dict[str, Any] | None:
         import redis.exceptions
@@ -369,12 +405,18 @@ class RedisEventLog:
     ) -> list[Event]:
         assert self.client is not None
         found: list[Event] = []
+        newest: dict[bytes, int] = {}  # per process: an entry written twice is replayed once
         start = f"({event_id}"
         while len(found) < limit:
             entries: Any = await self.client.xrange(self.stream, min=start, max="+", count=_BATCH)
             for entry_id, fields in entries:
                 if owner is not None and fields.get(b"w") != owner.encode():
                     continue
+                origin, number = fields.get(b"o", b""), _number(fields)
+                if number is not None:
+                    if number <= newest.get(origin, -1):
+                        continue
+                    newest[origin] = number
                 conversation = fields.get(b"c")
                 if conversation_id is not None and conversation not in (
                     None,
@@ -399,14 +441,17 @@ def _raise_if_cancelled() -> None:
         raise asyncio.CancelledError
 
 
-def _fields(event: Event, delivered: bool) -> dict[Any, Any]:
-    fields: dict[Any, Any] = {"e": _encode(event), "o": event.origin}
+def _number(fields: dict[bytes, bytes]) -> int | None:
+    value = fields.get(b"n")
+    return int(value) if value is not None and value.isdigit() else None
+
+
+def _fields(event: Event, number: int) -> dict[Any, Any]:
+    fields: dict[Any, Any] = {"e": _encode(event), "o": event.origin, "n": number}
     if event.owner is not None:
         fields["w"] = event.owner
     if event.conversation_id is not None:
         fields["c"] = event.conversation_id
-    if delivered:
-        fields["d"] = "1"
     return fields
 
 
@@ -437,6 +482,7 @@ def register_event_logs(register: Registrar) -> None:
             retention_seconds=events.retention_seconds,
             buffer_size=events.publish_buffer,
             block_seconds=min(1.0, config.redis.timeout / 2),
+            write_timeout=min(settings.write_timeout, config.redis.timeout),
             logger=context.logger,
         )
 

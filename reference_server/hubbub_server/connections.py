@@ -45,6 +45,7 @@ from hubbub_server.fdlimit import (
 )
 from hubbub_server.idle_memory import Pipeline, lighten
 from hubbub_server.refusals import RefusalLog
+from hubbub_server.sse import TRANSPORT
 
 __all__ = ["ConnectionConfig", "ConnectionLimits", "HubbubHttpProtocol"]
 
@@ -325,6 +326,10 @@ class HubbubHttpProtocol(HttpToolsProtocol):
             self.refusals.capacity.record(self.limits.max_connections, len(self.connections))
             self._refuse(self.answers.over_capacity)
             return
+        # What an event stream closes when its client stops reading (hubbub_server.sse).
+        scope = getattr(self, "scope", None)
+        if isinstance(scope, dict):
+            scope.setdefault("extensions", {})[TRANSPORT] = self.transport
         super().on_headers_complete()
         lighten(self, "cycle", "message_event")
         self._in_body = True

@@ -57,6 +57,8 @@ class Heartbeat:
 
     def watch(self, stream: Beating) -> None:
         """Tick ``stream`` from now on (ended at once if the server is draining already)."""
+        if any(stream in watched for watched in self._slices):
+            return
         self._slices[self._next].add(stream)
         self._next = (self._next + 1) % SLICES
         self._count += 1
@@ -65,7 +67,21 @@ class Heartbeat:
         loop = asyncio.get_running_loop()
         task = self._task
         if task is None or task.done() or task.get_loop() is not loop:
-            self._task = loop.create_task(self._run(), name="hubbub stream heartbeat")
+            self._start(loop)
+
+    def _start(self, loop: asyncio.AbstractEventLoop) -> None:
+        self._task = task = loop.create_task(self._run(), name="hubbub stream heartbeat")
+        task.add_done_callback(self._ended)
+
+    def _ended(self, task: asyncio.Task[None]) -> None:
+        """A heartbeat that stopped while streams are open (it failed) starts again."""
+        if task.cancelled() or task is not self._task:
+            return
+        error = task.exception()
+        if error is not None:
+            logger.error("the event streams' heartbeat failed; it starts again", exc_info=error)
+        if self._count:
+            self._start(task.get_loop())
 
     def unwatch(self, stream: Beating) -> None:
         """Stop ticking ``stream`` (once it has ended); the last one stops the task."""
@@ -82,7 +98,7 @@ class Heartbeat:
         loop = asyncio.get_running_loop()
         step = self.interval / SLICES
         drained = asyncio.ensure_future(self.drain.wait())
-        ended = False
+        ended = self.drain.is_set()  # then every stream watched was ended by watch(): not twice
         due = loop.time()
         index = 0
         try:

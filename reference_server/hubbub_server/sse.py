@@ -42,12 +42,22 @@ from hubbub_server.streams import StreamLimits, StreamSlot
 
 __all__ = [
     "HEARTBEAT",
+    "STALLED_TICKS",
+    "TRANSPORT",
     "ClientWatch",
     "EventStream",
     "StreamControl",
     "event_stream_response",
     "sse_response",
 ]
+
+TRANSPORT = "hubbub.transport"
+"""The ``scope["extensions"]`` key under which the server's connection protocol puts the
+connection's transport, which a stream closes when its client stops reading."""
+
+STALLED_TICKS = 2
+"""Heartbeat ticks a frame may stay unsent (the client reads nothing) before the stream's
+connection is closed: between one and two ``[server] heartbeat_interval``."""
 
 logger = logging.getLogger("hubbub.server.sse")
 
@@ -159,6 +169,7 @@ class ClientWatch:
             else:  # cannot be watched: asked again at the next left()
                 asked.close()
             return
+        asked.close()  # answered _ASKS times without waiting: asked again at the next left()
 
     def _ready(self, _: object) -> None:
         if self.left():
@@ -196,7 +207,9 @@ class _EventStreamApp(ASGIResponse):
         "_quiet",
         "_send",
         "_slot",
+        "_stalled",
         "_stream",
+        "_transport",
     )
 
     def __init__(  # the base's attributes are not used: nothing else is kept per stream
@@ -219,12 +232,15 @@ class _EventStreamApp(ASGIResponse):
         self._live = False  # the headers are sent and the final chunk is not
         self._busy = False  # in a send() of its own
         self._quiet = True  # nothing sent since the last tick
+        self._stalled = 0  # ticks in a row that found it in a send() of its own
+        self._transport: Any = None
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         frames, heartbeat = self._frames, self._heartbeat
         headers, self._headers = self._headers or [], None
         self._metrics.streams.inc()
         self._send = send
+        self._transport = (scope.get("extensions") or {}).get(TRANSPORT)
         self._client = client = ClientWatch(receive, self._stream)
         if heartbeat is not None:
             heartbeat.watch(self)
@@ -252,7 +268,7 @@ class _EventStreamApp(ASGIResponse):
                 if heartbeat is not None:
                     heartbeat.unwatch(self)
                 self._metrics.streams.dec()
-                self._send = self._client = None
+                self._send = self._client = self._transport = None
                 self._release()
 
     def tick(self) -> None:
@@ -263,7 +279,14 @@ class _EventStreamApp(ASGIResponse):
         if client is not None and client.left():
             self._stream.stop()
             return
-        if not self._live or self._busy or self._send is None:
+        if self._busy:  # a send() of its own has not finished: is the client still reading?
+            self._stalled += 1
+            if self._stalled >= STALLED_TICKS and self._transport is not None:
+                logger.info("an event stream's client stopped reading; its connection is closed")
+                self._transport.abort()  # the blocked send() returns; the stream ends
+            return
+        self._stalled = 0
+        if not self._live or self._send is None:
             return
         if not self._quiet:
             self._quiet = True

@@ -35,8 +35,19 @@ def check_workers(config: Config, *, option: str | None = None) -> None:
         needed.append(("event log", '[events] backend = "redis"'))
     if config.cache.backend == PROCESS_LOCAL:
         needed.append(("cache", '[cache] backend = "redis"'))
-    if not needed:
+    fallback = config.cache.fallback == PROCESS_LOCAL and config.cache.backend != PROCESS_LOCAL
+    if not needed and not fallback:
         return
+    if not needed:  # the cache is shared, but would not be while it falls back to memory
+        advice = (
+            '[cache] fallback = "memory": a worker whose cache fell back would take reply '
+            "leases only it sees; remove the fallback"
+        )
+        if option is not None:
+            raise ConfigError([ConfigIssue(path="", message=f"{option} cannot use {advice}")])
+        raise ConfigError(
+            [config.issue("cache.fallback", f"{workers} workers cannot use {advice}")]
+        )
     what = " and ".join(name for name, _ in needed)
     settings = " and ".join(setting for _, setting in needed)
     url = "" if config.redis.url is not None else " with [redis] url"

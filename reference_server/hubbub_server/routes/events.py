@@ -26,6 +26,7 @@ from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
+from hubbub.errors import InvalidRequestError
 from hubbub.events import (
     ConversationUpdated,
     ErrorEvent,
@@ -216,12 +217,15 @@ async def _frames(
             stream.subscription = None
 
 
+MAX_EVENT_ID = 200
+"""The longest ``Last-Event-ID`` (header or query) accepted; longer ones get 422."""
+
 LastEventId = Annotated[
     str | None,
     QueryParameter(
         name="last_event_id",
         required=False,
-        max_length=200,
+        max_length=MAX_EVENT_ID,
         description="Resume after this event id, for clients that cannot send the "
         "Last-Event-ID header (the header wins when both are sent).",
     ),
@@ -242,7 +246,12 @@ def event_stream(
     resuming after ``Last-Event-ID`` (the header) or ``last_event_id`` (the query), or, without
     either, after what ``catch_up()`` says (just before a reply in progress began)."""
     state = request.app.state
-    last_event_id = _header(request, b"last-event-id") or last_event_id
+    header = _header(request, b"last-event-id")
+    if header is not None and len(header) > MAX_EVENT_ID:
+        raise InvalidRequestError(
+            f"Last-Event-ID is longer than {MAX_EVENT_ID} characters", field="Last-Event-ID"
+        )
+    last_event_id = header or last_event_id
     stream = _Stream(runtime.events, principal, conversation_id)
     frames = _frames(stream, state.drain, last_event_id, catch_up)
     return event_stream_response(frames, state, owner=principal.id, stream=stream)
