@@ -26,6 +26,7 @@ nothing ever walks over all connections.
 from __future__ import annotations
 
 import asyncio
+import collections
 import logging
 from dataclasses import dataclass
 from http import HTTPStatus
@@ -215,7 +216,8 @@ class HubbubHttpProtocol(HttpToolsProtocol):
         _loop: asyncio.AbstractEventLoop | None = None,
     ) -> None:
         super().__init__(config, server_state, app_state, _loop)
-        self.pipeline = Pipeline()  # type: ignore[assignment]  # smaller: see idle_memory
+        if isinstance(getattr(self, "pipeline", None), collections.deque):  # uvicorn's, empty
+            self.pipeline = Pipeline()  # type: ignore[assignment]  # smaller: see idle_memory
         if isinstance(config, ConnectionConfig):
             self.limits, self.answers = config.limits, config.answers
             self.refusals = config.refusals

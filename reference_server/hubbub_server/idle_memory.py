@@ -28,6 +28,11 @@ class Pipeline(list[Any]):
         """Add ``item`` at the front."""
         self.insert(0, item)
 
+    def popleft(self) -> Any:
+        """Take the item at the front (for a uvicorn that would use the deque the other
+        way round)."""
+        return self.pop(0)
+
 
 def lighten(owner: object, *path: str) -> None:
     """Keep the waiters of the :class:`asyncio.Event` at ``owner.<path>`` (none yet) in a list

@@ -128,13 +128,13 @@ class Shutdown:
         replies in progress by :attr:`ShutdownPlan.replies_at`."""
         if not self.plan.begin(at):
             return
+        self.drain.set()  # first: whatever follows, streams and new requests see the stop
         plan = self.plan
         logger.info(
             "stopping: draining requests for up to %.3g s, all done within %g s (grace_period)",
             max(0.0, plan.cut_at - time.monotonic()),
             plan.grace_period,
         )
-        self.drain.set()
         cut_at = _loop_time(plan.cut_at)
         for stream in self._streams:
             stream.reschedule(cut_at)
