@@ -13,7 +13,7 @@ import subprocess
 import time
 from pathlib import Path
 
-__all__ = ["RedisServer", "free_port"]
+__all__ = ["RedisCluster", "RedisServer", "free_port"]
 
 
 def free_port() -> int:
@@ -35,6 +35,8 @@ class RedisServer:
         self.directory = directory
         self.port = port or free_port()
         self.process: subprocess.Popen[bytes] | None = None
+        self.extra: list[str] = []
+        """More ``redis-server`` options (a cluster node's)."""
 
     @property
     def url(self) -> str:
@@ -53,6 +55,7 @@ class RedisServer:
                 "--appendonly", "no",
                 "--dir", str(self.directory),
                 "--loglevel", "warning",
+                *self.extra,
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
@@ -93,3 +96,65 @@ class RedisServer:
                 self.process.kill()
                 self.process.wait(5)
         self.process = None
+
+
+def _bus_port_free() -> int:
+    """A free port whose cluster bus port (10,000 above it) exists and is free too."""
+    while True:
+        port = free_port()
+        if port + 10_000 > 65_535:
+            continue
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port + 10_000))
+            except OSError:
+                continue
+        return port
+
+
+class RedisCluster:
+    """A three-node Redis Cluster (no replicas) on free loopback ports."""
+
+    def __init__(self, directory: Path) -> None:
+        self.nodes = [RedisServer(directory / f"node{n}", _bus_port_free()) for n in range(3)]
+
+    @property
+    def url(self) -> str:
+        """The URL of the first node (a cluster client finds the others)."""
+        return self.nodes[0].url
+
+    def start(self) -> RedisCluster:
+        """Start the nodes and join them into one cluster covering every slot."""
+        cli = shutil.which("redis-cli")
+        if cli is None:
+            raise RuntimeError("redis-cli is not installed (it comes with redis-server)")
+        for node in self.nodes:
+            node.extra = ["--cluster-enabled", "yes", "--cluster-config-file", "nodes.conf"]
+            node.start()
+        addresses = [f"127.0.0.1:{node.port}" for node in self.nodes]
+        subprocess.run(
+            [cli, "--cluster", "create", *addresses, "--cluster-replicas", "0", "--cluster-yes"],
+            check=True,
+            capture_output=True,
+            timeout=30,
+        )
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:  # until every node agrees the cluster is up
+            states = [
+                subprocess.run(
+                    [cli, "-p", str(node.port), "cluster", "info"],
+                    capture_output=True,
+                    text=True,
+                    timeout=5,
+                ).stdout
+                for node in self.nodes
+            ]
+            if all("cluster_state:ok" in state for state in states):
+                return self
+            time.sleep(0.1)
+        raise RuntimeError("the Redis Cluster did not come up")
+
+    def stop(self) -> None:
+        """Stop every node."""
+        for node in self.nodes:
+            node.stop()

@@ -314,3 +314,31 @@ async def test_a_hung_redis_holds_local_streams_up_for_the_write_timeout_only(
         missed = await b.read_after(got[0].id)
         assert [e.delta for e in missed or []].count("2 ") == 1  # type: ignore[attr-defined]
         assert log_a.lost == 0
+
+
+async def test_events_and_the_cache_work_on_a_redis_cluster(
+    make_runtime: Callable[..., Runtime], tmp_path: Any
+) -> None:
+    from redis_support import RedisCluster
+
+    cluster = RedisCluster(tmp_path / "cluster").start()
+    try:
+        text = (
+            f'[redis]\nurl = "{cluster.url}"\ncluster = true\n'
+            '[events]\nbackend = "redis"\n[cache]\nbackend = "redis"\n'
+        )
+        async with make_runtime(text) as a, make_runtime(text) as b:
+            health = await a.health()
+            assert health.components["event_log"].status == "ok"
+            assert health.components["cache"].status == "ok"
+            with a.events.subscribe(owner="ada") as on_a:
+                b.events.publish(Status(state="thinking"), owner="ada")
+                (event,) = await take(on_a, 1)
+            assert event.origin == b.events.origin
+            assert await b.events.read_after(event.id) == []
+            assert await a.cache.add("k", b"a") is True
+            assert await b.cache.add("k", b"b") is False  # one shared cache across the nodes
+            assert await b.cache.compare_and_set("k", b"a", b"c") is True
+            assert await a.cache.get("k") == b"c"
+    finally:
+        cluster.stop()

@@ -59,14 +59,19 @@ async def shared_redis(
     resources: Resources, config: Config, *, needed_by: str = "a component"
 ) -> redis.asyncio.Redis:
     """The runtime's client for ``[redis] url`` (one per URL, shared by every component that
-    asks), with ``[redis] timeout`` on connecting and on every reply. Connections are opened
-    when first used, so this never waits for Redis."""
+    asks; a cluster client with ``[redis] cluster = true``), with ``[redis] timeout`` on
+    connecting and on every reply. Connections are opened when first used, so this never waits
+    for Redis."""
     url = redis_url(config, needed_by)
     timeout = config.redis.timeout
 
     def make() -> Any:
         import redis.asyncio
 
+        if config.redis.cluster:
+            return redis.asyncio.RedisCluster.from_url(
+                url, socket_connect_timeout=timeout, socket_timeout=timeout, client_name="hubbub"
+            )
         return redis.asyncio.Redis.from_url(
             url,
             socket_connect_timeout=timeout,
@@ -76,6 +81,8 @@ async def shared_redis(
         )
 
     client: redis.asyncio.Redis = await resources.acquire(
-        f"redis:{redacted_url(url)}", make, close=lambda c: c.aclose()
+        f"redis{'-cluster' if config.redis.cluster else ''}:{redacted_url(url)}",
+        make,
+        close=lambda c: c.aclose(),
     )
     return client

@@ -165,6 +165,9 @@ class RedisConfig(_Section, frozen=True):
     (a secret: it may carry a password). Needed by every setting that names ``redis``."""
     timeout: Annotated[float, msgspec.Meta(gt=0, le=300)] = 5.0
     """Seconds to wait for a connection or a reply before Redis counts as unreachable."""
+    cluster: bool = False
+    """``url`` names a node of a Redis Cluster: the client finds the others and follows the
+    slots (hubbub keeps each stream and each key on one slot)."""
 
 
 class EventsConfig(_Section, frozen=True):
