@@ -42,7 +42,7 @@ def test_unknown_key_names_path_line_and_suggestion(tmp_path: Path) -> None:
     assert "did you mean 'fallback'" in issue.message
     assert str(caught.value) == (
         f"{path}:6: cache.fallbak: unknown key (did you mean 'fallback'?); "
-        "valid keys: backend, fallback"
+        "valid keys: backend, fallback, timeout"
     )
 
 
@@ -299,7 +299,7 @@ def test_encode_config_redacts_secrets() -> None:
     shown = encode_config(config, settings)
     assert shown["plugins"]["greeter"]["token"] == "********"
     assert "never-show-me" not in msgspec.json.encode(shown).decode()
-    assert shown["cache"] == {"backend": "memory", "fallback": None}
+    assert shown["cache"] == {"backend": "memory", "fallback": None, "timeout": 0.25}
 
 
 def test_encode_config_redacts_secret_looking_raw_values() -> None:

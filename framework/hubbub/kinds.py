@@ -12,7 +12,7 @@ the configuration selects it, its ``[section]`` struct).
 from __future__ import annotations
 
 import inspect
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
@@ -106,6 +106,13 @@ class KindSpec:
     :class:`~hubbub.contracts.RedirectAuthMethod`)."""
     description: str = field(default="", compare=False)
     """One line for documentation and ``hubbub plugins``."""
+    live_fallback: Callable[[Any, Any, str, str, Any], Any] | None = field(
+        default=None, compare=False
+    )
+    """For kinds whose fallback also stands in while running:
+    ``live_fallback(primary, fallback, primary_name, fallback_name, config)`` builds the
+    component that serves (both backends started). ``None``: the fallback serves only when
+    the primary cannot start."""
 
     @property
     def managed(self) -> bool:
@@ -148,6 +155,20 @@ class KindSpec:
         return [(f"{self.section}.{self.key}[{i}]", name) for i, name in enumerate(value or ())]
 
 
+def _live_cache(
+    primary: Any, fallback: Any, primary_name: str, fallback_name: str, config: Any
+) -> Any:
+    from hubbub.cache import FallbackCache
+
+    return FallbackCache(
+        primary,
+        fallback,
+        primary_name=primary_name,
+        fallback_name=fallback_name,
+        timeout=config.cache.timeout,
+    )
+
+
 KINDS: tuple[KindSpec, ...] = (
     KindSpec(
         "event_log",
@@ -182,6 +203,7 @@ KINDS: tuple[KindSpec, ...] = (
         key="backend",
         fallback=True,
         stage=20,
+        live_fallback=_live_cache,
         description="Key-value cache with expiry.",
     ),
     KindSpec(

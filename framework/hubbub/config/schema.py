@@ -205,7 +205,12 @@ class CacheConfig(_Section, frozen=True):
     backend: str = "memory"
     """Registered cache backend to use."""
     fallback: str | None = None
-    """Backend to use when ``backend`` cannot start (health then reports ``degraded``)."""
+    """Backend that serves when ``backend`` cannot start, and, while running, every call
+    ``backend`` fails or answers too late, until it is back (health then reports
+    ``degraded``, naming the backend serving)."""
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.25
+    """Seconds a call to ``backend`` may take before ``fallback`` serves it (more than 0, at
+    most 60); only with a ``fallback``."""
 
 
 class MemoryConfig(_Section, frozen=True):

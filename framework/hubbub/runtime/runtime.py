@@ -293,6 +293,9 @@ class Runtime:
                 component = await self._start_component(
                     spec, spec.name, fallback, configured=primary, note=str(exc)
                 )
+            else:
+                if fallback is not None and spec.live_fallback is not None:
+                    component = await self._fall_back_live(spec, primary, fallback, component)
             self._core[spec.name] = component
             return
         for name in names:
@@ -304,6 +307,25 @@ class Runtime:
                     raise
                 logger.error("%s; continuing without it", exc, extra={"component": label})
                 self._entries.append(Entry(label, name, name, None, False, str(exc)))
+
+    async def _fall_back_live(
+        self, spec: KindSpec, primary: str, fallback: str, component: Any
+    ) -> Any:
+        """Start ``fallback`` beside the running ``primary`` and serve through the kind's
+        live-fallback component (health reports it under the kind's label)."""
+        assert spec.live_fallback is not None
+        try:
+            standby = await self._start_component(
+                spec, f"{spec.name}.fallback", fallback, configured=fallback
+            )
+        except ComponentError as exc:
+            logger.error("%s; %s runs without a fallback", exc, spec.name)
+            return component
+        serving = spec.live_fallback(component, standby, primary, fallback, self.config)
+        for entry in self._entries:
+            if entry.label == spec.name:
+                entry.component = serving
+        return serving
 
     def hook_middleware(self) -> HookMiddleware:
         """The ``before_llm_request``/``after_llm_response`` hooks as one middleware (priority
