@@ -42,6 +42,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import tomllib
 import urllib.request
 from collections.abc import Iterator
 from contextlib import ExitStack, contextmanager
@@ -185,13 +186,17 @@ def server(command: list[str], port: int, env: dict[str, str]) -> Iterator[float
 def environment(home: str, tree: Path) -> dict[str, str]:
     """Settings for a server of ``tree``: its sources first on PYTHONPATH, then bench/."""
     path = [str(tree / d) for d in SOURCE_DIRS] + [str(ROOT / "bench")]
-    return {
+    env = {
         **os.environ,
         "HUBBUB_HOME": home,
         "HUBBUB_LOGGING__LEVEL": "WARNING",
         "HUBBUB_EVENTS__SINKS": "[]",
         "PYTHONPATH": os.pathsep.join(path),
     }
+    if tree != ROOT:  # the installed entry points are this tree's: load only the tree's own
+        declared = tomllib.loads((tree / "pyproject.toml").read_text())["project"]
+        env["HUBBUB_LOAD_PLUGINS"] = ",".join(declared["entry-points"]["hubbub"])
+    return env
 
 
 def check_imports(env: dict[str, str], tree: Path) -> None:
@@ -321,7 +326,10 @@ def main() -> None:
         if ref:
             trees.append((f"@{ref}", stack.enter_context(baseline_tree(ref, args.keep_worktree))))
             if pyproject_differs(ref):
-                print(f"warning: pyproject.toml differs at {ref}; entry points are this tree's")
+                print(
+                    f"note: pyproject.toml differs at {ref}; its server loads only the "
+                    "plugins it declares (HUBBUB_LOAD_PLUGINS)"
+                )
         port = free_port()
         env = environment(stack.enter_context(tempfile.TemporaryDirectory()), ROOT)
         cold["bare"] = stack.enter_context(server(bare_command(port), port, env))

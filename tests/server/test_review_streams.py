@@ -7,22 +7,10 @@ import gc
 import warnings
 from typing import Any
 
+from test_sse_footprint import Beat
+
 from hubbub_server.heartbeat import Heartbeat
 from hubbub_server.sse import ClientWatch
-
-
-class Beat:
-    """A stream that counts its ticks and ends."""
-
-    def __init__(self) -> None:
-        self.ticks = 0
-        self.ends = 0
-
-    def tick(self) -> None:
-        self.ticks += 1
-
-    def end(self) -> None:
-        self.ends += 1
 
 
 async def test_a_stream_opened_alone_while_draining_is_ended_once() -> None:
