@@ -8,13 +8,13 @@ export LITELLM_LOCAL_MODEL_COST_MAP := True
 export NO_MKDOCS_2_WARNING := 1
 export UV_COMPILE_BYTECODE := 1
 
-.PHONY: serve test lint docs bench venv redis wrk clean
+.PHONY: serve test lint docs bench venv redis postgres wrk clean
 
 # `make serve PORT=8001` listens on another port; so does HUBBUB_SERVER__PORT=8001.
 serve: .venv/.synced  ## Run the reference server on its embedded defaults (127.0.0.1:8000).
 	.venv/bin/hubbub serve$(if $(PORT), --port $(PORT))
 
-test: .venv/.synced redis  ## Run the whole test suite.
+test: .venv/.synced redis postgres  ## Run the whole test suite.
 	.venv/bin/pytest
 
 lint: .venv/.synced  ## Lint, format check and type check.
@@ -43,6 +43,13 @@ redis:
 	@command -v redis-server >/dev/null || { \
 	  echo "redis-server not found; installing it from Debian packages"; \
 	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq redis-server; }
+
+# Tests start their own throwaway PostgreSQL clusters (tests/postgres_support.py); install the
+# server when missing (Debian, as root; its own cluster is not used).
+postgres:
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { \
+	  echo "PostgreSQL not found; installing it from Debian packages"; \
+	  apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq postgresql; }
 
 # The HTTP benchmarks load the servers with wrk (Debian package, as root).
 wrk:

@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from postgres_support import PostgresServer
 from redis_support import RedisServer
 from support import (
     ACME_MODULE,
@@ -142,3 +143,26 @@ async def redis_client(redis_server: RedisServer) -> AsyncIterator[redis.asyncio
     client = redis.asyncio.Redis.from_url(redis_server.url)
     yield client
     await client.aclose()
+
+
+@pytest.fixture
+def postgres_server() -> Iterator[PostgresServer]:
+    """A fresh PostgreSQL server (a cluster of its own) on a free loopback port, stopped after
+    the test: for tests that stop, kill or restart it."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_session() -> Iterator[PostgresServer]:
+    """One PostgreSQL server for the whole session (started on first use): tests create a
+    database of their own on it (:meth:`PostgresServer.create_database`), or use owners of
+    their own, and never stop it."""
+    server = PostgresServer().start()
+    try:
+        yield server
+    finally:
+        server.close()

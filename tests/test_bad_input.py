@@ -99,11 +99,14 @@ def test_the_edges_of_64_bits_are_still_cursors(store: Store) -> None:
     conversations, _ = store.listings(cursor_of([INT64[1], "conv_zzz"]))
     assert isinstance(conversations, Page)
     assert len(conversations.items) == 1  # everything sorts before the largest cursor
-    _, messages = store.listings(cursor_of([INT64[1]]))
+    # a message cursor names its conversation: [conversation id, sequence number]
+    _, messages = store.listings(cursor_of([store.conversation_id, INT64[1]]))
     assert isinstance(messages, Page)
     assert messages.items == []
-    _, messages = store.listings(cursor_of([INT64[0]]))
+    _, messages = store.listings(cursor_of([store.conversation_id, INT64[0]]))
     assert [m.content for m in messages.items] == ["one", "two"]
+    _, messages = store.listings(cursor_of([store.conversation_id, INT64[1] + 1]))
+    assert isinstance(messages, InvalidRequestError)  # past 64 bits: refused, not a crash
 
 
 JSON = st.recursive(

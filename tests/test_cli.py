@@ -93,7 +93,7 @@ def test_config_check_unregistered_backend(tmp_path: Path) -> None:
 
 def test_config_check_reports_every_problem_one_per_line(tmp_path: Path) -> None:
     (tmp_path / "hubbub.toml").write_text(
-        toml('[memory]\nbackend = "postgres"\n[events]\nsinks = ["kafka"]\n')
+        toml('[memory]\nbackend = "mongodb"\n[events]\nsinks = ["kafka"]\n')
     )
     result = run_cli(["config", "check"], cwd=tmp_path)
     assert result.returncode == 2

@@ -346,7 +346,7 @@ def test_every_unregistered_name_is_reported_at_once() -> None:
             [events]
             sinks = ["log", "kafka"]
             [memory]
-            backend = "postgres"
+            backend = "mongodb"
             [llm]
             providers = ["offline", "openai"]
             """

@@ -119,7 +119,7 @@ ALLOWED = {
     "hubbub.errors": set(),
     "hubbub.models": set(),
     "hubbub.log": set(),
-    "hubbub.sqlite": set(),
+    "hubbub.sqlite": {"hubbub.errors", "hubbub.resilience"},
     "hubbub.redaction": set(),
     "hubbub.events.types": {"hubbub.models"},
     "hubbub.resilience": {"hubbub.errors", "hubbub.models"},

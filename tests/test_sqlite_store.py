@@ -1,5 +1,6 @@
-"""The SQLite memory store, on real files: round trips, paging, errors, concurrent writers (one
-store and two stores sharing a file), schema creation and restarts."""
+"""The SQLite memory store, on real files: the store contract suite, round trips, paging, errors,
+concurrent writers (one store and two stores sharing a file), schema creation, upgrades of
+files from earlier releases, restarts, and the byte counts usage reads."""
 
 from __future__ import annotations
 
@@ -12,10 +13,21 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from hubbub.errors import InvalidRequestError, NotFoundError
-from hubbub.models import Conversation, Message, Page, ToolCall, Usage
+from hubbub.errors import ComponentError, InvalidRequestError, NotFoundError
+from hubbub.models import (
+    Conversation,
+    MemoryItem,
+    Message,
+    Page,
+    StoreUsage,
+    Summary,
+    ToolCall,
+    Usage,
+    now,
+)
 from hubbub.runtime import Runtime
-from hubbub_plugins.sqlite_store import SQLiteStore
+from hubbub.testing import MemoryStoreContract
+from hubbub_plugins.sqlite_store import MIGRATIONS, SQLiteStore
 
 
 @pytest.fixture
@@ -45,6 +57,17 @@ async def all_messages(store: SQLiteStore, conversation_id: str, limit: int) -> 
 
 def cursor_of(value: object) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(value)).decode()
+
+
+class TestSQLiteStore(MemoryStoreContract):
+    """The store contract suite, on a file."""
+
+    @pytest.fixture
+    async def store(self, tmp_path: Path) -> AsyncIterator[SQLiteStore]:
+        store = SQLiteStore(str(tmp_path / "contract.sqlite3"))
+        await store.start()
+        yield store
+        await store.aclose()
 
 
 # -- round trips -------------------------------------------------------------------------------
@@ -303,7 +326,7 @@ async def test_schema_created_on_first_start(db_path: Path) -> None:
         (version,) = db.execute("PRAGMA user_version").fetchone()
         (mode,) = db.execute("PRAGMA journal_mode").fetchone()
     assert {"conversations", "messages"} <= tables
-    assert version == 1
+    assert version == len(MIGRATIONS)
     assert mode == "wal"
 
 
@@ -382,3 +405,300 @@ async def test_recent_messages_are_the_latest_oldest_first(store: SQLiteStore) -
     recent = await store.recent_messages(conversation.id, limit=3)
     assert [m.content for m in recent] == ["m7", "m8", "m9"]
     assert await store.recent_messages("conv_none", limit=3) == []
+
+
+# -- schema upgrades ---------------------------------------------------------------------------
+
+V1_SCHEMA = """
+CREATE TABLE IF NOT EXISTS conversations (
+    id TEXT PRIMARY KEY,
+    owner TEXT NOT NULL,
+    updated_at REAL NOT NULL,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations (owner, updated_at, id);
+CREATE TABLE IF NOT EXISTS messages (
+    seq INTEGER PRIMARY KEY AUTOINCREMENT,
+    id TEXT NOT NULL UNIQUE,
+    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+    data BLOB NOT NULL
+);
+CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, seq);
+PRAGMA user_version = 1;
+"""
+"""The schema of the first release, verbatim: the files existing users have."""
+
+
+def v1_file(path: Path) -> tuple[list[Conversation], list[Message], int]:
+    """A version-1 file as the first release wrote it (WAL, its schema, its encoding): two of
+    ada's conversations (the first with three messages, its updated_at bumped past the blob's
+    as appends did) and one of bob's. Returns them, ada's messages and ada's bytes."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    db = sqlite3.connect(path, isolation_level=None)
+    db.execute("PRAGMA journal_mode = WAL")
+    db.executescript(V1_SCHEMA)
+    talk = Conversation(owner="ada", title="old talk", created_at=1000.0, updated_at=1000.0)
+    quiet = Conversation(owner="ada", title="quiet", created_at=900.0, updated_at=900.0)
+    other = Conversation(owner="bob", title="bob's", created_at=950.0, updated_at=950.0)
+    messages = [
+        Message(role="user", content=f"m{n} é", conversation_id=talk.id, created_at=1000.0 + n)
+        for n in range(3)
+    ]
+    total = 0
+    for conversation in (talk, quiet, other):
+        data = msgspec.json.encode(conversation)
+        total += len(data) if conversation.owner == "ada" else 0
+        db.execute(
+            "INSERT INTO conversations (id, owner, updated_at, data) VALUES (?, ?, ?, ?)",
+            (conversation.id, conversation.owner, conversation.updated_at, data),
+        )
+    for message in messages:
+        data = msgspec.json.encode(message)
+        total += len(data)
+        db.execute(
+            "INSERT INTO messages (id, conversation_id, data) VALUES (?, ?, ?)",
+            (message.id, talk.id, data),
+        )
+    db.execute("UPDATE conversations SET updated_at = 1003.0 WHERE id = ?", (talk.id,))
+    talk.updated_at = 1003.0
+    db.close()
+    return [talk, quiet, other], messages, total
+
+
+def schema_of(path: Path) -> tuple[int, set[str], set[str]]:
+    """The file's version, its tables and indexes, and the conversations table's columns."""
+    with sqlite3.connect(path) as db:
+        (version,) = db.execute("PRAGMA user_version").fetchone()
+        names = {row[0] for row in db.execute("SELECT name FROM sqlite_master")}
+        columns = {row[1] for row in db.execute("PRAGMA table_info(conversations)")}
+    return version, names, columns
+
+
+async def test_a_version_1_file_is_upgraded_in_place_and_reads_back(db_path: Path) -> None:
+    (talk, quiet, other), messages, ada_bytes = v1_file(db_path)
+    assert schema_of(db_path)[0] == 1
+    store = SQLiteStore(str(db_path))
+    await store.start()
+    try:
+        version, names, columns = schema_of(db_path)
+        assert version == len(MIGRATIONS) == 2
+        assert {"expires_at", "bytes"} <= columns
+        assert {"memories", "summaries", "conversations_expiring", "memories_by_owner"} <= names
+        # everything reads back as it was
+        assert await store.get_conversation(talk.id) == talk
+        assert (await store.list_conversations("ada")).items == [talk, quiet]
+        assert (await store.list_messages(talk.id)).items == messages
+        assert await store.recent_messages(talk.id, limit=2) == messages[1:]
+        # usage counts the old data, exactly: backfilled from the stored bytes
+        assert await store.usage("ada") == StoreUsage(conversations=2, bytes=ada_bytes)
+        assert (await store.usage("bob")).conversations == 1
+        # and the new methods work on it
+        added = await store.append_message(
+            Message(role="user", content="new", conversation_id=talk.id)
+        )
+        assert (await store.list_messages(talk.id)).items == [*messages, added]
+        after = await store.usage("ada")
+        assert after.bytes == ada_bytes + len(msgspec.json.encode(added))
+        memory = await store.add_memory(MemoryItem(owner="ada", content="likes tea"))
+        assert (await store.list_memories("ada")).items == [memory]
+        summary = Summary(
+            conversation_id=talk.id, content="older", through_message_id=messages[1].id, covered=2
+        )
+        await store.save_summary(summary)
+        assert await store.get_summary(talk.id) == summary
+        quiet.expires_at = 1.0
+        await store.update_conversation(quiet)
+        assert await store.purge(now=now(), limit=10) == 1
+        assert await store.get_conversation(quiet.id) is None
+        assert (await store.list_owners()).items == ["ada", "bob"]
+    finally:
+        await store.aclose()
+    # a second start finds nothing to do, and the data is still there
+    again = SQLiteStore(str(db_path))
+    await again.start()
+    try:
+        assert (await again.list_messages(talk.id)).items == [*messages, added]
+        assert await again.get_conversation(other.id) == other
+    finally:
+        await again.aclose()
+
+
+async def test_a_failed_upgrade_leaves_the_file_as_it_was(db_path: Path) -> None:
+    _conversations, messages, _ = v1_file(db_path)
+    with sqlite3.connect(db_path) as db:  # the last statement of version 2 will fail on it
+        db.execute("CREATE TABLE summaries (x)")
+    store = SQLiteStore(str(db_path))
+    with pytest.raises(sqlite3.OperationalError, match="summaries already exists"):
+        await store.start()
+    version, names, columns = schema_of(db_path)
+    assert version == 1
+    assert "expires_at" not in columns
+    assert "bytes" not in columns
+    assert "memories" not in names
+    assert "conversations_expiring" not in names
+    with sqlite3.connect(db_path) as db:
+        assert db.execute("SELECT count(*) FROM messages").fetchone() == (len(messages),)
+        assert db.execute("SELECT count(*) FROM conversations").fetchone() == (3,)
+
+
+async def test_a_file_from_a_newer_release_is_refused_naming_both_versions(
+    db_path: Path,
+) -> None:
+    v1_file(db_path)
+    with sqlite3.connect(db_path) as db:
+        db.execute("PRAGMA user_version = 7")
+    store = SQLiteStore(str(db_path))
+    with pytest.raises(ComponentError) as caught:
+        await store.start()
+    message = str(caught.value)
+    assert "schema version 7" in message
+    assert f"version {len(MIGRATIONS)} " in message
+    assert str(db_path) in message
+    assert schema_of(db_path)[0] == 7  # untouched
+    with pytest.raises(RuntimeError, match="is not open"):
+        await store.get_conversation("x")
+    await store.aclose()
+
+
+async def test_the_runtime_refuses_to_start_on_a_newer_file(
+    make_runtime: Callable[..., Runtime], home: Path
+) -> None:
+    v1_file(home / "hubbub.sqlite3")
+    with sqlite3.connect(home / "hubbub.sqlite3") as db:
+        db.execute("PRAGMA user_version = 99")
+    with pytest.raises(ComponentError, match="schema version 99, newer than the version 2"):
+        async with make_runtime():
+            pass
+
+
+def test_processes_upgrading_one_file_at_once_migrate_it_once(tmp_path: Path) -> None:
+    """Workers starting together on an old file: one upgrades it, the others find it done (the
+    backfill of byte counts runs once, not once per process)."""
+    import subprocess
+    import sys
+    import time
+
+    path = tmp_path / "old.sqlite3"
+    _, _, ada_bytes = v1_file(path)
+    code = (
+        "import asyncio, sys, time\n"
+        "from hubbub_plugins.sqlite_store import SQLiteStore\n"
+        "async def main():\n"
+        "    store = SQLiteStore(sys.argv[1])\n"
+        "    time.sleep(max(0.0, float(sys.argv[2]) - time.time()))  # all open at once\n"
+        "    await store.start()\n"
+        "    print((await store.usage('ada')).bytes)\n"
+        "    await store.aclose()\n"
+        "asyncio.run(main())\n"
+    )
+    start = str(time.time() + 1.0)
+    processes = [
+        subprocess.Popen(
+            [sys.executable, "-c", code, str(path), start],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for _ in range(4)
+    ]
+    outputs = [p.communicate(timeout=60) for p in processes]
+    assert [p.returncode for p in processes] == [0] * 4, [e.decode() for _, e in outputs]
+    assert [int(out) for out, _ in outputs] == [ada_bytes] * 4
+    assert schema_of(path)[0] == len(MIGRATIONS)
+
+
+# -- byte counts kept beside the data -----------------------------------------------------------
+
+
+async def test_usage_follows_every_write_exactly(store: SQLiteStore) -> None:
+    """The kept counts equal the encoded sizes after creates, appends, updates, imports,
+    deletes and purges: what the per-user byte quota is checked against."""
+
+    def size(item: msgspec.Struct) -> int:
+        return len(msgspec.json.encode(item))
+
+    conversation = await store.create_conversation(Conversation(owner="cy", title="a"))
+    expected = size(conversation)
+    assert await store.usage("cy") == StoreUsage(conversations=1, bytes=expected)
+    message = await store.append_message(
+        Message(role="user", content="x" * 1000, conversation_id=conversation.id)
+    )
+    expected += size(message)
+    assert (await store.usage("cy")).bytes == expected
+    before = await store.get_conversation(conversation.id)
+    assert before is not None
+    before.title, before.metadata = "a much longer title than before", {"k": "v" * 50}
+    updated = await store.update_conversation(before)
+    with sqlite3.connect(store.db.path) as db:
+        (blob,) = db.execute(
+            "SELECT data FROM conversations WHERE id = ?", (conversation.id,)
+        ).fetchone()
+    assert len(blob) == size(updated)
+    expected += size(updated) - size(conversation)
+    assert (await store.usage("cy")).bytes == expected
+    imported = Conversation(owner="cy", updated_at=5.0)
+    batch = [Message(role="user", content="i", conversation_id=imported.id) for _ in range(3)]
+    assert await store.import_conversation(imported, batch) == 3
+    assert await store.import_conversation(imported, batch) == 0  # nothing counted twice
+    expected += size(imported) + sum(size(m) for m in batch)
+    assert await store.usage("cy") == StoreUsage(conversations=2, bytes=expected)
+    memory = await store.add_memory(MemoryItem(owner="cy", content="m", expires_at=1.0))
+    assert (await store.usage("cy")).bytes == expected + size(memory)
+    assert await store.purge(now=now(), limit=10) == 1  # the expired memory
+    assert (await store.usage("cy")).bytes == expected
+    await store.delete_conversation(conversation.id)
+    assert await store.usage("cy") == StoreUsage(
+        conversations=1, bytes=size(imported) + sum(size(m) for m in batch)
+    )
+    # the kept row agrees with a count from scratch
+    recount = await store.db.run(
+        lambda db: db.execute(
+            "SELECT count(*), sum(length(c.data)) + (SELECT coalesce(sum(length(m.data)), 0) "
+            "FROM messages AS m JOIN conversations AS k ON k.id = m.conversation_id "
+            "WHERE k.owner = 'cy') FROM conversations AS c WHERE c.owner = 'cy'"
+        ).fetchone()
+    )
+    assert await store.usage("cy") == StoreUsage(conversations=recount[0], bytes=recount[1])
+    await store.delete_conversation(imported.id)
+    assert await store.usage("cy") == StoreUsage()
+    assert await store.db.run(lambda db: db.execute("SELECT * FROM owner_usage").fetchall()) == []
+
+
+async def test_message_cursors_are_tied_to_their_conversation(store: SQLiteStore) -> None:
+    first = await store.create_conversation(Conversation(owner="ada"))
+    second = await store.create_conversation(Conversation(owner="ada"))
+    for conversation in (first, second):
+        for n in range(3):
+            await store.append_message(
+                Message(role="user", content=str(n), conversation_id=conversation.id)
+            )
+    page = await store.list_messages(first.id, limit=1)
+    assert page.next_cursor is not None
+    with pytest.raises(InvalidRequestError, match="another conversation"):
+        await store.list_messages(second.id, cursor=page.next_cursor)
+
+
+async def test_purge_and_usage_use_the_indexes(store: SQLiteStore) -> None:
+    """The sweeper's queries read the expiry and idle indexes, not the whole table, and
+    usage is one row found by its key."""
+
+    def plans(db: sqlite3.Connection) -> list[str]:
+        queries = [
+            "SELECT id FROM conversations WHERE expires_at IS NOT NULL AND expires_at <= 1 LIMIT 5",
+            "SELECT id FROM conversations WHERE updated_at < 1 "
+            "AND (expires_at IS NULL OR expires_at > 1) LIMIT 5",
+            "SELECT id FROM memories WHERE expires_at IS NOT NULL AND expires_at <= 1 LIMIT 5",
+            "SELECT data FROM memories WHERE owner = 'a' ORDER BY created_at DESC, id DESC",
+            "SELECT conversations, bytes FROM owner_usage WHERE owner = 'a'",
+        ]
+        return [
+            " ".join(row[3] for row in db.execute("EXPLAIN QUERY PLAN " + query))
+            for query in queries
+        ]
+
+    found = await store.db.run(plans)
+    assert "conversations_expiring" in found[0]
+    assert "conversations_by_updated_at" in found[1]
+    assert "memories_expiring" in found[2]
+    assert "memories_by_owner" in found[3]
+    assert "TEMP B-TREE" not in found[3]
+    assert "SEARCH owner_usage USING PRIMARY KEY" in found[4]

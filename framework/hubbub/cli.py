@@ -260,6 +260,68 @@ def config_init(path: str, force: bool) -> None:
     click.echo(f"wrote {path}")
 
 
+@cli.group(name="store")
+def store_group() -> None:
+    """Work on the memory store (conversations, messages, summaries, memories)."""
+
+
+@store_group.command(name="copy")
+@click.option(
+    "--from",
+    "source_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Configuration file whose [memory] store is copied.",
+)
+@click.option(
+    "--to",
+    "target_path",
+    required=True,
+    type=click.Path(dir_okay=False),
+    help="Configuration file whose [memory] store receives the copy.",
+)
+@click.option(
+    "--batch-size",
+    default=500,
+    show_default=True,
+    type=click.IntRange(1, 100_000),
+    help="Items read and written at a time.",
+)
+def store_copy(source_path: str, target_path: str, batch_size: int) -> None:
+    """Copy every conversation (with its messages and summary) and every memory from the
+    memory store configured in --from into the one configured in --to, keeping ids,
+    timestamps and order. What the target holds already is skipped, so running it again
+    copies only what is new (and what changed in the source since: a later conversation or
+    summary replaces the older copy). Only the two stores start, each as `hubbub serve`
+    would build it from its file (never its fallback); copying a store onto itself is
+    refused."""
+    from hubbub.store_copy import SameStoreError, copy_configured
+
+    source, target = load_for_cli(source_path), load_for_cli(target_path)
+
+    def progress(report: Any) -> None:
+        if report.owners % 100 == 0:
+            done = report.conversations
+            seen = done.copied + done.updated + done.skipped
+            click.echo(f"{report.owners} owners, {seen} conversations so far...", err=True)
+
+    with cli_errors():
+        try:
+            report = asyncio.run(
+                copy_configured(
+                    (source.config, source.plugins, source.settings),
+                    (target.config, target.plugins, target.settings),
+                    batch_size=batch_size,
+                    progress=progress,
+                )
+            )
+        except SameStoreError as exc:  # a usage problem: exit code 2
+            raise UsageProblem(f"--from and --to: {exc}") from None
+    click.echo(f"copied {source.config.source} -> {target.config.source}")
+    for line in report.lines():
+        click.echo(f"  {line}")
+
+
 def _add_plugin_commands(group: click.Group) -> None:
     try:
         disabled = load_config().plugins.disabled

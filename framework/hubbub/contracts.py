@@ -24,10 +24,13 @@ from hubbub.models import (
     ChatResponse,
     Conversation,
     Health,
+    MemoryItem,
     Message,
     ModelInfo,
     Page,
     Principal,
+    StoreUsage,
+    Summary,
     ToolCall,
     ToolResult,
     ToolSpec,
@@ -125,7 +128,8 @@ class MemoryStore(Component, Protocol):
         """List ``owner``'s conversations, most recently updated first."""
 
     async def update_conversation(self, conversation: Conversation) -> Conversation:
-        """Replace the stored conversation's title, model and metadata; bump ``updated_at``."""
+        """Replace the stored conversation's title, model, metadata and ``expires_at``; bump
+        ``updated_at``. Raises :class:`hubbub.errors.NotFoundError` for an unknown conversation."""
 
     async def delete_conversation(self, conversation_id: str) -> bool:
         """Delete the conversation and all its messages; return whether it existed."""
@@ -141,6 +145,63 @@ class MemoryStore(Component, Protocol):
 
     async def recent_messages(self, conversation_id: str, *, limit: int) -> list[Message]:
         """The conversation's last ``limit`` messages, oldest first: what a model is shown."""
+
+    async def usage(self, owner: str) -> StoreUsage:
+        """What ``owner`` keeps here: their conversation count and the bytes their
+        conversations, messages and memories take (each item's :func:`hubbub.models.stored_size`,
+        its metadata included). Cheap enough to call before every write: per-user quotas are
+        checked against it."""
+
+    async def purge(self, *, now: float, idle_before: float | None = None, limit: int) -> int:
+        """Delete at most ``limit`` items that are due, in one short transaction: conversations
+        whose ``expires_at`` is at or before ``now`` or (when ``idle_before`` is given) whose
+        ``updated_at`` is before it, with their messages and summary, and memories whose
+        ``expires_at`` is at or before ``now``. Return how many items went; the sweeper calls
+        again while the answer is ``limit``."""
+
+    async def add_memory(self, item: MemoryItem) -> MemoryItem:
+        """Store a long-term memory and return it."""
+
+    async def list_memories(
+        self, owner: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[MemoryItem]:
+        """List ``owner``'s memories that have not expired, newest first."""
+
+    async def delete_memory(self, owner: str, memory_id: str) -> bool:
+        """Delete ``owner``'s memory ``memory_id``; ``False`` when there is none (another owner's
+        memory is none)."""
+
+    async def delete_memories(self, owner: str) -> int:
+        """Delete all of ``owner``'s memories; return how many there were."""
+
+    async def save_summary(self, summary: Summary) -> None:
+        """Store ``summary`` as its conversation's summary, replacing any earlier one. Raises
+        :class:`hubbub.errors.NotFoundError` for an unknown conversation."""
+
+    async def get_summary(self, conversation_id: str) -> Summary | None:
+        """The conversation's latest summary, or ``None``."""
+
+    async def list_owners(self, *, limit: int = 100, cursor: str | None = None) -> Page[str]:
+        """Every owner who has a conversation or a memory here, once each, in ascending order
+        (the store's own order of strings, the same from page to page), paged: how
+        ``hubbub store copy`` walks a whole store. Cursors as in the other listings (a
+        malformed one is an :class:`~hubbub.errors.InvalidRequestError`)."""
+
+    async def import_conversation(
+        self, conversation: Conversation, messages: Sequence[Message]
+    ) -> int:
+        """Take in a conversation copied from another store, as it was there, in one
+        transaction: store ``conversation`` exactly as given (``updated_at`` and
+        ``expires_at`` included; a conversation already stored with its id is replaced only
+        when ``conversation.updated_at`` is later than its own, else kept untouched), then
+        append those of ``messages`` (this conversation's, oldest first) whose ids are not
+        stored yet, after the ones already stored, without bumping ``updated_at``. Return how
+        many messages were stored. ``hubbub store copy`` calls it once per batch of a
+        conversation's messages (once with none for a conversation without messages), so a
+        copy run twice stores nothing new, and a copy run again brings over what changed.
+        Raises :class:`~hubbub.errors.InvalidRequestError` for a message of another
+        conversation and :class:`~hubbub.errors.ConflictError` for an id stored for another
+        owner."""
 
 
 class Credentials(msgspec.Struct, kw_only=True, omit_defaults=True):

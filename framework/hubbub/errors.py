@@ -17,6 +17,7 @@ __all__ = [
     "ConfigError",
     "ConfigIssue",
     "ConflictError",
+    "ContentTooLargeError",
     "HubbubError",
     "InvalidRequestError",
     "NotFoundError",
@@ -24,6 +25,7 @@ __all__ = [
     "PluginError",
     "ProviderError",
     "ProviderTimeoutError",
+    "QuotaExceededError",
     "TooManyRequestsError",
     "UnknownModelError",
     "blame",
@@ -57,6 +59,13 @@ class HubbubError(Exception):
     reported: bool = False
     """Whether whoever raised it has logged it already (throttled, with what to do): the server
     then answers without logging it again for every request."""
+    retry_after: float | None = None
+    """Seconds after which the same request may succeed, when known: the server sends it as
+    ``Retry-After``."""
+
+    def extensions(self) -> dict[str, object]:
+        """Extra members of the problem document the server answers with (none by default)."""
+        return {}
 
 
 class ConfigIssue(msgspec.Struct, frozen=True):
@@ -155,6 +164,34 @@ class TooManyRequestsError(HubbubError):
 
     status = 429
     code = "too_many_requests"
+
+
+class QuotaExceededError(HubbubError):
+    """The caller is at one of their ``[quotas]``: ``quota`` names it, ``used`` and ``limit``
+    say where they stand. Storage quotas free up only when they delete something; a rate
+    quota says when to retry."""
+
+    status = 429
+    code = "quota_exceeded"
+
+    def __init__(
+        self, message: str, *, quota: str, used: int, limit: int, retry_after: float | None = None
+    ) -> None:
+        self.quota = quota
+        self.used = used
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def extensions(self) -> dict[str, object]:
+        return {"quota": self.quota, "used": self.used, "limit": self.limit}
+
+
+class ContentTooLargeError(InvalidRequestError):
+    """One item is larger than allowed (a message past ``[quotas] max_message_bytes``)."""
+
+    status = 413
+    code = "content_too_large"
 
 
 class ProviderError(HubbubError):

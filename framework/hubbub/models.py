@@ -21,6 +21,7 @@ __all__ = [
     "Conversation",
     "Health",
     "HealthStatus",
+    "MemoryItem",
     "Message",
     "ModelInfo",
     "Page",
@@ -28,12 +29,15 @@ __all__ = [
     "Role",
     "RuntimeHealth",
     "Session",
+    "StoreUsage",
+    "Summary",
     "ToolCall",
     "ToolResult",
     "ToolSpec",
     "Usage",
     "new_id",
     "now",
+    "stored_size",
 ]
 
 Role = Literal["system", "user", "assistant", "tool"]
@@ -162,6 +166,64 @@ class Conversation(msgspec.Struct, kw_only=True, omit_defaults=True):
     appended message; listings are ordered by it, newest first."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     """Free-form data for plugins, stored with the conversation; hubbub itself sets none."""
+    expires_at: float | None = None
+    """When the store's sweeper deletes it with its messages (Unix seconds); ``None``: kept
+    until deleted or idle past ``[retention] conversation_idle_days``."""
+
+
+class MemoryItem(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A long-term memory: something about its owner kept across conversations and shown to the
+    model in every conversation of theirs. Listed and deleted by the owner at ``/api/memory``."""
+
+    owner: str
+    """The :attr:`Principal.id` it is about; nobody else can see it."""
+    content: str
+    """The fact, in plain words (``prefers metric units``)."""
+    id: str = msgspec.field(default_factory=lambda: new_id("mem_"))
+    """Unique identifier (``mem_`` and random hex)."""
+    source_conversation_id: str | None = None
+    """The conversation it was learned in, if any (it outlives that conversation)."""
+    created_at: float = msgspec.field(default_factory=now)
+    """When it was stored (Unix seconds)."""
+    expires_at: float | None = None
+    """When it is forgotten (Unix seconds): never listed after, deleted by the sweeper."""
+    metadata: dict[str, Any] = msgspec.field(default_factory=dict)
+    """Free-form data for plugins."""
+
+
+class Summary(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A conversation's older messages summarized: shown to the model in their place. The
+    messages themselves stay stored and listed."""
+
+    conversation_id: str
+    """The conversation summarized."""
+    content: str
+    """The summary text, written by :attr:`model`."""
+    through_message_id: str
+    """The last message it covers: it stands for every message up to and including this one."""
+    covered: int
+    """How many messages it covers."""
+    tokens: int = 0
+    """Its length in tokens (as counted for :attr:`model`)."""
+    model: str = ""
+    """The model that wrote it."""
+    created_at: float = msgspec.field(default_factory=now)
+    """When it was written (Unix seconds)."""
+
+
+class StoreUsage(msgspec.Struct, kw_only=True):
+    """What one owner keeps in a memory store: what per-user quotas are checked against."""
+
+    conversations: int = 0
+    """How many conversations they own."""
+    bytes: int = 0
+    """Bytes their conversations, messages and memories take, counted as the length of each
+    item's JSON encoding (:func:`stored_size`), whatever the store's own encoding."""
+
+
+def stored_size(item: msgspec.Struct) -> int:
+    """The bytes an item counts for in :attr:`StoreUsage.bytes`: its JSON encoding's length."""
+    return len(msgspec.json.encode(item))
 
 
 PageItem = TypeVar("PageItem")

@@ -22,11 +22,9 @@ For tests and demos without a provider, a model can answer with canned text thro
 from __future__ import annotations
 
 import asyncio
-import importlib.util
 import logging
 import os
 from collections.abc import AsyncIterator, Sequence
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import msgspec
@@ -34,6 +32,7 @@ import msgspec
 from hubbub import hookimpl
 from hubbub.config import Secret
 from hubbub.errors import ProviderError, ProviderTimeoutError, UnknownModelError
+from hubbub.llm.tokens import offline_encodings
 from hubbub.models import (
     ChatChunk,
     ChatRequest,
@@ -82,10 +81,7 @@ class LiteLLMSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
 def _import_litellm() -> Any:
     os.environ.setdefault("LITELLM_LOCAL_MODEL_COST_MAP", "True")
-    spec = importlib.util.find_spec("litellm")
-    if spec is not None and spec.origin and "TIKTOKEN_CACHE_DIR" not in os.environ:
-        tokenizers = Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
-        os.environ["TIKTOKEN_CACHE_DIR"] = str(tokenizers)
+    offline_encodings()  # tiktoken reads the encodings litellm ships, never downloads them
     # litellm's own handler prints what it logs while it is imported to stdout; its threshold
     # comes from LITELLM_LOG, read once at import: keep it silent until it is removed below.
     saved = os.environ.get("LITELLM_LOG")

@@ -45,6 +45,9 @@ if TYPE_CHECKING:
 
 ECHO = "echo"
 TOOLS = "tools"
+CONTEXT_WINDOW = 1_000_000
+"""Tokens the offline models accept: they have no real limit, so a long message echoes whole
+(a model is never shown more than its window: see :mod:`hubbub.conversation.context`)."""
 _CALL = re.compile(r"^\s*call\s+(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<arguments>.*)$", re.S)
 _WORDS = re.compile(r"\s*\S+")
 _PIECES = re.compile(r"\s*\S+|\s+")  # words, then trailing space: joined, the whole text
@@ -126,12 +129,14 @@ class OfflineProvider:
                 id=f"{self.name}/{ECHO}",
                 provider=self.name,
                 description="Offline: streams back a reply derived from your message.",
+                context_window=CONTEXT_WINDOW,
             ),
             ModelInfo(
                 id=f"{self.name}/{TOOLS}",
                 provider=self.name,
                 supports_tools=True,
                 description="Offline: 'call <tool> <json-arguments>' calls a tool.",
+                context_window=CONTEXT_WINDOW,
             ),
         ]
 

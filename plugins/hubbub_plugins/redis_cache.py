@@ -5,11 +5,15 @@ Select it with ``[cache] backend = "redis"`` (and ``[redis] url``). Keys are sto
 ``SET NX PX``; ``incr`` and ``compare_and_set`` are small Lua scripts, so each is one atomic step
 on the server. Health is a ``PING`` (with its round trip in the detail). When Redis cannot be
 reached an operation raises :class:`hubbub.errors.ComponentError` naming Redis and the operation
-(the server answers 503); nothing falls back to memory while running yet.
+(the server answers 503), unless ``[cache] fallback = "memory"`` is set: then
+:class:`hubbub.cache.FallbackCache` serves that call from memory and health says ``degraded``
+until Redis is back. Values are bytes here; components use the typed facade
+(:class:`hubbub.cache.Cache`, ``runtime.cache_for(namespace)``), which encodes them with msgspec.
 """
 
 from __future__ import annotations
 
+import contextlib
 import math
 import time
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -112,6 +116,19 @@ class RedisCache:
         """The shared client is closed by the runtime after its last user stops."""
         self._client = None
 
+    async def _failed(self, doing: str, exc: BaseException) -> NoReturn:
+        """Raise :meth:`_fail`'s error, first closing the pool's idle connections when the
+        connection itself failed: after Redis restarts every one of them is dead, and each would
+        fail one more call before reconnecting (under a :class:`hubbub.cache.FallbackCache`,
+        enough failures in a row to open its breaker again right after Redis came back)."""
+        import redis.exceptions
+
+        pool = getattr(self._client, "connection_pool", None)  # a cluster client has none
+        if pool is not None and isinstance(exc, (redis.exceptions.ConnectionError, OSError)):
+            with contextlib.suppress(Exception):
+                await pool.disconnect(inuse_connections=False)
+        self._fail(doing, exc)
+
     def _fail(self, doing: str, exc: BaseException) -> NoReturn:
         raise ComponentError(
             f"the Redis cache at {self.where} failed to {doing}: {_why(exc)}"
@@ -128,7 +145,7 @@ class RedisCache:
         try:
             value = await client.get(self.prefix + key)
         except self._failures as exc:
-            self._fail(f"read {key!r}", exc)
+            await self._failed(f"read {key!r}", exc)
         if isinstance(value, str):  # typed so; the shared client does not decode replies
             return value.encode()
         return value
@@ -139,7 +156,7 @@ class RedisCache:
         try:
             await client.set(self.prefix + key, value, px=_ms(ttl) or None)
         except self._failures as exc:
-            self._fail(f"write {key!r}", exc)
+            await self._failed(f"write {key!r}", exc)
 
     async def delete(self, key: str) -> bool:
         """Remove ``key``; whether it existed."""
@@ -147,7 +164,7 @@ class RedisCache:
         try:
             removed = await client.delete(self.prefix + key)
         except self._failures as exc:
-            self._fail(f"delete {key!r}", exc)
+            await self._failed(f"delete {key!r}", exc)
         return bool(removed)
 
     async def incr(self, key: str, amount: int = 1, ttl: float | None = None) -> int:
@@ -156,7 +173,7 @@ class RedisCache:
         try:
             value = await self._incr(keys=[self.prefix + key], args=[amount, _ms(ttl)])
         except self._failures as exc:
-            self._fail(f"increment {key!r}", exc)
+            await self._failed(f"increment {key!r}", exc)
         return int(value)
 
     async def add(self, key: str, value: bytes, ttl: float | None = None) -> bool:
@@ -165,7 +182,7 @@ class RedisCache:
         try:
             stored = await client.set(self.prefix + key, value, nx=True, px=_ms(ttl) or None)
         except self._failures as exc:
-            self._fail(f"add {key!r}", exc)
+            await self._failed(f"add {key!r}", exc)
         return bool(stored)
 
     async def compare_and_set(
@@ -180,7 +197,7 @@ class RedisCache:
                 keys=[self.prefix + key], args=[expected, mode, new, _ms(ttl)]
             )
         except self._failures as exc:
-            self._fail(f"compare-and-set {key!r}", exc)
+            await self._failed(f"compare-and-set {key!r}", exc)
         return bool(done)
 
 

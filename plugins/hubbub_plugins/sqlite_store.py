@@ -1,8 +1,16 @@
-"""SQLite memory store ``sqlite``: conversations and messages in one file.
+"""SQLite memory store ``sqlite``: conversations, messages, summaries and memories in one file.
 
 The default store: nothing to install or run. Database calls run on a dedicated thread
 (:class:`hubbub.sqlite.SQLiteDatabase`), never on the event loop; several processes can share the
-file. The schema is created on first start.
+file, and a call that meets another process's write lock is retried for up to ``busy_timeout``
+seconds (then a 503). The schema is versioned (``PRAGMA user_version``, see :data:`MIGRATIONS`):
+a file from an earlier release is upgraded in place at start, in one transaction; a file from a
+newer release is refused.
+
+What each owner keeps (:meth:`SQLiteStore.usage`) is one row of ``owner_usage``, kept by
+triggers in the same transaction as every write from byte counts stored beside the data
+(``conversations.bytes``: the conversation's encoded size plus its messages'; ``memories.bytes``:
+the memory's): asking costs one primary-key lookup, whatever the owner keeps.
 """
 
 from __future__ import annotations
@@ -10,35 +18,112 @@ from __future__ import annotations
 import base64
 import math
 import sqlite3
+from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
 
 import msgspec
 
 from hubbub import hookimpl
-from hubbub.errors import InvalidRequestError, NotFoundError
-from hubbub.models import Conversation, Health, Message, Page, now
+from hubbub.errors import ConflictError, InvalidRequestError, NotFoundError
+from hubbub.models import (
+    Conversation,
+    Health,
+    MemoryItem,
+    Message,
+    Page,
+    StoreUsage,
+    Summary,
+    now,
+)
 from hubbub.sqlite import SQLiteDatabase
 
 if TYPE_CHECKING:
     from hubbub.registry import ComponentContext, Registrar
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS conversations (
-    id TEXT PRIMARY KEY,
-    owner TEXT NOT NULL,
-    updated_at REAL NOT NULL,
-    data BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations (owner, updated_at, id);
-CREATE TABLE IF NOT EXISTS messages (
-    seq INTEGER PRIMARY KEY AUTOINCREMENT,
-    id TEXT NOT NULL UNIQUE,
-    conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
-    data BLOB NOT NULL
-);
-CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, seq);
-PRAGMA user_version = 1;
-"""
+SCHEMA_V1: tuple[str, ...] = (
+    """CREATE TABLE IF NOT EXISTS conversations (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        updated_at REAL NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS conversations_by_owner ON conversations (owner, updated_at, id)",
+    """CREATE TABLE IF NOT EXISTS messages (
+        seq INTEGER PRIMARY KEY AUTOINCREMENT,
+        id TEXT NOT NULL UNIQUE,
+        conversation_id TEXT NOT NULL REFERENCES conversations (id) ON DELETE CASCADE,
+        data BLOB NOT NULL
+    )""",
+    "CREATE INDEX IF NOT EXISTS messages_by_conversation ON messages (conversation_id, seq)",
+)
+"""Version 1 (the first release): conversations and messages. ``IF NOT EXISTS`` because
+files of that release had these tables before they had a version number."""
+
+SCHEMA_V2: tuple[str, ...] = (
+    # expiry and usage of conversations
+    "ALTER TABLE conversations ADD COLUMN expires_at REAL",
+    "ALTER TABLE conversations ADD COLUMN bytes INTEGER NOT NULL DEFAULT 0",
+    """UPDATE conversations SET bytes = length(data) + coalesce(
+        (SELECT sum(length(m.data)) FROM messages AS m WHERE m.conversation_id = conversations.id),
+        0)""",
+    # purge: what expired, what sat idle
+    "CREATE INDEX conversations_expiring ON conversations (expires_at) "
+    "WHERE expires_at IS NOT NULL",
+    "CREATE INDEX conversations_by_updated_at ON conversations (updated_at)",
+    # long-term memories
+    """CREATE TABLE memories (
+        id TEXT PRIMARY KEY,
+        owner TEXT NOT NULL,
+        created_at REAL NOT NULL,
+        expires_at REAL,
+        bytes INTEGER NOT NULL,
+        data BLOB NOT NULL
+    )""",
+    "CREATE INDEX memories_by_owner ON memories (owner, created_at, id)",
+    "CREATE INDEX memories_expiring ON memories (expires_at) WHERE expires_at IS NOT NULL",
+    # summaries, one per conversation
+    """CREATE TABLE summaries (
+        conversation_id TEXT PRIMARY KEY REFERENCES conversations (id) ON DELETE CASCADE,
+        data BLOB NOT NULL
+    )""",
+    # what each owner keeps, one row read by usage(); kept by triggers in every write's
+    # transaction (deletes through ON DELETE CASCADE included)
+    """CREATE TABLE owner_usage (
+        owner TEXT PRIMARY KEY,
+        conversations INTEGER NOT NULL,
+        bytes INTEGER NOT NULL
+    ) WITHOUT ROWID""",
+    """INSERT INTO owner_usage (owner, conversations, bytes)
+        SELECT owner, count(*), sum(bytes) FROM conversations GROUP BY owner""",
+    """CREATE TRIGGER conversation_counted AFTER INSERT ON conversations BEGIN
+        INSERT INTO owner_usage (owner, conversations, bytes) VALUES (NEW.owner, 1, NEW.bytes)
+        ON CONFLICT (owner) DO UPDATE SET conversations = conversations + 1,
+            bytes = bytes + excluded.bytes;
+    END""",
+    """CREATE TRIGGER conversation_resized AFTER UPDATE OF bytes ON conversations BEGIN
+        UPDATE owner_usage SET bytes = bytes + NEW.bytes - OLD.bytes WHERE owner = NEW.owner;
+    END""",
+    """CREATE TRIGGER conversation_uncounted AFTER DELETE ON conversations BEGIN
+        UPDATE owner_usage SET conversations = conversations - 1, bytes = bytes - OLD.bytes
+        WHERE owner = OLD.owner;
+        DELETE FROM owner_usage WHERE owner = OLD.owner AND conversations = 0 AND bytes = 0;
+    END""",
+    """CREATE TRIGGER memory_counted AFTER INSERT ON memories BEGIN
+        INSERT INTO owner_usage (owner, conversations, bytes) VALUES (NEW.owner, 0, NEW.bytes)
+        ON CONFLICT (owner) DO UPDATE SET bytes = bytes + excluded.bytes;
+    END""",
+    """CREATE TRIGGER memory_uncounted AFTER DELETE ON memories BEGIN
+        UPDATE owner_usage SET bytes = bytes - OLD.bytes WHERE owner = OLD.owner;
+        DELETE FROM owner_usage WHERE owner = OLD.owner AND conversations = 0 AND bytes = 0;
+    END""",
+)
+"""Version 2: conversations' ``expires_at`` and ``bytes`` (backfilled from the stored data),
+memories, summaries, each owner's usage, and the indexes purging and listing them use."""
+
+MIGRATIONS: tuple[tuple[str, ...], ...] = (SCHEMA_V1, SCHEMA_V2)
+"""Every schema version's statements, from 1: a file at ``PRAGMA user_version`` ``n`` gets
+``MIGRATIONS[n:]`` at start (see :class:`hubbub.sqlite.SQLiteDatabase`). Append a version to
+change the schema; never edit a released one."""
 
 
 class SQLiteStoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -48,7 +133,8 @@ class SQLiteStoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     """Database file; default ``hubbub.sqlite3`` in the data directory. ``:memory:`` keeps
     everything in memory (lost on exit)."""
     busy_timeout: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
-    """Seconds to wait for another process's write lock before failing."""
+    """Seconds a request may wait, in all, for another process's write lock (retried with
+    back-off meanwhile) before it fails with 503 ``database_locked``."""
     health_interval: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 5.0
     """Seconds a health probe's answer is reused (``/health/ready`` polled by anyone costs at
     most one probe per interval): the probe checks free space, commits a one-row write and
@@ -57,6 +143,9 @@ class SQLiteStoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
 
 _encode = msgspec.json.Encoder().encode
 _decode_conversation = msgspec.json.Decoder(Conversation).decode
+_decode_message = msgspec.json.Decoder(Message).decode
+_decode_memory = msgspec.json.Decoder(MemoryItem).decode
+_decode_summary = msgspec.json.Decoder(Summary).decode
 
 
 def _conversation(row: Any) -> Conversation:
@@ -65,9 +154,6 @@ def _conversation(row: Any) -> Conversation:
     conversation = _decode_conversation(row[0])
     conversation.updated_at = row[1]
     return conversation
-
-
-_decode_message = msgspec.json.Decoder(Message).decode
 
 
 def _cursor_out(*parts: object) -> str:
@@ -108,16 +194,27 @@ def _cursor_in(cursor: str, *types: type | tuple[type, ...]) -> list[Any]:
     return parts
 
 
+def _page_after(rows: list[Any], limit: int, decode: Any, cursor_of: Any) -> Page[Any]:
+    """A page of ``limit`` items from ``limit + 1`` rows; the extra row says there is more."""
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return Page(
+        items=[decode(row) for row in rows],
+        next_cursor=cursor_of(rows[-1]) if more else None,
+    )
+
+
 class SQLiteStore:
     """A :class:`hubbub.contracts.MemoryStore` in a SQLite file."""
 
     def __init__(self, path: str, busy_timeout: float = 5.0, health_interval: float = 5.0) -> None:
         self.db = SQLiteDatabase(
-            path, schema=SCHEMA, busy_timeout=busy_timeout, health_ttl=health_interval
+            path, migrations=MIGRATIONS, busy_timeout=busy_timeout, health_ttl=health_interval
         )
         self._run = self.db.run
 
     async def start(self) -> None:
+        """Open the file, upgrading its schema (or refusing one newer than this code)."""
         await self.db.open()
 
     async def health(self) -> Health:
@@ -128,23 +225,33 @@ class SQLiteStore:
         return Health(status="down", detail=problem) if problem else Health(detail=self.db.path)
 
     async def aclose(self) -> None:
+        """Close the file."""
         await self.db.close()
 
     # -- conversations ------------------------------------------------------------------------
 
     async def create_conversation(self, conversation: Conversation) -> Conversation:
-        def insert(db: sqlite3.Connection) -> None:
-            db.execute(
-                "INSERT INTO conversations (id, owner, updated_at, data) VALUES (?, ?, ?, ?)",
-                (
-                    conversation.id,
-                    conversation.owner,
-                    conversation.updated_at,
-                    _encode(conversation),
-                ),
-            )
+        """Store a new conversation; :class:`ConflictError` when its id is taken."""
+        data = _encode(conversation)
 
-        await self._run(insert)
+        def insert(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(
+                    "INSERT INTO conversations (id, owner, updated_at, expires_at, bytes, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (
+                        conversation.id,
+                        conversation.owner,
+                        conversation.updated_at,
+                        conversation.expires_at,
+                        len(data),
+                        data,
+                    ),
+                )
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"conversation {conversation.id!r} exists") from None
+
+        await self._run(insert, write=True)
         return conversation
 
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
@@ -174,32 +281,39 @@ class SQLiteStore:
                 (owner, after[0], after[0], after[1], limit + 1),
             ).fetchall()
 
-        rows = await self._run(select)
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[_conversation(r) for r in rows],
-            next_cursor=_cursor_out(rows[-1][1], rows[-1][2]) if more else None,
+        return _page_after(
+            await self._run(select), limit, _conversation, lambda r: _cursor_out(r[1], r[2])
         )
 
     async def update_conversation(self, conversation: Conversation) -> Conversation:
         conversation.updated_at = now()
+        data = _encode(conversation)
 
         def update(db: sqlite3.Connection) -> int:
+            # Right of "=", columns are the old row's: bytes loses the old data's length.
             return db.execute(
-                "UPDATE conversations SET updated_at = ?, data = ? WHERE id = ?",
-                (conversation.updated_at, _encode(conversation), conversation.id),
+                "UPDATE conversations SET updated_at = ?, expires_at = ?, "
+                "bytes = bytes - length(data) + ?, data = ? WHERE id = ?",
+                (
+                    conversation.updated_at,
+                    conversation.expires_at,
+                    len(data),
+                    data,
+                    conversation.id,
+                ),
             ).rowcount
 
-        if not await self._run(update):
+        if not await self._run(update, write=True):
             raise NotFoundError(f"no conversation {conversation.id!r}")
         return conversation
 
     async def delete_conversation(self, conversation_id: str) -> bool:
+        """Delete it; its messages and summary go with it (``ON DELETE CASCADE``)."""
         deleted = await self._run(
             lambda db: (
                 db.execute("DELETE FROM conversations WHERE id = ?", (conversation_id,)).rowcount
-            )
+            ),
+            write=True,
         )
         return bool(deleted)
 
@@ -209,18 +323,20 @@ class SQLiteStore:
         conversation_id = message.conversation_id
         if conversation_id is None:
             raise InvalidRequestError("message has no conversation_id", field="conversation_id")
+        data = _encode(message)
 
         def insert(db: sqlite3.Connection) -> None:
             # The column is the source of updated_at (see _conversation): no blob rewrite here.
             bumped = db.execute(
-                "UPDATE conversations SET updated_at = max(?, updated_at) WHERE id = ?",
-                (now(), conversation_id),
+                "UPDATE conversations SET updated_at = max(?, updated_at), bytes = bytes + ? "
+                "WHERE id = ?",
+                (now(), len(data), conversation_id),
             ).rowcount
             if not bumped:
                 raise NotFoundError(f"no conversation {conversation_id!r}")
             db.execute(
                 "INSERT INTO messages (id, conversation_id, data) VALUES (?, ?, ?)",
-                (message.id, conversation_id, _encode(message)),
+                (message.id, conversation_id, data),
             )
 
         await self._run(insert, write=True)
@@ -229,7 +345,13 @@ class SQLiteStore:
     async def list_messages(
         self, conversation_id: str, *, limit: int = 100, cursor: str | None = None
     ) -> Page[Message]:
-        after = _cursor_in(cursor, int)[0] if cursor else 0
+        after = 0
+        if cursor:  # [conversation, seq]: a cursor of another listing or conversation is refused
+            of, after = _cursor_in(cursor, str, int)
+            if of != conversation_id:
+                raise InvalidRequestError(
+                    "cursor belongs to another conversation's messages", field="cursor"
+                )
         rows = await self._run(
             lambda db: db.execute(
                 "SELECT data, seq FROM messages WHERE conversation_id = ? AND seq > ? "
@@ -237,11 +359,11 @@ class SQLiteStore:
                 (conversation_id, after, limit + 1),
             ).fetchall()
         )
-        more = len(rows) > limit
-        rows = rows[:limit]
-        return Page(
-            items=[_decode_message(r[0]) for r in rows],
-            next_cursor=_cursor_out(rows[-1][1]) if more else None,
+        return _page_after(
+            rows,
+            limit,
+            lambda r: _decode_message(r[0]),
+            lambda r: _cursor_out(conversation_id, r[1]),
         )
 
     async def recent_messages(self, conversation_id: str, *, limit: int) -> list[Message]:
@@ -253,6 +375,222 @@ class SQLiteStore:
             ).fetchall()
         )
         return [_decode_message(r[0]) for r in rows]
+
+    # -- usage and retention ------------------------------------------------------------------
+
+    async def usage(self, owner: str) -> StoreUsage:
+        """One row of ``owner_usage``, which triggers keep in every write's transaction."""
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT conversations, bytes FROM owner_usage WHERE owner = ?", (owner,)
+            ).fetchone()
+        )
+        return StoreUsage(conversations=row[0], bytes=row[1]) if row else StoreUsage()
+
+    async def purge(self, *, now: float, idle_before: float | None = None, limit: int) -> int:
+        """Delete up to ``limit`` due conversations (expired first, then idle) and expired
+        memories in one write transaction, through the ``expires_at`` and ``updated_at``
+        indexes; a conversation's messages and summary go with it."""
+
+        def delete(db: sqlite3.Connection) -> int:
+            ids = [
+                row[0]
+                for row in db.execute(
+                    "SELECT id FROM conversations WHERE expires_at IS NOT NULL "
+                    "AND expires_at <= ? LIMIT ?",
+                    (now, limit),
+                )
+            ]
+            if idle_before is not None and len(ids) < limit:
+                ids += [
+                    row[0]
+                    for row in db.execute(
+                        "SELECT id FROM conversations WHERE updated_at < ? "
+                        "AND (expires_at IS NULL OR expires_at > ?) LIMIT ?",
+                        (idle_before, now, limit - len(ids)),
+                    )
+                ]
+            db.executemany("DELETE FROM conversations WHERE id = ?", [(i,) for i in ids])
+            gone = len(ids)
+            if gone < limit:
+                gone += db.execute(
+                    "DELETE FROM memories WHERE id IN (SELECT id FROM memories "
+                    "WHERE expires_at IS NOT NULL AND expires_at <= ? LIMIT ?)",
+                    (now, limit - gone),
+                ).rowcount
+            return gone
+
+        if limit <= 0:
+            return 0
+        return await self._run(delete, write=True)
+
+    # -- long-term memories -------------------------------------------------------------------
+
+    async def add_memory(self, item: MemoryItem) -> MemoryItem:
+        """Store a memory; :class:`ConflictError` when its id is taken."""
+        data = _encode(item)
+
+        def insert(db: sqlite3.Connection) -> None:
+            try:
+                db.execute(
+                    "INSERT INTO memories (id, owner, created_at, expires_at, bytes, data) "
+                    "VALUES (?, ?, ?, ?, ?, ?)",
+                    (item.id, item.owner, item.created_at, item.expires_at, len(data), data),
+                )
+            except sqlite3.IntegrityError:
+                raise ConflictError(f"memory {item.id!r} exists") from None
+
+        await self._run(insert, write=True)
+        return item
+
+    async def list_memories(
+        self, owner: str, *, limit: int = 100, cursor: str | None = None
+    ) -> Page[MemoryItem]:
+        after = _cursor_in(cursor, (float, int), str) if cursor else None
+        current = now()
+
+        def select(db: sqlite3.Connection) -> list[Any]:
+            live = "owner = ? AND (expires_at IS NULL OR expires_at > ?)"
+            if after is None:
+                return db.execute(
+                    f"SELECT data, created_at, id FROM memories WHERE {live} "
+                    "ORDER BY created_at DESC, id DESC LIMIT ?",
+                    (owner, current, limit + 1),
+                ).fetchall()
+            return db.execute(
+                f"SELECT data, created_at, id FROM memories WHERE {live} "
+                "AND (created_at < ? OR (created_at = ? AND id < ?)) "
+                "ORDER BY created_at DESC, id DESC LIMIT ?",
+                (owner, current, after[0], after[0], after[1], limit + 1),
+            ).fetchall()
+
+        return _page_after(
+            await self._run(select),
+            limit,
+            lambda r: _decode_memory(r[0]),
+            lambda r: _cursor_out(r[1], r[2]),
+        )
+
+    async def delete_memory(self, owner: str, memory_id: str) -> bool:
+        deleted = await self._run(
+            lambda db: (
+                db.execute(
+                    "DELETE FROM memories WHERE id = ? AND owner = ?", (memory_id, owner)
+                ).rowcount
+            ),
+            write=True,
+        )
+        return bool(deleted)
+
+    async def delete_memories(self, owner: str) -> int:
+        deleted: int = await self._run(
+            lambda db: db.execute("DELETE FROM memories WHERE owner = ?", (owner,)).rowcount,
+            write=True,
+        )
+        return deleted
+
+    # -- summaries ----------------------------------------------------------------------------
+
+    async def save_summary(self, summary: Summary) -> None:
+        data = _encode(summary)
+        conversation_id = summary.conversation_id
+
+        def upsert(db: sqlite3.Connection) -> int:
+            return db.execute(
+                "INSERT INTO summaries (conversation_id, data) SELECT ?1, ?2 "
+                "WHERE EXISTS (SELECT 1 FROM conversations WHERE id = ?1) "
+                "ON CONFLICT (conversation_id) DO UPDATE SET data = excluded.data",
+                (conversation_id, data),
+            ).rowcount
+
+        if not await self._run(upsert, write=True):
+            raise NotFoundError(f"no conversation {conversation_id!r}")
+
+    async def get_summary(self, conversation_id: str) -> Summary | None:
+        row = await self._run(
+            lambda db: db.execute(
+                "SELECT data FROM summaries WHERE conversation_id = ?", (conversation_id,)
+            ).fetchone()
+        )
+        return _decode_summary(row[0]) if row else None
+
+    # -- copying a whole store ----------------------------------------------------------------
+
+    async def list_owners(self, *, limit: int = 100, cursor: str | None = None) -> Page[str]:
+        """Owners with a conversation or a memory, read from ``owner_usage`` in key order."""
+        after = _cursor_in(cursor, str)[0] if cursor else ""
+        rows = await self._run(
+            lambda db: db.execute(
+                "SELECT owner FROM owner_usage WHERE owner > ? "
+                "AND (conversations > 0 OR bytes > 0) ORDER BY owner LIMIT ?",
+                (after, limit + 1),
+            ).fetchall()
+        )
+        return _page_after(rows, limit, lambda r: r[0], lambda r: _cursor_out(r[0]))
+
+    async def import_conversation(
+        self, conversation: Conversation, messages: Sequence[Message]
+    ) -> int:
+        for message in messages:
+            if message.conversation_id != conversation.id:
+                raise InvalidRequestError(
+                    f"message {message.id!r} belongs to conversation "
+                    f"{message.conversation_id!r}, not {conversation.id!r}",
+                    field="conversation_id",
+                )
+        data = _encode(conversation)
+        encoded = [(m.id, conversation.id, _encode(m)) for m in messages]
+
+        def write(db: sqlite3.Connection) -> int:
+            db.execute(
+                "INSERT OR IGNORE INTO conversations "
+                "(id, owner, updated_at, expires_at, bytes, data) VALUES (?, ?, ?, ?, ?, ?)",
+                (
+                    conversation.id,
+                    conversation.owner,
+                    conversation.updated_at,
+                    conversation.expires_at,
+                    len(data),
+                    data,
+                ),
+            )
+            (owner,) = db.execute(
+                "SELECT owner FROM conversations WHERE id = ?", (conversation.id,)
+            ).fetchone()
+            if owner != conversation.owner:
+                raise ConflictError(
+                    f"conversation {conversation.id!r} exists here with another owner"
+                )
+            # stored before: brought up to date when the copy is newer
+            db.execute(
+                "UPDATE conversations SET updated_at = ?, expires_at = ?, "
+                "bytes = bytes - length(data) + ?, data = ? WHERE id = ? AND updated_at < ?",
+                (
+                    conversation.updated_at,
+                    conversation.expires_at,
+                    len(data),
+                    data,
+                    conversation.id,
+                    conversation.updated_at,
+                ),
+            )
+            stored = added = 0
+            for row in encoded:
+                if db.execute(
+                    "INSERT OR IGNORE INTO messages (id, conversation_id, data) VALUES (?, ?, ?)",
+                    row,
+                ).rowcount:
+                    stored += 1
+                    added += len(row[2])
+            if added:
+                db.execute(
+                    "UPDATE conversations SET bytes = bytes + ? WHERE id = ?",
+                    (added, conversation.id),
+                )
+            return stored
+
+        stored: int = await self._run(write, write=True)
+        return stored
 
 
 @hookimpl
@@ -268,5 +606,5 @@ def register_memory_stores(register: Registrar) -> None:
         "sqlite",
         build,
         settings=SQLiteStoreSettings,
-        description="conversations and messages in a SQLite file",
+        description="conversations, messages, summaries and memories in a SQLite file",
     )

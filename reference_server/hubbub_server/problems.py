@@ -9,6 +9,7 @@ their ``detail`` starts with the field. Under ``/v1`` the body also has OpenAI's
 from __future__ import annotations
 
 import logging
+import math
 import re
 from http import HTTPStatus
 from typing import Any
@@ -83,6 +84,7 @@ def problem(
     code: str | None = None,
     errors: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
+    extensions: dict[str, object] | None = None,
 ) -> Response[dict[str, Any]]:
     """A problem+json response (with OpenAI's ``error`` object for ``/v1`` requests)."""
     try:
@@ -102,6 +104,8 @@ def problem(
         body["request_id"] = request_id
     if errors:
         body["errors"] = errors
+    if extensions:
+        body.update({k: v for k, v in extensions.items() if k not in body})
     if request is not None and str(request.scope.get("path", "")).startswith("/v1/"):
         param = errors[0]["field"] if errors else None
         body["error"] = {"message": detail, "type": code, "code": code, "param": param}
@@ -118,7 +122,18 @@ def _hubbub_error(request: Request[Any, Any, Any], exc: HubbubError) -> Response
         if not detail.startswith(exc.field):
             detail = f"{exc.field}: {detail}"
     headers = {"WWW-Authenticate": "Bearer"} if isinstance(exc, AuthenticationError) else None
-    return problem(request, exc.status, detail, code=exc.code, errors=errors, headers=headers)
+    retry_after = exc.retry_after
+    if retry_after is not None:
+        headers = {**(headers or {}), "Retry-After": str(max(1, math.ceil(retry_after)))}
+    return problem(
+        request,
+        exc.status,
+        detail,
+        code=exc.code,
+        errors=errors,
+        headers=headers,
+        extensions=exc.extensions(),
+    )
 
 
 def _field_error(entry: dict[str, Any]) -> dict[str, Any]:

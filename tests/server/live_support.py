@@ -43,6 +43,12 @@ def clean_env(home: Path, config: Path) -> dict[str, str]:
     return env
 
 
+NO_CREATION_RATE = "\n[quotas]\nconversations_per_minute = 0\n"
+"""Added to a test server's configuration that sets no ``[quotas]``: tests create
+conversations faster than the default rate quota allows a person to (the quota tests set
+their own)."""
+
+
 class LiveServer:
     """One ``hubbub serve`` process and its data directory."""
 
@@ -51,7 +57,10 @@ class LiveServer:
         self.root = root
         self.home = root / "home"
         self.config = root / "hubbub.toml"
-        self.config.write_text(textwrap.dedent(toml))
+        toml = textwrap.dedent(toml)
+        if "[quotas]" not in toml:
+            toml += NO_CREATION_RATE
+        self.config.write_text(toml)
         self.log_path = root / "serve.log"
         self.env = clean_env(self.home, self.config)
         self.host = host

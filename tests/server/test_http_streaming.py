@@ -19,6 +19,9 @@ from live_support import LiveServer, metric, running
 TOML = """\
 [server]
 max_body_bytes = 2097152
+
+[quotas]
+max_message_bytes = 1048576
 """
 TEXT = " ".join(f"w{n % 100000}" for n in range(150_000))[:900_000]  # 900 KB, about 135k words
 WORDS = len(TEXT.split())

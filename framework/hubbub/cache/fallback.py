@@ -79,8 +79,10 @@ class FallbackCache:
     async def _call(self, name: str, *args: Any) -> Any:
         if self.breaker.allow():
             try:
-                result = await asyncio.wait_for(getattr(self.primary, name)(*args), self.timeout)
-            except asyncio.CancelledError:
+                async with asyncio.timeout(self.timeout):  # no task per call, as wait_for makes
+                    result = await getattr(self.primary, name)(*args)
+            except asyncio.CancelledError as exc:  # the caller gave up: no verdict on the
+                self.breaker.record(exc)  # primary, but a half-open probe slot is given back
                 raise
             except Exception as exc:  # failed or late: the fallback serves this call
                 self.breaker.record_failure(exc)

@@ -25,12 +25,15 @@ __all__ = [
     "CacheConfig",
     "Config",
     "ConfigOrigin",
+    "ContextConfig",
     "EventsConfig",
     "LLMConfig",
     "LoggingConfig",
     "MemoryConfig",
     "PluginsConfig",
+    "QuotasConfig",
     "RedisConfig",
+    "RetentionConfig",
     "RuntimeConfig",
     "Secret",
     "ServerConfig",
@@ -222,6 +225,61 @@ class MemoryConfig(_Section, frozen=True):
     """Store to use when ``backend`` cannot start (health then reports ``degraded``)."""
 
 
+class RetentionConfig(_Section, frozen=True):
+    """What the memory store's sweeper deletes, and how often it looks."""
+
+    sweep_interval: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
+    """Seconds between two sweeps (1 to 86400). Only one process sweeps at a time when several
+    share a store (a lease in the cache), so a sweep's cost does not grow with processes."""
+    batch_size: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 500
+    """Most items one delete removes (1 to 100,000): each batch is one short transaction, and
+    the sweeper yields to the event loop between batches."""
+    conversation_idle_days: Annotated[float, msgspec.Meta(gt=0, le=36500)] | None = None
+    """Delete conversations nobody has written to for this many days, with their messages;
+    ``None`` (the default): keep them until deleted. Conversations and memories with their own
+    ``expires_at`` are deleted when it passes either way."""
+    memory_days: Annotated[float, msgspec.Meta(gt=0, le=36500)] | None = None
+    """How long a long-term memory added without an expiry is kept, in days; ``None``: until
+    its owner deletes it."""
+
+
+class QuotasConfig(_Section, frozen=True):
+    """Per-user limits on what callers may store. Each applies to one user (a principal) across
+    every process sharing the store; ``0`` turns a limit off."""
+
+    max_message_bytes: Annotated[int, msgspec.Meta(ge=0, le=1_073_741_824)] = 262_144
+    """Largest message a user may send, in UTF-8 bytes; larger ones get 413."""
+    max_stored_bytes: Annotated[int, msgspec.Meta(ge=0)] = 104_857_600
+    """Most bytes one user's conversations, messages and memories may take in the store
+    (100 MiB); past it, writes get 429 with code ``quota_exceeded`` until they delete some."""
+    max_conversations: Annotated[int, msgspec.Meta(ge=0)] = 10_000
+    """Most conversations one user may keep; past it, creating one gets 429."""
+    conversations_per_minute: Annotated[int, msgspec.Meta(ge=0)] = 60
+    """Most conversations one user may create in a minute (counted in the cache); past it,
+    429 with ``Retry-After``."""
+
+
+class ContextConfig(_Section, frozen=True):
+    """What a model is shown of a conversation: summaries of older messages, long-term
+    memories, and the token budget that keeps a reply inside the model's context window."""
+
+    summarize_at: Annotated[float, msgspec.Meta(gt=0, le=1)] = 0.75
+    """Summarize older messages once the context a model is shown exceeds this share of its
+    context window (more than 0, at most 1)."""
+    keep_messages: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 6
+    """Latest messages always shown verbatim, never summarized (1 to 1000)."""
+    summary_model: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    """Model that writes summaries; default: the conversation's own model."""
+    summary_tokens: Annotated[int, msgspec.Meta(ge=16, le=100_000)] = 512
+    """Most tokens a summary may take (what the summarizer is asked for)."""
+    context_window: Annotated[int, msgspec.Meta(ge=256, le=10_000_000)] = 8192
+    """Context window, in tokens, of a model whose provider does not say."""
+    reply_tokens: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 1024
+    """Tokens kept free for the reply: the context shown is at most the window minus this."""
+    memories: Annotated[int, msgspec.Meta(ge=0, le=1000)] = 20
+    """Most long-term memories of the user shown to the model, newest first (0: none)."""
+
+
 class AuthConfig(_Section, frozen=True):
     """Authentication."""
 
@@ -333,6 +391,12 @@ class Config(_Section, frozen=True):
     """The ``[cache]`` table."""
     memory: MemoryConfig = msgspec.field(default_factory=MemoryConfig)
     """The ``[memory]`` table."""
+    retention: RetentionConfig = msgspec.field(default_factory=RetentionConfig)
+    """The ``[retention]`` table."""
+    quotas: QuotasConfig = msgspec.field(default_factory=QuotasConfig)
+    """The ``[quotas]`` table."""
+    context: ContextConfig = msgspec.field(default_factory=ContextConfig)
+    """The ``[context]`` table."""
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     """The ``[auth]`` table."""
     llm: LLMConfig = msgspec.field(default_factory=LLMConfig)

@@ -29,6 +29,7 @@ from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
 from hubbub.contracts import CacheBackend, MemoryStore
+from hubbub.conversation.context import ContextBuilder
 from hubbub.conversation.ending import write_to_end
 from hubbub.conversation.lease import ReplyLeases
 from hubbub.conversation.replies import RunningReplies
@@ -38,7 +39,8 @@ from hubbub.errors import InvalidRequestError, NotFoundError
 from hubbub.events import ConversationUpdated, EventBus, MessageCreated
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
-from hubbub.models import Conversation, Health, Message, Page, Principal
+from hubbub.memory import Quotas
+from hubbub.models import Conversation, Health, Message, Page, Principal, now
 from hubbub.tools import ToolRegistry
 
 __all__ = ["ConversationEngine"]
@@ -66,8 +68,9 @@ class ConversationEngine:
         events: EventBus,
         *,
         cache: CacheBackend,
+        context: ContextBuilder,
+        quotas: Quotas,
         max_tool_rounds: int = 5,
-        history_limit: int = 1000,
         spawn: Callable[[Coroutine[Any, Any, Any], str], object] | None = None,
         lease_ttl: float = 30.0,
     ) -> None:
@@ -78,8 +81,13 @@ class ConversationEngine:
         self.leases = ReplyLeases(cache, ttl=lease_ttl)
         """The reply leases, in the runtime's cache."""
         self._replies = RunningReplies(events, self.leases)
+        self.context = context
+        """Builds what a model is shown of a conversation (memories, summary, what fits)."""
+        self.memories = context.memories
+        """The users' long-term memories."""
+        self.quotas = quotas
+        """The ``[quotas]`` checked before conversations and messages are stored."""
         self.max_tool_rounds = max_tool_rounds
-        self.history_limit = history_limit
         self._spawn = spawn
 
     async def start(self) -> None:
@@ -120,13 +128,21 @@ class ConversationEngine:
     # -- conversations -----------------------------------------------------------------------
 
     async def create(
-        self, owner: Principal, *, title: str = "", model: str | None = None
+        self,
+        owner: Principal,
+        *,
+        title: str = "",
+        model: str | None = None,
+        expires_at: float | None = None,
     ) -> Conversation:
-        """Start a conversation owned by ``owner``."""
+        """Start a conversation owned by ``owner``; with ``expires_at`` (Unix seconds, in the
+        future) the sweeper deletes it then."""
         if model is not None:
             self.llm.resolve(model)
+        _expiry(expires_at)
+        await self.quotas.check_conversation(owner.id)
         conversation = await self.memory.create_conversation(
-            Conversation(owner=owner.id, title=_title(title), model=model)
+            Conversation(owner=owner.id, title=_title(title), model=model, expires_at=expires_at)
         )
         self._changed("created", owner, conversation.id, conversation)
         return conversation
@@ -151,9 +167,12 @@ class ConversationEngine:
         *,
         title: str | None = None,
         model: str | None = None,
+        expires_at: float | None = None,
     ) -> Conversation:
-        """Rename a conversation or change its model."""
+        """Rename a conversation, change its model or when it expires."""
         conversation = await self.get(owner, conversation_id)
+        if expires_at is not None:
+            conversation.expires_at = _expiry(expires_at)
         if title is not None:
             conversation.title = _title(title)
         if model is not None:
@@ -213,6 +232,7 @@ class ConversationEngine:
     ) -> Message:
         if not content.strip():
             raise InvalidRequestError("content must not be empty", field="content")
+        await self.quotas.check_message(owner.id, content)
         message = await self.memory.append_message(
             Message(
                 role="user",
@@ -319,7 +339,7 @@ class ConversationEngine:
                 request_id=request_id,
                 publish=Publisher(self.events, conversation.id, owner.id),
                 max_tool_rounds=self.max_tool_rounds,
-                history_limit=self.history_limit,
+                context=self.context,
             )
             with log_context(conversation_id=conversation.id, model=model_id):
                 return await write_to_end(record, writer, lambda: self._replies.release(record))
@@ -332,3 +352,9 @@ def _title(title: str) -> str:
     if len(title) > MAX_TITLE:
         raise InvalidRequestError(f"title is longer than {MAX_TITLE} characters", field="title")
     return title
+
+
+def _expiry(expires_at: float | None) -> float | None:
+    if expires_at is not None and expires_at <= now():
+        raise InvalidRequestError("expires_at is in the past", field="expires_at")
+    return expires_at

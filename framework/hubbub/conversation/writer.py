@@ -1,9 +1,10 @@
 """Writing one reply: rounds of model requests and tool calls.
 
-:meth:`ReplyWriter.write` shows the model the conversation's history, streams its answer
-(``status`` thinking, ``message.created``, ``message.delta``; text that streams in together is
-one delta, see :mod:`hubbub.llm.coalesce`) and stores it; while the model asks for tools, it runs
-them (``status`` calling_tool, ``tool.started``, ``tool.finished``, the result's
+:meth:`ReplyWriter.write` shows the model the conversation's history (as
+:mod:`hubbub.conversation.context` builds it: memories, summary, what fits the window), streams
+its answer (``status`` thinking, ``message.created``, ``message.delta``; text that streams in
+together is one delta, see :mod:`hubbub.llm.coalesce`) and stores it; while the model asks for
+tools, it runs them (``status`` calling_tool, ``tool.started``, ``tool.finished``, the result's
 ``message.created``) and asks again, up to ``max_tool_rounds`` rounds (the last offers no
 tools). What it has produced and not stored yet is kept in :attr:`ReplyWriter.progress`, so that
 a reply stopped early keeps it (:mod:`hubbub.conversation.ending`).
@@ -21,6 +22,7 @@ from typing import Any
 import msgspec
 
 from hubbub.contracts import MemoryStore, ToolContext
+from hubbub.conversation.context import ContextBuilder
 from hubbub.conversation.running import Progress
 from hubbub.events import (
     EventBus,
@@ -83,16 +85,15 @@ class ReplyWriter:
     """Publishes the reply's events."""
     max_tool_rounds: int
     """Rounds of tool calls at most; the round after the last offers no tools."""
-    history_limit: int
-    """Messages of the conversation shown to the model at most."""
+    context: ContextBuilder
+    """Builds what the model is shown of the conversation."""
     progress: Progress = field(default_factory=Progress)
     """What the reply has produced and not stored yet."""
 
     async def write(self) -> Message:
         """Ask the model and run the tools it asks for, round after round; return the reply's
         last message, stored (its ``message.completed`` is the caller's to publish)."""
-        recent = await self.memory.recent_messages(self.conversation.id, limit=self.history_limit)
-        history = [m for m in recent if not _nothing_said(m)]
+        history = await self.context.build(self.conversation, self.model_id)
         specs = self.tools.specs() or None
         context = ToolContext(
             principal=self.owner, conversation_id=self.conversation.id, request_id=self.request_id
@@ -189,14 +190,3 @@ class ReplyWriter:
             raise
         then(stored)
         return stored
-
-
-def _nothing_said(message: Message) -> bool:
-    """An interrupted reply that produced nothing: kept in the conversation, not shown to
-    models (some refuse empty assistant messages)."""
-    return (
-        message.role == "assistant"
-        and message.interrupted is not None
-        and not message.content
-        and not message.tool_calls
-    )

@@ -29,6 +29,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from hubbub.auth import Authenticator
+from hubbub.cache import Cache
 from hubbub.config import Config, load_config
 from hubbub.contracts import AuthMethod, CacheBackend, MemoryStore
 from hubbub.conversation import ConversationEngine
@@ -37,6 +38,7 @@ from hubbub.events import EventBus, MemoryEventLog
 from hubbub.kinds import KindSpec, kinds_by_name
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
+from hubbub.memory import Sweeper
 from hubbub.models import RuntimeHealth
 from hubbub.plugins import Plugins, load_plugins
 from hubbub.registry import ComponentContext, Kind, Registration, check_component
@@ -135,10 +137,21 @@ class Runtime:
         value: CacheBackend = self._require("cache", "cache")
         return value
 
+    def cache_for(self, namespace: str) -> Cache:
+        """A typed cache over :attr:`cache` whose keys are ``<namespace>:<key>``
+        (:class:`hubbub.cache.Cache`): ``runtime.cache_for("weather").get("paris", Forecast)``."""
+        return Cache(self.cache, namespace)
+
     @property
     def memory(self) -> MemoryStore:
         """The memory store serving now."""
         value: MemoryStore = self._require("memory", "memory store")
+        return value
+
+    @property
+    def sweeper(self) -> Sweeper:
+        """The memory store's sweeper (expiry and ``[retention]``)."""
+        value: Sweeper = self._require("sweeper", "sweeper")
         return value
 
     @property

@@ -13,6 +13,7 @@ default::
     11  events components (sinks) 51  LLM client
     20  cache components          55  tool_middleware components
     30  memory components         60  tools components
+    30.5 memory sweeper
     40  auth components           61  tool registry
                                   70  conversation engine
                                  100  on_startup hooks
@@ -29,9 +30,12 @@ from typing import TYPE_CHECKING, Any
 
 from hubbub.auth import Authenticator, ProvisioningMarker
 from hubbub.conversation import ConversationEngine
+from hubbub.conversation.context import ContextBuilder
 from hubbub.events.sinks import SinkRunner
 from hubbub.kinds import KindSpec
 from hubbub.llm import LLMClient
+from hubbub.llm.tokens import TokenCounter
+from hubbub.memory import LongTermMemory, Quotas, Sweeper
 from hubbub.registry import ComponentContext
 from hubbub.tools import ToolRegistry
 
@@ -101,16 +105,34 @@ async def _tool_registry(runtime: Runtime) -> None:
     await runtime.start_core("tools", "registry", registry, critical=False)
 
 
+async def _sweeper(runtime: Runtime) -> None:
+    sweeper = Sweeper(runtime.memory, runtime.cache, runtime.config.retention)
+    await runtime.start_core("sweeper", "memory", sweeper, critical=False)
+
+
 async def _conversations(runtime: Runtime) -> None:
     config = runtime.config
+    store, llm, cache = runtime.memory, runtime.llm, runtime.cache
+    quotas = Quotas(store, cache, config.quotas)
+    context = ContextBuilder(
+        store,
+        llm,
+        TokenCounter(),
+        config.context,
+        LongTermMemory(store, quotas, config.retention),
+        history_limit=config.llm.history_messages,
+        cache=cache,
+        spawn=lambda coro, name: runtime.spawn(coro, name=name),
+    )
     engine = ConversationEngine(
-        runtime.memory,
-        runtime.llm,
+        store,
+        llm,
         runtime.tools,
         runtime.events,
-        cache=runtime.cache,
+        cache=cache,
+        context=context,
+        quotas=quotas,
         max_tool_rounds=config.llm.max_tool_rounds,
-        history_limit=config.llm.history_messages,
         spawn=lambda coro, name: runtime.spawn(coro, name=name, drain=True),
     )
     await runtime.start_core("conversations", "engine", engine)
@@ -126,6 +148,7 @@ CORE_STAGES: tuple[Stage, ...] = (
     Stage(0.5, "authenticator", _authenticator, after="auth"),
     Stage(0.5, "LLM client", _llm_client, after="llm"),
     Stage(0.5, "tool registry", _tool_registry, after="tools"),
+    Stage(0.5, "memory sweeper", _sweeper, after="memory"),
     Stage(70, "conversation engine", _conversations),
     Stage(100, "on_startup hooks", _on_startup),
 )

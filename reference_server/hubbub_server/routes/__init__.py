@@ -5,6 +5,7 @@ from typing import Any
 from hubbub_server.routes.conversations import ConversationsController
 from hubbub_server.routes.events import EventsController
 from hubbub_server.routes.health import HealthController
+from hubbub_server.routes.memory import MemoryController
 from hubbub_server.routes.metrics import metrics_endpoint
 from hubbub_server.routes.openai import OpenAIController
 from hubbub_server.routes.tools import list_tools
@@ -14,6 +15,7 @@ ROUTES: list[Any] = [
     OpenAIController,
     ConversationsController,
     EventsController,
+    MemoryController,
     list_tools,
     metrics_endpoint,
 ]

@@ -35,6 +35,7 @@ with NTP)."""
 Limit = Annotated[int, Parameter(ge=1, le=200, description="Page size.")]
 Cursor = Annotated[str | None, Parameter(description="next_cursor of the previous page.")]
 ModelId = Annotated[str, msgspec.Meta(min_length=1, description="A model id `/v1/models` lists.")]
+Expiry = Annotated[float, msgspec.Meta(gt=0, description="Unix seconds, in the future.")]
 
 
 class CreateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -43,6 +44,9 @@ class CreateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     title: str = ""
     model: ModelId | None = None
     """Model for replies; the server's default model when unset."""
+    expires_at: Expiry | None = None
+    """When the conversation is deleted with its messages (Unix seconds, in the future); kept
+    until deleted (or ``[retention] conversation_idle_days``) when unset."""
 
 
 class UpdateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -50,6 +54,8 @@ class UpdateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
 
     title: str | None = None
     model: ModelId | None = None
+    expires_at: Expiry | None = None
+    """A new expiry (Unix seconds, in the future)."""
 
 
 class SendMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -86,7 +92,9 @@ class ConversationsController(Controller):
     async def create_conversation(
         self, runtime: RuntimeDep, principal: Caller, data: JSONBody[CreateConversation]
     ) -> Conversation:
-        return await runtime.conversations.create(principal, title=data.title, model=data.model)
+        return await runtime.conversations.create(
+            principal, title=data.title, model=data.model, expires_at=data.expires_at
+        )
 
     @get(
         "/",
@@ -117,7 +125,11 @@ class ConversationsController(Controller):
         data: JSONBody[UpdateConversation],
     ) -> Conversation:
         return await runtime.conversations.update(
-            principal, conversation_id, title=data.title, model=data.model
+            principal,
+            conversation_id,
+            title=data.title,
+            model=data.model,
+            expires_at=data.expires_at,
         )
 
     @delete(

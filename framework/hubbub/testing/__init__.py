@@ -68,11 +68,13 @@ from hubbub.plugins import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, Plugins, loa
 from hubbub.registry import ComponentContext, Registrar
 from hubbub.runtime import Runtime
 from hubbub.services import SharedResources, Tasks
+from hubbub.testing.stores import MemoryStoreContract
 
 __all__ = [
     "Delay",
     "Fail",
     "FakeLLM",
+    "MemoryStoreContract",
     "Reply",
     "ScriptExhausted",
     "Step",

@@ -1,0 +1,115 @@
+"""Per-user quotas on what callers store (``[quotas]``), checked before each write.
+
+Counts come from the memory store (:meth:`hubbub.contracts.MemoryStore.usage`), so every process
+sharing the store agrees; the conversation creation rate is counted in the cache, per minute.
+Checks and writes are not one transaction: concurrent writes of one user may overshoot a limit
+by what they write at once, never more.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+
+from hubbub.config import QuotasConfig
+from hubbub.contracts import CacheBackend, MemoryStore
+from hubbub.errors import ContentTooLargeError, QuotaExceededError
+
+__all__ = ["Quotas"]
+
+logger = logging.getLogger("hubbub.memory.quotas")
+
+CONVERSATION_BYTES = 256
+"""What a new conversation is assumed to take when checking the bytes quota."""
+
+
+class Quotas:
+    """Checks ``[quotas]`` for one store: raise before a write that would go past a limit."""
+
+    def __init__(
+        self,
+        store: MemoryStore,
+        cache: CacheBackend,
+        config: QuotasConfig,
+        *,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.store = store
+        self._cache = cache
+        self.config = config
+        self._clock = clock
+
+    def check_size(self, content: str, *, field: str = "content") -> int:
+        """The UTF-8 size of ``content``; :class:`ContentTooLargeError` (413) past
+        ``max_message_bytes``."""
+        size = len(content.encode("utf-8", "surrogatepass"))
+        limit = self.config.max_message_bytes
+        if limit and size > limit:
+            raise ContentTooLargeError(
+                f"{field} is {size} bytes; the most allowed is {limit}", field=field
+            )
+        return size
+
+    async def check_message(self, owner: str, content: str) -> None:
+        """Before storing a message of ``owner``: its size, then their stored bytes."""
+        await self.check_bytes(owner, self.check_size(content))
+
+    async def check_bytes(self, owner: str, adding: int) -> None:
+        """:class:`QuotaExceededError` if ``owner`` storing ``adding`` more bytes would go past
+        ``max_stored_bytes``."""
+        limit = self.config.max_stored_bytes
+        if not limit:
+            return
+        used = (await self.store.usage(owner)).bytes
+        if used + adding > limit:
+            raise QuotaExceededError(
+                f"storing this would take {used + adding} bytes; your quota is {limit} bytes: "
+                "delete conversations or memories to free some",
+                quota="stored_bytes",
+                used=used,
+                limit=limit,
+            )
+
+    async def check_conversation(self, owner: str) -> None:
+        """Before ``owner`` creates a conversation: their count, bytes, and creation rate."""
+        config = self.config
+        usage = await self.store.usage(owner)
+        if config.max_conversations and usage.conversations >= config.max_conversations:
+            raise QuotaExceededError(
+                f"you have {usage.conversations} conversations, the most allowed: delete some "
+                "to create more",
+                quota="conversations",
+                used=usage.conversations,
+                limit=config.max_conversations,
+            )
+        if config.max_stored_bytes and usage.bytes + CONVERSATION_BYTES > config.max_stored_bytes:
+            raise QuotaExceededError(
+                f"your stored data takes {usage.bytes} bytes; your quota is "
+                f"{config.max_stored_bytes} bytes: delete conversations or memories to free some",
+                quota="stored_bytes",
+                used=usage.bytes,
+                limit=config.max_stored_bytes,
+            )
+        await self._check_rate(owner)
+
+    async def _check_rate(self, owner: str) -> None:
+        limit = self.config.conversations_per_minute
+        if not limit:
+            return
+        moment = self._clock()
+        window = int(moment // 60)
+        try:
+            created = await self._cache.incr(f"quota:conversations:{owner}:{window}", ttl=61)
+        except Exception as exc:  # a cache that cannot count lets the write through
+            logger.warning("cannot count conversation creations: %s", exc)
+            return
+        if created > limit:
+            raise QuotaExceededError(
+                f"you created {limit} conversations this minute, the most allowed; retry in a "
+                "minute",
+                quota="conversations_per_minute",
+                used=created - 1,
+                limit=limit,
+                retry_after=60 - moment % 60,
+            )
