@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 
 import msgspec
 import pytest
@@ -254,3 +255,14 @@ async def test_bad_keys_are_refused_before_reaching_the_backend(
         with pytest.raises(ValueError, match="ttl"):
             await cache.set("k", "v", ttl=ttl)
     assert await cache.get("k", str) is None
+
+
+async def test_plugins_cannot_take_hubbubs_own_namespace(tmp_path: Path) -> None:
+    from hubbub.cache import InvalidCacheKeyError
+    from hubbub.testing import config_for, runtime_for
+
+    async with runtime_for(config_for(tmp_path)) as runtime:
+        for namespace in ("hubbub", "hubbub:reply"):
+            with pytest.raises(InvalidCacheKeyError):
+                runtime.cache_for(namespace)
+        assert runtime.cache_for("hubbubs").key("k") == "hubbubs:k"

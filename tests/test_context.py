@@ -6,13 +6,18 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
+from hubbub import hookimpl
 from hubbub.config import Config
 from hubbub.llm.tokens import TokenCounter
-from hubbub.models import ChatRequest, MemoryItem, Message
-from hubbub.testing import FakeLLM, config_for, principal, reply, runtime_for
+from hubbub.models import ChatRequest, MemoryItem, Message, ToolCall
+from hubbub.registry import ComponentContext, Registrar
+from hubbub.testing import FakeLLM, config_for, principal, reply, runtime_for, tool_call
+from hubbub.tools import StaticToolProvider, function_tools
 
 SMALL_WINDOW = """
 [context]
@@ -151,3 +156,63 @@ async def test_one_summary_at_a_time_per_conversation(tmp_path: Path) -> None:
 )
 async def test_tokens_are_counted_with_tiktoken(model: str, text: str, expected: int) -> None:
     assert await TokenCounter().count(model, text) == expected
+
+
+class HugeTool:
+    """A plugin object: the tool ``dump``, whose result is far larger than any window here."""
+
+    __name__ = "huge_tool"
+
+    @hookimpl
+    def register_tools(self, register: Registrar) -> None:
+        async def dump() -> str:
+            """Return a lot of text."""
+            return "lots of output " * 5000
+
+        def build(context: ComponentContext[Any]) -> StaticToolProvider:
+            return function_tools(dump)
+
+        register("huge_tool", build)
+
+
+async def test_a_huge_tool_result_does_not_push_the_next_request_past_the_window(
+    tmp_path: Path,
+) -> None:
+    fake = FakeLLM()
+    async with runtime_for(_config(tmp_path, fake), [fake, HugeTool()]) as runtime:
+        engine = runtime.conversations
+        conversation = await engine.create(ALICE)
+        fake.script(tool_call("dump", {}), reply("done"))
+        await engine.post_message(ALICE, conversation.id, "dump it", wait=True)
+        second = fake.requests[-1]
+        roles = [m.role for m in second.messages]
+        assert roles[-3:] == ["user", "assistant", "tool"]  # the turn kept whole, in order
+        assert second.messages[-1].content.endswith("cut to fit the model's context window]")
+        tools = msgspec.json.encode(second.tools or []).decode()
+        shown = await _tokens(second) + await TokenCounter().count(second.model, tools)
+        assert shown <= 600 - 100
+        stored = (await engine.messages(ALICE, conversation.id)).items
+        assert stored[-2].role == "tool"
+        assert len(stored[-2].content) == len("lots of output " * 5000)  # stored whole
+
+
+async def test_a_summary_never_parts_a_tool_call_from_its_result(tmp_path: Path) -> None:
+    fake = FakeLLM()
+    async with runtime_for(_config(tmp_path, fake), [fake]) as runtime:
+        store = runtime.memory
+        conversation = await runtime.conversations.create(ALICE)
+        call = ToolCall(id="call_1", name="dump", arguments="{}")
+        for message in (
+            Message(role="user", content="first " * 40),
+            Message(role="assistant", content="", tool_calls=[call]),
+            Message(role="tool", content="result " * 40, tool_call_id="call_1"),
+            Message(role="assistant", content="answer " * 40),
+        ):
+            message.conversation_id = conversation.id
+            await store.append_message(message)
+        # keep_messages = 2 would cut between the call and its result: the cut moves back
+        summary = await runtime.conversations.context.summarizer.summarize(conversation, fake.model)
+        assert summary is not None
+        assert summary.covered == 1
+        context = await runtime.conversations.context.build(conversation, fake.model)
+        assert [m.role for m in context] == ["system", "assistant", "tool", "assistant"]

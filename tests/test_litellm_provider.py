@@ -57,6 +57,14 @@ async def test_models_are_listed_with_their_names(mocked: Runtime) -> None:
     assert {m.provider for m in mocked.llm.models()} == {"litellm"}
 
 
+async def test_a_models_window_comes_from_litellms_bundled_table(mocked: Runtime) -> None:
+    # gpt-4o-mini takes 128,000 input tokens: conversations are fitted to that, not to the
+    # [context] context_window for models nobody describes (8,192)
+    windows = {m.id: m.context_window for m in mocked.llm.models()}
+    assert windows == {"mini": 128_000, "mini-tools": 128_000}
+    assert mocked.conversations.context.window("mini") == 128_000
+
+
 async def test_complete_returns_text_usage_and_cost(mocked: Runtime) -> None:
     response = await mocked.llm.complete(request("mini"))
     assert response.message.content == "Hello from the mocked API"

@@ -37,7 +37,7 @@ async def memory_cache() -> AsyncIterator[MemoryCache]:
 
 
 def lease_key(conversation_id: str) -> str:
-    return f"hubbub:cache:reply:{conversation_id}"
+    return f"hubbub:cache:hubbub:reply:{conversation_id}"
 
 
 # -- the leases themselves ----------------------------------------------------------------------
@@ -82,7 +82,7 @@ async def test_a_lease_that_expired_and_was_taken_is_not_released_by_its_old_hol
     taken = await new.acquire("c1")
     assert taken is not None
     await stale.release()
-    assert await memory_cache.get("reply:c1") == taken.token  # still the new holder's
+    assert await memory_cache.get("hubbub:reply:c1") == taken.token  # still the new holder's
     await taken.release()
 
 
@@ -92,16 +92,17 @@ async def test_renewal_notices_a_lost_lease(memory_cache: MemoryCache) -> None:
     lease = await leases.acquire("c1", on_lost=lambda: told.append("lost"))
     assert lease is not None
     await asyncio.sleep(0.15)
-    assert await memory_cache.add("reply:c1", b"someone else", ttl=5)
+    assert await memory_cache.add("hubbub:reply:c1", b"someone else", ttl=5)
     for _ in range(100):
         if lease.lost:
             break
         await asyncio.sleep(0.05)
     assert lease.lost
     assert told == ["lost"]  # the holder is told once, and stops its reply
-    assert await memory_cache.get("reply:c1") == b"someone else"  # renewal did not take it back
+    # the renewal did not take it back
+    assert await memory_cache.get("hubbub:reply:c1") == b"someone else"
     await lease.release()
-    assert await memory_cache.get("reply:c1") == b"someone else"
+    assert await memory_cache.get("hubbub:reply:c1") == b"someone else"
 
 
 # -- the engine, two runtimes sharing Redis -----------------------------------------------------

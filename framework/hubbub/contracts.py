@@ -136,7 +136,9 @@ class MemoryStore(Component, Protocol):
 
     async def append_message(self, message: Message) -> Message:
         """Append ``message`` to its ``conversation_id`` and bump the conversation's
-        ``updated_at``. Raises :class:`hubbub.errors.NotFoundError` for an unknown conversation."""
+        ``updated_at``. Raises :class:`hubbub.errors.NotFoundError` for an unknown conversation
+        and :class:`hubbub.errors.ConflictError` when a message with its id is stored already
+        (a retried append is never stored twice), changing nothing."""
 
     async def list_messages(
         self, conversation_id: str, *, limit: int = 100, cursor: str | None = None

@@ -63,7 +63,8 @@ class LiteLLMModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     description: str = ""
     """Shown in model listings."""
     context_window: int | None = None
-    """Tokens the model accepts, if you want it listed."""
+    """Tokens the model accepts; default: what litellm's bundled model table says for
+    ``model`` (conversations keep what a model is shown within it, see ``[context]``)."""
     supports_tools: bool = True
     """Whether tools are offered to this model."""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
@@ -152,11 +153,23 @@ class LiteLLMProvider:
                 id=m.name,
                 provider=self.name,
                 description=m.description,
-                context_window=m.context_window,
+                context_window=m.context_window or self._known_window(m.model or m.name),
                 supports_tools=m.supports_tools,
             )
             for m in self.models.values()
         ]
+
+    def _known_window(self, model: str) -> int | None:
+        """The input tokens litellm's bundled table gives ``model`` (with or without its
+        provider prefix), if it knows the model."""
+        table = getattr(self._litellm, "model_cost", None) or {}
+        for name in (model, model.split("/", 1)[-1]):
+            entry = table.get(name)
+            if isinstance(entry, dict):
+                window = entry.get("max_input_tokens") or entry.get("max_tokens")
+                if isinstance(window, int) and window > 0:
+                    return window
+        return None
 
     def _arguments(self, request: ChatRequest) -> dict[str, Any]:
         entry = self.models.get(request.model)

@@ -149,7 +149,12 @@ async def migrate(
         # A migration may take long, and waiting for another process's lock too.
         await connection.execute("SET LOCAL statement_timeout = 0")
         await connection.execute("SELECT pg_advisory_xact_lock(%s)", (_lock_key(schema),))
-        await connection.execute(sql.SQL("CREATE SCHEMA IF NOT EXISTS {}").format(name))
+        # CREATE SCHEMA IF NOT EXISTS needs the database's CREATE privilege even when the
+        # schema exists: a role given only a schema its DBA made must still start.
+        found = await connection.execute("SELECT to_regnamespace(%s)", (schema,))
+        row = await found.fetchone()
+        if row is None or row[0] is None:
+            await connection.execute(sql.SQL("CREATE SCHEMA {}").format(name))
         await connection.execute(sql.SQL("SET LOCAL search_path TO {}").format(name))
         await connection.execute(
             "CREATE TABLE IF NOT EXISTS hubbub_schema ("

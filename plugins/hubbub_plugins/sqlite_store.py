@@ -257,10 +257,15 @@ class SQLiteStore:
     async def get_conversation(self, conversation_id: str) -> Conversation | None:
         row = await self._run(
             lambda db: db.execute(
-                "SELECT data, updated_at FROM conversations WHERE id = ?", (conversation_id,)
+                "SELECT data, updated_at, owner FROM conversations WHERE id = ?",
+                (conversation_id,),
             ).fetchone()
         )
-        return _conversation(row) if row else None
+        if not row:
+            return None
+        conversation = _conversation(row)
+        conversation.owner = row[2]  # the column, as listings see it, whatever the data says
+        return conversation
 
     async def list_conversations(
         self, owner: str, *, limit: int = 50, cursor: str | None = None
@@ -334,10 +339,13 @@ class SQLiteStore:
             ).rowcount
             if not bumped:
                 raise NotFoundError(f"no conversation {conversation_id!r}")
-            db.execute(
-                "INSERT INTO messages (id, conversation_id, data) VALUES (?, ?, ?)",
-                (message.id, conversation_id, data),
-            )
+            try:
+                db.execute(
+                    "INSERT INTO messages (id, conversation_id, data) VALUES (?, ?, ?)",
+                    (message.id, conversation_id, data),
+                )
+            except sqlite3.IntegrityError:  # the whole transaction (the bump too) rolls back
+                raise ConflictError(f"message {message.id!r} is stored already") from None
 
         await self._run(insert, write=True)
         return message

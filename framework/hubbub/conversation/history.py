@@ -7,7 +7,7 @@ from collections.abc import Sequence
 
 from hubbub.models import Message, Summary
 
-__all__ = ["after_summary", "nothing_said"]
+__all__ = ["after_summary", "drop_orphans", "nothing_said"]
 
 
 def nothing_said(message: Message) -> bool:
@@ -28,3 +28,12 @@ def after_summary(messages: Sequence[Message], summary: Summary | None) -> list[
             if message.id == summary.through_message_id:
                 return list(messages[index + 1 :])
     return list(messages)
+
+
+def drop_orphans(messages: list[Message]) -> list[Message]:
+    """``messages`` without the tool results at their start whose call is not among them
+    (models refuse a tool result that answers no call)."""
+    start = 0
+    while start < len(messages) and messages[start].role == "tool":
+        start += 1
+    return messages[start:]

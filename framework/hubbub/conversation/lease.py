@@ -1,6 +1,6 @@
 """Reply leases: one reply at a time per conversation, across every process sharing the cache.
 
-A reply holds the cache key ``reply:<conversation id>``, taken with the cache's atomic
+A reply holds the cache key ``hubbub:reply:<conversation id>``, taken with the cache's atomic
 :meth:`~hubbub.contracts.CacheBackend.add` (of processes trying at once, one wins), renewed while
 the reply runs, and released at its end only if it is still this reply's (with
 :meth:`~hubbub.contracts.CacheBackend.compare_and_set`, so a lease that expired and was taken by
@@ -54,7 +54,7 @@ class Lease:
         on_lost: Callable[[], object] | None = None,
     ) -> None:
         self.key = key
-        """The cache key (``reply:<conversation id>``)."""
+        """The cache key (``hubbub:reply:<conversation id>``)."""
         self.token = token
         """What this holder stored under :attr:`key`:
         ``<host>/<process id>/<milliseconds>/<reply id>``."""
@@ -139,7 +139,7 @@ class ReplyLeases:
     @staticmethod
     def key(conversation_id: str) -> str:
         """The cache key of ``conversation_id``'s lease."""
-        return f"reply:{conversation_id}"
+        return f"hubbub:reply:{conversation_id}"
 
     async def acquire(
         self,

@@ -14,12 +14,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from collections import deque
 from collections.abc import Callable, Coroutine
 from typing import Any
 
 from hubbub.config import ContextConfig
 from hubbub.contracts import CacheBackend, MemoryStore
-from hubbub.conversation.history import after_summary, nothing_said
+from hubbub.conversation.history import nothing_said
 from hubbub.llm import LLMClient
 from hubbub.llm.tokens import TokenCounter
 from hubbub.log import log_context
@@ -28,6 +29,9 @@ from hubbub.models import ChatRequest, Conversation, Message, Summary, new_id
 __all__ = ["Summarizer"]
 
 logger = logging.getLogger("hubbub.conversation.summaries")
+
+PAGE = 200
+"""Messages read per page while finding those a summary does not cover yet."""
 
 LEASE_TTL = 300.0
 """Seconds a summarizing process holds a conversation's summary lease at most."""
@@ -85,7 +89,7 @@ class Summarizer:
     async def summarize(self, conversation: Conversation, model_id: str) -> Summary | None:
         """Write and store a new summary of everything but the latest messages; ``None`` when
         there is nothing new to cover or another process is writing one."""
-        key = f"summary:{conversation.id}"
+        key = f"hubbub:summary:{conversation.id}"
         token = new_id().encode()
         cache = self._cache
         if not await cache.add(key, token, ttl=LEASE_TTL):
@@ -97,21 +101,23 @@ class Summarizer:
 
     async def _summarize(self, conversation: Conversation, model_id: str) -> Summary | None:
         previous = await self.store.get_summary(conversation.id)
-        recent = await self.store.recent_messages(conversation.id, limit=self.history_limit)
-        pending = after_summary(recent, previous)
-        cover = pending[: max(len(pending) - self.config.keep_messages, 0)]
-        if not cover:
+        skipped, pending = await self._pending(conversation.id, previous)
+        cut = len(pending) - self.config.keep_messages
+        while cut > 0 and pending[cut].role == "tool":  # never part a call from its result
+            cut -= 1
+        if cut <= 0:
             return None
+        cover = pending[:cut]
         model = self.config.summary_model or model_id
         text = previous.content if previous is not None else ""
         for chunk in await self._chunks(model, [m for m in cover if not nothing_said(m)]):
-            text = await self._condense(model, text, chunk)
+            text = await self._condense(model, text, chunk, conversation)
         text = await self.counter.truncate(model, text, self.config.summary_tokens)
         summary = Summary(
             conversation_id=conversation.id,
             content=text,
             through_message_id=cover[-1].id,
-            covered=(previous.covered if previous is not None else 0) + len(cover),
+            covered=(previous.covered if previous is not None else 0) + skipped + len(cover),
             tokens=await self.counter.count(model, text),
             model=model,
         )
@@ -125,15 +131,39 @@ class Summarizer:
         )
         return summary
 
+    async def _pending(
+        self, conversation_id: str, previous: Summary | None
+    ) -> tuple[int, list[Message]]:
+        """The messages after those ``previous`` covers: how many are too old to condense (past
+        the latest ``history_limit``: a conversation imported or written before summaries
+        were on), and the latest ``history_limit`` of them, read page by page."""
+        latest: deque[Message] = deque(maxlen=self.history_limit)
+        count = 0
+        cursor: str | None = None
+        through = previous.through_message_id if previous is not None else None
+        while True:
+            page = await self.store.list_messages(conversation_id, limit=PAGE, cursor=cursor)
+            for message in page.items:
+                latest.append(message)
+                count += 1
+                if message.id == through:  # covered: everything so far
+                    latest.clear()
+                    count = 0
+            cursor = page.next_cursor
+            if cursor is None:
+                return count - len(latest), list(latest)
+
     async def _chunks(self, model: str, messages: list[Message]) -> list[list[str]]:
         """The transcript lines, in chunks that each fit the summarizing model's window with
-        the instructions, the summary so far and the answer."""
+        the instructions, the summary so far and the answer (counted off the event loop when
+        long)."""
         room = max(self._window(model) - 2 * self.config.summary_tokens - 200, 256)
-        lines = [f"{m.role}: {m.content}" for m in messages if m.content]
+        spoken = [m for m in messages if m.content]
+        counts = await self.counter.count_messages(model, spoken)
         chunks: list[list[str]] = [[]]
         used = 0
-        for line in lines:
-            tokens = await self.counter.count(model, line)
+        for message, tokens in zip(spoken, counts, strict=True):
+            line = f"{message.role}: {message.content}"
             if tokens > room:  # one message longer than the window: its start stands for it
                 line = await self.counter.truncate(model, line, room)
                 tokens = room
@@ -144,7 +174,9 @@ class Summarizer:
             used += tokens
         return [chunk for chunk in chunks if chunk]
 
-    async def _condense(self, model: str, summary: str, lines: list[str]) -> str:
+    async def _condense(
+        self, model: str, summary: str, lines: list[str], conversation: Conversation
+    ) -> str:
         words = max(self.config.summary_tokens * 3 // 4, 10)
         earlier = f"Summary so far:\n{summary}\n\n" if summary else ""
         response = await self.llm.complete(
@@ -155,7 +187,8 @@ class Summarizer:
                     Message(role="user", content=earlier + "Conversation:\n" + "\n".join(lines)),
                 ],
                 max_tokens=self.config.summary_tokens,
-                metadata={"hubbub_purpose": "summary"},
+                user=conversation.owner,  # its cost is the owner's, like their replies'
+                metadata={"conversation_id": conversation.id, "hubbub_purpose": "summary"},
             )
         )
         return response.message.content.strip()

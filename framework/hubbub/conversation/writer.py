@@ -100,9 +100,9 @@ class ReplyWriter:
         )
         for round_number in range(self.max_tool_rounds + 1):
             self.publish(Status(state="thinking", detail=self.model_id))
-            message = await self._stream_one(
-                history, specs if round_number < self.max_tool_rounds else None
-            )
+            offered = specs if round_number < self.max_tool_rounds else None
+            shown = await self.context.fit(self.model_id, history, offered)
+            message = await self._stream_one(shown, offered)
             history.append(message)
             if not message.tool_calls:
                 return message

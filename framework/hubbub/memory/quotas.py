@@ -100,7 +100,7 @@ class Quotas:
         moment = self._clock()
         window = int(moment // 60)
         try:
-            created = await self._cache.incr(f"quota:conversations:{owner}:{window}", ttl=61)
+            created = await self._cache.incr(f"hubbub:quota:conversations:{owner}:{window}", ttl=61)
         except Exception as exc:  # a cache that cannot count lets the write through
             logger.warning("cannot count conversation creations: %s", exc)
             return

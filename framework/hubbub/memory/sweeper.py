@@ -24,7 +24,7 @@ __all__ = ["Sweeper"]
 
 logger = logging.getLogger("hubbub.memory.sweeper")
 
-LEASE_KEY = "sweeper:lease"
+LEASE_KEY = "hubbub:sweeper:lease"
 DAY = 86_400.0
 
 

@@ -29,7 +29,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from hubbub.auth import Authenticator
-from hubbub.cache import Cache
+from hubbub.cache import Cache, InvalidCacheKeyError
 from hubbub.config import Config, load_config
 from hubbub.contracts import AuthMethod, CacheBackend, MemoryStore
 from hubbub.conversation import ConversationEngine
@@ -48,6 +48,9 @@ from hubbub.runtime.selection import check_config
 from hubbub.runtime.stages import WRAPPERS, stages
 from hubbub.services import Closed, SharedResources, Tasks, close_within
 from hubbub.tools import ToolRegistry
+
+RESERVED_NAMESPACE = "hubbub"
+"""Where hubbub keeps its own cache entries (``hubbub:reply:<id>``...)."""
 
 __all__ = ["Runtime"]
 
@@ -139,7 +142,13 @@ class Runtime:
 
     def cache_for(self, namespace: str) -> Cache:
         """A typed cache over :attr:`cache` whose keys are ``<namespace>:<key>``
-        (:class:`hubbub.cache.Cache`): ``runtime.cache_for("weather").get("paris", Forecast)``."""
+        (:class:`hubbub.cache.Cache`): ``runtime.cache_for("weather").get("paris", Forecast)``.
+        The namespace ``hubbub`` is hubbub's own (reply leases, quota counters): refused."""
+        if namespace.split(":", 1)[0] == RESERVED_NAMESPACE:
+            raise InvalidCacheKeyError(
+                f"the cache namespace {RESERVED_NAMESPACE!r} is hubbub's own: choose another",
+                field="namespace",
+            )
         return Cache(self.cache, namespace)
 
     @property

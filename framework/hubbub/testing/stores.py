@@ -183,6 +183,15 @@ class MemoryStoreContract:
         assert stored is not None
         assert stored.updated_at >= newer.updated_at
 
+    async def test_a_message_is_stored_once(self, store: MemoryStore) -> None:
+        conversation = await _conversation(store, _owner())
+        message = await _say(store, conversation.id, "once")
+        before = await store.usage(conversation.owner)
+        with pytest.raises(ConflictError):
+            await store.append_message(message)
+        assert (await store.list_messages(conversation.id)).items == [message]
+        assert await store.usage(conversation.owner) == before
+
     async def test_appending_to_an_unknown_conversation_fails(self, store: MemoryStore) -> None:
         with pytest.raises(NotFoundError):
             await _say(store, new_id("conv_"), "lost")
