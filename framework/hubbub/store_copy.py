@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import re
 from collections.abc import AsyncIterator, Callable, Mapping
 from typing import Any
 
@@ -54,6 +55,11 @@ logger = logging.getLogger("hubbub.store_copy")
 
 PROBE_PREFIX = "hubbub-store-copy-probe-"
 """Owner of the probe memory :func:`same_store` writes (and deletes at once)."""
+
+PROBE_CONTENT = "written by hubbub store copy to tell two stores apart; safe to delete"
+"""What the probe memory says."""
+
+_PROBE_OWNER = re.compile(re.escape(PROBE_PREFIX) + "[0-9a-f]{32}")
 
 
 class SameStoreError(InvalidRequestError):
@@ -105,11 +111,7 @@ async def same_store(source: MemoryStore, target: MemoryStore) -> bool:
     """Whether ``source`` and ``target`` are one store (two configurations naming the same
     file or database): a probe memory written to ``target`` (expiring in ten minutes, in case
     the process dies before it is deleted) is looked for in ``source``, then deleted."""
-    probe = MemoryItem(
-        owner=new_id(PROBE_PREFIX),
-        content="written by hubbub store copy to tell two stores apart; safe to delete",
-        expires_at=now() + 600,
-    )
+    probe = MemoryItem(owner=new_id(PROBE_PREFIX), content=PROBE_CONTENT, expires_at=now() + 600)
     await target.add_memory(probe)
     try:
         return bool((await source.list_memories(probe.owner, limit=1)).items)
@@ -142,8 +144,8 @@ async def copy_store(
     while True:
         owners = await source.list_owners(limit=batch_size, cursor=cursor)
         for owner in owners.items:
-            if owner.startswith(PROBE_PREFIX):
-                continue  # another copy's probe, seen in passing
+            if await _only_probes(source, owner):
+                continue  # another copy's probe, seen in passing (or left by one that died)
             report.owners += 1
             await _copy_conversations(source, target, owner, batch_size, report)
             await _copy_memories(source, target, owner, batch_size, report)
@@ -158,6 +160,19 @@ async def copy_store(
         extra={"report": msgspec.to_builtins(report)},
     )
     return report
+
+
+async def _only_probes(store: MemoryStore, owner: str) -> bool:
+    """Whether ``owner`` is the owner of probe memories (:func:`same_store`) and nothing else: a
+    real owner whose id merely looks like one is copied like any other."""
+    if not _PROBE_OWNER.fullmatch(owner):
+        return False
+    if (await store.list_conversations(owner, limit=1)).items:
+        return False
+    memories = await store.list_memories(owner, limit=10)
+    return all(item.content == PROBE_CONTENT for item in memories.items) and (
+        memories.next_cursor is None
+    )
 
 
 async def _copy_conversations(

@@ -23,7 +23,6 @@ The URL's password is never logged nor shown in health.
 from __future__ import annotations
 
 import asyncio
-import base64
 import contextlib
 import logging
 import math
@@ -45,6 +44,7 @@ from hubbub.models import (
     Summary,
     now,
 )
+from hubbub.pagination import decode_cursor, encode_cursor
 from hubbub_plugins.postgres_schema import SCHEMA_NAME, migrate
 
 if TYPE_CHECKING:
@@ -98,41 +98,6 @@ _decode_conversation = msgspec.json.Decoder(Conversation).decode
 _decode_message = msgspec.json.Decoder(Message).decode
 _decode_memory = msgspec.json.Decoder(MemoryItem).decode
 _decode_summary = msgspec.json.Decoder(Summary).decode
-
-_INT64_MAX = 2**63 - 1
-
-
-def _cursor_out(*parts: object) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(parts)).decode()
-
-
-def _cursor_in(cursor: str, tag: str, *kinds: type) -> list[Any]:
-    """The parts of a cursor made by :func:`_cursor_out` for the listing ``tag``, each of the
-    given kind (``float``: a finite number; ``int``: a non-negative 64-bit integer; ``str``).
-    Anything else, a cursor of another listing included, is refused."""
-    try:
-        parts = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, RecursionError, msgspec.DecodeError):
-        parts = None
-    checked: list[Any] = []
-    if isinstance(parts, list) and len(parts) == len(kinds) + 1 and parts[0] == tag:
-        for part, kind in zip(parts[1:], kinds, strict=True):
-            if isinstance(part, bool):
-                break
-            if kind is float and isinstance(part, int | float):
-                value = float(part) if abs(part) < 1e300 else math.inf
-                if not math.isfinite(value):
-                    break
-                checked.append(value)
-            elif (kind is int and isinstance(part, int) and 0 <= part <= _INT64_MAX) or (
-                kind is str and isinstance(part, str) and "\x00" not in part
-            ):
-                checked.append(part)
-            else:
-                break
-    if len(checked) != len(kinds):
-        raise InvalidRequestError("cursor is not one this server issued", field="cursor")
-    return checked
 
 
 def _conversation(row: Any) -> Conversation:
@@ -622,7 +587,7 @@ class PostgresStore:
     async def list_conversations(
         self, owner: str, *, limit: int = 50, cursor: str | None = None
     ) -> Page[Conversation]:
-        after = _cursor_in(cursor, "c", float, str) if cursor else None
+        after = decode_cursor(cursor, "c", float, str) if cursor else None
 
         async def select(connection: psycopg.AsyncConnection[Any]) -> list[Any]:
             if after is None:
@@ -636,7 +601,7 @@ class PostgresStore:
             return await found.fetchall()
 
         rows = await self._run("list conversations", select, read=True)
-        return _page(rows, limit, _conversation, lambda row: _cursor_out("c", row[1], row[3]))
+        return _page(rows, limit, _conversation, lambda row: encode_cursor("c", row[1], row[3]))
 
     async def update_conversation(self, conversation: Conversation) -> Conversation:
         data = _encode(conversation)
@@ -704,7 +669,13 @@ class PostgresStore:
     async def list_messages(
         self, conversation_id: str, *, limit: int = 100, cursor: str | None = None
     ) -> Page[Message]:
-        after = _cursor_in(cursor, "m", int)[0] if cursor else 0
+        after = 0
+        if cursor:  # [conversation, seq]: another conversation's cursor is refused
+            of, after = decode_cursor(cursor, "m", str, int)
+            if of != conversation_id:
+                raise InvalidRequestError(
+                    "cursor belongs to another conversation's messages", field="cursor"
+                )
         if "\x00" in conversation_id:
             return Page(items=[])
 
@@ -719,7 +690,10 @@ class PostgresStore:
 
         rows = await self._run(f"list the messages of {conversation_id!r}", select, read=True)
         return _page(
-            rows, limit, lambda row: _decode_message(row[0]), lambda row: _cursor_out("m", row[1])
+            rows,
+            limit,
+            lambda row: _decode_message(row[0]),
+            lambda row: encode_cursor("m", conversation_id, row[1]),
         )
 
     async def recent_messages(self, conversation_id: str, *, limit: int) -> list[Message]:
@@ -797,7 +771,7 @@ class PostgresStore:
     async def list_memories(
         self, owner: str, *, limit: int = 100, cursor: str | None = None
     ) -> Page[MemoryItem]:
-        after = _cursor_in(cursor, "k", float, str) if cursor else None
+        after = decode_cursor(cursor, "k", float, str) if cursor else None
         moment = now()
 
         async def select(connection: psycopg.AsyncConnection[Any]) -> list[Any]:
@@ -816,7 +790,7 @@ class PostgresStore:
             rows,
             limit,
             lambda row: _decode_memory(row[0]),
-            lambda row: _cursor_out("k", row[1], row[2]),
+            lambda row: encode_cursor("k", row[1], row[2]),
         )
 
     async def delete_memory(self, owner: str, memory_id: str) -> bool:
@@ -868,14 +842,14 @@ class PostgresStore:
         """Owners with a conversation or a memory, ascending: a scan of the usage table's
         primary key (every owner who ever stored anything has a row), each row checked against
         the owner indexes of conversations and memories."""
-        after = _cursor_in(cursor, "o", str)[0] if cursor else ""
+        after = decode_cursor(cursor, "o", str)[0] if cursor else ""
 
         async def select(connection: psycopg.AsyncConnection[Any]) -> list[Any]:
             found = await connection.execute(_LIST_OWNERS, {"after": after, "limit": limit + 1})
             return await found.fetchall()
 
         rows = await self._run("list owners", select, read=True)
-        return _page(rows, limit, lambda row: row[0], lambda row: _cursor_out("o", row[0]))
+        return _page(rows, limit, lambda row: row[0], lambda row: encode_cursor("o", row[0]))
 
     async def import_conversation(
         self, conversation: Conversation, messages: Sequence[Message]

@@ -63,8 +63,6 @@ conversation alone (``get_conversation``, appending to it, updating it) raises a
 from __future__ import annotations
 
 import asyncio
-import base64
-import binascii
 import re
 import struct
 import time
@@ -76,6 +74,7 @@ import msgspec
 from hubbub import hookimpl
 from hubbub.errors import ComponentError, ConflictError, InvalidRequestError, NotFoundError
 from hubbub.models import Conversation, Health, MemoryItem, Message, Page, StoreUsage, Summary, now
+from hubbub.pagination import decode_cursor, encode_cursor
 from hubbub.redis import redacted_url, redis_url, shared_redis
 
 if TYPE_CHECKING:
@@ -449,7 +448,6 @@ _decode_conversation = msgspec.json.Decoder(Conversation).decode
 _decode_message = msgspec.json.Decoder(Message).decode
 _decode_memory = msgspec.json.Decoder(MemoryItem).decode
 _decode_summary = msgspec.json.Decoder(Summary).decode
-_decode_cursor = msgspec.json.Decoder(list[Any]).decode
 
 _RANK = re.compile(r"[0-9a-f]{16}", re.ASCII)
 _MAX_INDEX = 2**53
@@ -472,50 +470,22 @@ def _finite(value: float | None, field: str) -> None:
         raise InvalidRequestError(f"{field} must be a finite number of seconds", field=field)
 
 
-def _cursor_out(tag: str, *position: str | int) -> str:
-    return base64.urlsafe_b64encode(_encode([tag, *position])).decode()
-
-
-def _forged() -> InvalidRequestError:
-    return InvalidRequestError("cursor is not one this server issued", field="cursor")
-
-
-def _cursor_in(cursor: str, tag: str, size: int) -> list[Any]:
-    """The ``size`` parts of a cursor made by :func:`_cursor_out` for listing ``tag``; garbage
-    and another listing's cursors are refused (the callers check the parts' types)."""
-    try:
-        parts = _decode_cursor(base64.b64decode(cursor.encode(), altchars=b"-_", validate=True))
-    except (ValueError, binascii.Error, msgspec.DecodeError, RecursionError, UnicodeError):
-        raise _forged() from None
-    if len(parts) != size + 1 or parts[0] != tag:
-        raise _forged()
-    return parts[1:]
-
-
 def _rank_cursor(cursor: str, tag: str) -> str:
     """The index member a conversation (``c``) or memory (``k``) cursor goes on after."""
-    (member,) = _cursor_in(cursor, tag, 1)
-    if isinstance(member, str) and _RANK.match(member):
-        return member
-    raise _forged()
+    (member,) = decode_cursor(cursor, tag, str)
+    if _RANK.match(member):
+        return str(member)
+    raise InvalidRequestError("cursor is not one this server issued", field="cursor")
 
 
 def _message_cursor(cursor: str, conversation_id: str) -> int:
     """The place in the conversation's message list a message cursor goes on from."""
-    of, place = _cursor_in(cursor, "m", 2)
-    if not (isinstance(of, str) and type(place) is int and 0 < place <= _MAX_INDEX):
-        raise _forged()
+    of, place = decode_cursor(cursor, "m", str, int)
+    if not 0 < place <= _MAX_INDEX:
+        raise InvalidRequestError("cursor is not one this server issued", field="cursor")
     if of != conversation_id:
         raise InvalidRequestError("cursor is one of another conversation", field="cursor")
-    return place
-
-
-def _owner_cursor(cursor: str) -> str:
-    """The owner an owner listing's cursor goes on after."""
-    (after,) = _cursor_in(cursor, "o", 1)
-    if isinstance(after, str):
-        return after
-    raise _forged()
+    return int(place)
 
 
 def _text(value: bytes | str) -> str:
@@ -742,7 +712,7 @@ class RedisStore:
             except (msgspec.DecodeError, ValueError) as exc:
                 self._skip(key, exc)
         following = self._next(rows, more, limit)
-        return Page(items=items, next_cursor=_cursor_out("c", following) if following else None)
+        return Page(items=items, next_cursor=encode_cursor("c", following) if following else None)
 
     async def update_conversation(self, conversation: Conversation) -> Conversation:
         """Replace title, model, metadata and ``expires_at``; bump ``updated_at``."""
@@ -842,7 +812,7 @@ class RedisStore:
         more = len(raw) > limit
         return Page(
             items=self._messages(conversation_id, raw[:limit]),
-            next_cursor=_cursor_out("m", conversation_id, start + limit) if more else None,
+            next_cursor=encode_cursor("m", conversation_id, start + limit) if more else None,
         )
 
     async def recent_messages(self, conversation_id: str, *, limit: int) -> list[Message]:
@@ -928,7 +898,7 @@ class RedisStore:
             except msgspec.DecodeError as exc:
                 self._skip(key, exc)
         following = self._next(rows, more, limit)
-        return Page(items=items, next_cursor=_cursor_out("k", following) if following else None)
+        return Page(items=items, next_cursor=encode_cursor("k", following) if following else None)
 
     async def delete_memory(self, owner: str, memory_id: str) -> bool:
         """Delete ``owner``'s memory; ``False`` when they have none of that id."""
@@ -999,7 +969,7 @@ class RedisStore:
         index (kept by the same scripts as their usage)."""
         if limit < 1:
             raise InvalidRequestError("limit must be at least 1", field="limit")
-        start = "(" + _owner_cursor(cursor) if cursor else "-"
+        start = "(" + str(decode_cursor(cursor, "o", str)[0]) if cursor else "-"
         client = self._ready()
         raw: list[bytes | str] = await self._do(
             "list the owners",
@@ -1008,7 +978,7 @@ class RedisStore:
         owners = [_text(owner) for owner in raw]
         more = len(owners) > limit
         owners = owners[:limit]
-        return Page(items=owners, next_cursor=_cursor_out("o", owners[-1]) if more else None)
+        return Page(items=owners, next_cursor=encode_cursor("o", owners[-1]) if more else None)
 
     async def import_conversation(
         self, conversation: Conversation, messages: Sequence[Message]

@@ -15,8 +15,6 @@ the memory's): asking costs one primary-key lookup, whatever the owner keeps.
 
 from __future__ import annotations
 
-import base64
-import math
 import sqlite3
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Annotated, Any
@@ -35,6 +33,7 @@ from hubbub.models import (
     Summary,
     now,
 )
+from hubbub.pagination import decode_cursor, encode_cursor
 from hubbub.sqlite import SQLiteDatabase
 
 if TYPE_CHECKING:
@@ -156,44 +155,6 @@ def _conversation(row: Any) -> Conversation:
     return conversation
 
 
-def _cursor_out(*parts: object) -> str:
-    return base64.urlsafe_b64encode(msgspec.json.encode(parts)).decode()
-
-
-_INT64 = (-(2**63), 2**63 - 1)
-"""SQLite's INTEGER range: a larger Python int cannot be bound to a query."""
-
-
-def _storable(part: object) -> bool:
-    """Whether a cursor part can be compared with a column: an int in SQLite's 64-bit range,
-    a finite float, or a string."""
-    if isinstance(part, int):
-        return _INT64[0] <= part <= _INT64[1]
-    if isinstance(part, float):
-        return math.isfinite(part)
-    return isinstance(part, str)
-
-
-def _cursor_in(cursor: str, *types: type | tuple[type, ...]) -> list[Any]:
-    """Decode a cursor made by :func:`_cursor_out` whose parts have ``types`` (and values
-    SQLite can compare: a forged cursor's number past 64 bits is refused here, not by the
-    database)."""
-    try:
-        parts = msgspec.json.decode(base64.urlsafe_b64decode(cursor.encode()))
-    except (ValueError, RecursionError, msgspec.DecodeError):
-        parts = None
-    if (
-        not isinstance(parts, list)
-        or len(parts) != len(types)
-        or not all(
-            isinstance(part, kind) and not isinstance(part, bool) and _storable(part)
-            for part, kind in zip(parts, types, strict=True)
-        )
-    ):
-        raise InvalidRequestError("cursor is not one this server issued", field="cursor")
-    return parts
-
-
 def _page_after(rows: list[Any], limit: int, decode: Any, cursor_of: Any) -> Page[Any]:
     """A page of ``limit`` items from ``limit + 1`` rows; the extra row says there is more."""
     more = len(rows) > limit
@@ -270,7 +231,7 @@ class SQLiteStore:
     async def list_conversations(
         self, owner: str, *, limit: int = 50, cursor: str | None = None
     ) -> Page[Conversation]:
-        after = _cursor_in(cursor, (float, int), str) if cursor else None
+        after = decode_cursor(cursor, "c", float, str) if cursor else None
 
         def select(db: sqlite3.Connection) -> list[Any]:
             if after is None:
@@ -287,7 +248,7 @@ class SQLiteStore:
             ).fetchall()
 
         return _page_after(
-            await self._run(select), limit, _conversation, lambda r: _cursor_out(r[1], r[2])
+            await self._run(select), limit, _conversation, lambda r: encode_cursor("c", r[1], r[2])
         )
 
     async def update_conversation(self, conversation: Conversation) -> Conversation:
@@ -355,7 +316,7 @@ class SQLiteStore:
     ) -> Page[Message]:
         after = 0
         if cursor:  # [conversation, seq]: a cursor of another listing or conversation is refused
-            of, after = _cursor_in(cursor, str, int)
+            of, after = decode_cursor(cursor, "m", str, int)
             if of != conversation_id:
                 raise InvalidRequestError(
                     "cursor belongs to another conversation's messages", field="cursor"
@@ -371,7 +332,7 @@ class SQLiteStore:
             rows,
             limit,
             lambda r: _decode_message(r[0]),
-            lambda r: _cursor_out(conversation_id, r[1]),
+            lambda r: encode_cursor("m", conversation_id, r[1]),
         )
 
     async def recent_messages(self, conversation_id: str, *, limit: int) -> list[Message]:
@@ -454,7 +415,7 @@ class SQLiteStore:
     async def list_memories(
         self, owner: str, *, limit: int = 100, cursor: str | None = None
     ) -> Page[MemoryItem]:
-        after = _cursor_in(cursor, (float, int), str) if cursor else None
+        after = decode_cursor(cursor, "k", float, str) if cursor else None
         current = now()
 
         def select(db: sqlite3.Connection) -> list[Any]:
@@ -476,7 +437,7 @@ class SQLiteStore:
             await self._run(select),
             limit,
             lambda r: _decode_memory(r[0]),
-            lambda r: _cursor_out(r[1], r[2]),
+            lambda r: encode_cursor("k", r[1], r[2]),
         )
 
     async def delete_memory(self, owner: str, memory_id: str) -> bool:
@@ -526,7 +487,7 @@ class SQLiteStore:
 
     async def list_owners(self, *, limit: int = 100, cursor: str | None = None) -> Page[str]:
         """Owners with a conversation or a memory, read from ``owner_usage`` in key order."""
-        after = _cursor_in(cursor, str)[0] if cursor else ""
+        after = decode_cursor(cursor, "o", str)[0] if cursor else ""
         rows = await self._run(
             lambda db: db.execute(
                 "SELECT owner FROM owner_usage WHERE owner > ? "
@@ -534,7 +495,7 @@ class SQLiteStore:
                 (after, limit + 1),
             ).fetchall()
         )
-        return _page_after(rows, limit, lambda r: r[0], lambda r: _cursor_out(r[0]))
+        return _page_after(rows, limit, lambda r: r[0], lambda r: encode_cursor("o", r[0]))
 
     async def import_conversation(
         self, conversation: Conversation, messages: Sequence[Message]

@@ -40,6 +40,7 @@ from hubbub.events import ConversationUpdated, EventBus, MessageCreated
 from hubbub.llm import LLMClient
 from hubbub.log import log_context
 from hubbub.memory import Quotas
+from hubbub.memory.expiry import checked_expiry
 from hubbub.models import Conversation, Health, Message, Page, Principal, now
 from hubbub.tools import ToolRegistry
 
@@ -140,10 +141,13 @@ class ConversationEngine:
         if model is not None:
             self.llm.resolve(model)
         _expiry(expires_at)
-        await self.quotas.check_conversation(owner.id)
-        conversation = await self.memory.create_conversation(
-            Conversation(owner=owner.id, title=_title(title), model=model, expires_at=expires_at)
-        )
+        async with self.quotas.writing(owner.id):
+            await self.quotas.check_conversation(owner.id)
+            conversation = await self.memory.create_conversation(
+                Conversation(
+                    owner=owner.id, title=_title(title), model=model, expires_at=expires_at
+                )
+            )
         self._changed("created", owner, conversation.id, conversation)
         return conversation
 
@@ -232,15 +236,16 @@ class ConversationEngine:
     ) -> Message:
         if not content.strip():
             raise InvalidRequestError("content must not be empty", field="content")
-        await self.quotas.check_message(owner.id, content)
-        message = await self.memory.append_message(
-            Message(
-                role="user",
-                content=content,
-                conversation_id=conversation.id,
-                name=owner.name or None,
+        async with self.quotas.writing(owner.id):
+            await self.quotas.check_message(owner.id, content)
+            message = await self.memory.append_message(
+                Message(
+                    role="user",
+                    content=content,
+                    conversation_id=conversation.id,
+                    name=owner.name or None,
+                )
             )
-        )
         self.events.publish(
             MessageCreated(message=message, conversation_id=conversation.id, owner=owner.id)
         )
@@ -264,6 +269,7 @@ class ConversationEngine:
         stores nothing."""
         if model is not None:
             self.llm.resolve(model)
+        await self.get(owner, conversation_id)  # another's conversation: 404, busy or not
         record = await self._replies.reserve(conversation_id, owner.id)
         try:
             conversation = await self.get(owner, conversation_id)
@@ -296,8 +302,10 @@ class ConversationEngine:
         Errors are published as an ``error`` event and re-raised. A reply stopped early returns
         its stored partial message (``interrupted`` set). :class:`ConflictError` if a reply to
         this conversation is running (here or in another process sharing the cache);
-        :class:`NotFoundError` if the conversation is deleted while the reply is written.
+        :class:`NotFoundError` if the conversation is not ``owner``'s (busy or not) or is
+        deleted while the reply is written.
         """
+        await self.get(owner, conversation_id)
         record = await self._replies.reserve(conversation_id, owner.id)
         reply = self._write(owner, record, model=model, request_id=request_id)
         return await self._replies.await_reply(record, reply)
@@ -355,6 +363,4 @@ def _title(title: str) -> str:
 
 
 def _expiry(expires_at: float | None) -> float | None:
-    if expires_at is not None and expires_at <= now():
-        raise InvalidRequestError("expires_at is in the past", field="expires_at")
-    return expires_at
+    return checked_expiry(expires_at, now())

@@ -14,6 +14,7 @@ from typing import Any
 from hubbub.config import RetentionConfig
 from hubbub.contracts import MemoryStore
 from hubbub.errors import InvalidRequestError, NotFoundError
+from hubbub.memory.expiry import checked_expiry
 from hubbub.memory.quotas import Quotas
 from hubbub.models import MemoryItem, Page, Principal, stored_size
 
@@ -59,8 +60,7 @@ class LongTermMemory:
                 f"content is longer than {MAX_MEMORY_CHARS} characters", field="content"
             )
         moment = self._clock()
-        if expires_at is not None and expires_at <= moment:
-            raise InvalidRequestError("expires_at is in the past", field="expires_at")
+        expires_at = checked_expiry(expires_at, moment)
         if expires_at is None and self.retention.memory_days is not None:
             expires_at = moment + self.retention.memory_days * 86_400
         if source_conversation_id is not None:
@@ -76,8 +76,9 @@ class LongTermMemory:
             metadata=metadata or {},
         )
         self.quotas.check_size(content)
-        await self.quotas.check_bytes(owner.id, stored_size(item))
-        return await self.store.add_memory(item)
+        async with self.quotas.writing(owner.id):
+            await self.quotas.check_bytes(owner.id, stored_size(item))
+            return await self.store.add_memory(item)
 
     async def list_memories(
         self, owner: Principal, *, limit: int = 100, cursor: str | None = None
