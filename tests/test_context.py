@@ -216,3 +216,17 @@ async def test_a_summary_never_parts_a_tool_call_from_its_result(tmp_path: Path)
         assert summary.covered == 1
         context = await runtime.conversations.context.build(conversation, fake.model)
         assert [m.role for m in context] == ["system", "assistant", "tool", "assistant"]
+
+
+async def test_a_memory_with_heavy_metadata_is_refused(tmp_path: Path) -> None:
+    # memories are read for every reply: their metadata is bounded
+    from hubbub.errors import InvalidRequestError
+
+    fake = FakeLLM()
+    async with runtime_for(_config(tmp_path, fake, ""), [fake]) as runtime:
+        memories = runtime.conversations.memories
+        with pytest.raises(InvalidRequestError) as caught:
+            await memories.add(ALICE, "fact", metadata={"blob": "x" * 5000})
+        assert caught.value.field == "metadata"
+        kept = await memories.add(ALICE, "fact", metadata={"blob": "x" * 4000})
+        assert kept.metadata == {"blob": "x" * 4000}

@@ -11,6 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import msgspec
+
 from hubbub.config import RetentionConfig
 from hubbub.contracts import MemoryStore
 from hubbub.errors import InvalidRequestError, NotFoundError
@@ -18,9 +20,11 @@ from hubbub.memory.expiry import checked_expiry
 from hubbub.memory.quotas import Quotas
 from hubbub.models import MemoryItem, Page, Principal, stored_size
 
-__all__ = ["MAX_MEMORY_CHARS", "LongTermMemory"]
+__all__ = ["MAX_MEMORY_CHARS", "MAX_METADATA_BYTES", "LongTermMemory"]
 
 MAX_MEMORY_CHARS = 4000
+MAX_METADATA_BYTES = 4096
+"""Most bytes a memory's metadata may take (as JSON): memories are read for every reply."""
 """Longest memory, in characters: a memory is a fact, not a document."""
 
 
@@ -58,6 +62,10 @@ class LongTermMemory:
         if len(content) > MAX_MEMORY_CHARS:
             raise InvalidRequestError(
                 f"content is longer than {MAX_MEMORY_CHARS} characters", field="content"
+            )
+        if metadata and len(msgspec.json.encode(metadata)) > MAX_METADATA_BYTES:
+            raise InvalidRequestError(
+                f"metadata takes more than {MAX_METADATA_BYTES} bytes as JSON", field="metadata"
             )
         moment = self._clock()
         expires_at = checked_expiry(expires_at, moment)

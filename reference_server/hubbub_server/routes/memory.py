@@ -33,7 +33,7 @@ class AddMemory(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     expires_at: Annotated[float, msgspec.Meta(gt=0)] | None = None
     """When to forget it (Unix seconds); default: ``[retention] memory_days``, else never."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
-    """Free-form data kept with it."""
+    """Free-form data kept with it (at most 4 KiB as JSON)."""
 
 
 class Forgotten(msgspec.Struct, kw_only=True):
