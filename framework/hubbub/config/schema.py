@@ -30,6 +30,7 @@ __all__ = [
     "LLMConfig",
     "LoggingConfig",
     "MemoryConfig",
+    "PasswordsConfig",
     "PluginsConfig",
     "QuotasConfig",
     "RedisConfig",
@@ -280,6 +281,26 @@ class ContextConfig(_Section, frozen=True):
     """Most long-term memories of the user shown to the model, newest first (0: none)."""
 
 
+class PasswordsConfig(_Section, frozen=True):
+    """How passwords are hashed (argon2id) and what they must be. Raising a cost reaches every
+    stored hash: each is rehashed at its user's next login."""
+
+    time_cost: Annotated[int, msgspec.Meta(ge=1, le=100)] = 3
+    """argon2id passes over memory (1 to 100)."""
+    memory_cost: Annotated[int, msgspec.Meta(ge=8, le=4_194_304)] = 65_536
+    """argon2id memory per hash, in KiB (8 KiB to 4 GiB; default 64 MiB)."""
+    parallelism: Annotated[int, msgspec.Meta(ge=1, le=64)] = 1
+    """argon2id lanes per hash (1 to 64)."""
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=256)] = 4
+    """Hashes computed at once per process (each holds ``memory_cost``); more wait their
+    turn (1 to 256)."""
+    min_length: Annotated[int, msgspec.Meta(ge=1, le=1024)] = 12
+    """Shortest password accepted, in characters (1 to 1024)."""
+    max_length: Annotated[int, msgspec.Meta(ge=8, le=65_536)] = 1024
+    """Longest password accepted, in characters (8 to 65,536): a longer one is refused
+    before any hashing."""
+
+
 class AuthConfig(_Section, frozen=True):
     """Authentication."""
 
@@ -399,6 +420,8 @@ class Config(_Section, frozen=True):
     """The ``[context]`` table."""
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     """The ``[auth]`` table."""
+    passwords: PasswordsConfig = msgspec.field(default_factory=PasswordsConfig)
+    """The ``[passwords]`` table."""
     llm: LLMConfig = msgspec.field(default_factory=LLMConfig)
     """The ``[llm]`` table."""
     tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)

@@ -1,0 +1,82 @@
+"""Issue 18's authentication benchmark (so far: password hashing).
+
+* **argon2id hash and verify time** at the configured ``[passwords]`` parameters (the defaults
+  unless ``--config`` names a file), as :class:`hubbub.auth.passwords.Passwords` runs them (on a
+  worker thread), one at a time and ``--concurrency`` at once (default 4, the default
+  ``[passwords] concurrency``); the baseline, measured in the same run, is the cheapest argon2id
+  hashing (``time_cost = 1``, ``memory_cost = 8`` KiB), so the ratio is what the parameters buy.
+
+Client and nothing else share this 2-core machine: the figures are per hash, not per core.
+
+    .venv/bin/python bench/auth.py [--config hubbub.toml] [--rounds 20] [--concurrency 4]
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import statistics
+import time
+
+from hubbub.auth.passwords import Passwords
+from hubbub.config import PasswordsConfig, load_config
+
+SECRET = "correct horse battery staple"
+
+
+async def _timed(passwords: Passwords, rounds: int, concurrency: int) -> tuple[float, float, float]:
+    """Median ms of a hash and of a verification one at a time; hashes/s ``concurrency`` at
+    once."""
+    stored = await passwords.hash(SECRET)
+    hashes, verifies = [], []
+    for _ in range(rounds):
+        began = time.perf_counter()
+        await passwords.hash(SECRET)
+        hashes.append((time.perf_counter() - began) * 1000)
+        began = time.perf_counter()
+        await passwords.verify(stored, SECRET)
+        verifies.append((time.perf_counter() - began) * 1000)
+    began = time.perf_counter()
+    await asyncio.gather(*(passwords.hash(SECRET) for _ in range(rounds)))
+    rate = rounds / (time.perf_counter() - began)
+    return statistics.median(hashes), statistics.median(verifies), rate
+
+
+async def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--config", default=None)
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--concurrency", type=int, default=4)
+    args = parser.parse_args()
+    configured = load_config(path=args.config).passwords if args.config else PasswordsConfig()
+    configured = PasswordsConfig(
+        **{**_fields(configured), "concurrency": args.concurrency, "min_length": 8}
+    )
+    baseline = PasswordsConfig(time_cost=1, memory_cost=8, concurrency=args.concurrency)
+    print(
+        f"argon2id, {args.rounds} rounds (client alone on this 2-core machine; compare the ratio)"
+    )
+    base = await _timed(Passwords(baseline), args.rounds, args.concurrency)
+    real = await _timed(Passwords(configured), args.rounds, args.concurrency)
+    for name, config, (hashed, verified, rate) in (
+        ("baseline t=1 m=8KiB", baseline, base),
+        (
+            f"configured t={configured.time_cost} m={configured.memory_cost}KiB "
+            f"p={configured.parallelism}",
+            configured,
+            real,
+        ),
+    ):
+        print(
+            f"  {name:34} hash {hashed:7.2f} ms  verify {verified:7.2f} ms  "
+            f"{rate:8.1f} hashes/s at {config.concurrency} at once"
+        )
+    print(f"  configured / baseline hash time: x{real[0] / max(base[0], 1e-6):.0f}")
+
+
+def _fields(config: PasswordsConfig) -> dict[str, object]:
+    return {name: getattr(config, name) for name in config.__struct_fields__}
+
+
+if __name__ == "__main__":
+    asyncio.run(main())
