@@ -1,4 +1,9 @@
-"""Issue 18's authentication benchmark (so far: password hashing).
+"""Issue 18's authentication benchmark (so far: password hashing and token verification).
+
+* **access-token verification per second** on one core (this process, one thread), for EdDSA,
+  RS256 and HS256 keyrings: :meth:`hubbub.auth.tokens.Keyring.verify` against the baseline of
+  PyJWT's own ``jwt.decode`` of the same token with the same key, measured in the same run
+  (target: over 20,000 verifications a second);
 
 * **argon2id hash and verify time** at the configured ``[passwords]`` parameters (the defaults
   unless ``--config`` names a file), as :class:`hubbub.auth.passwords.Passwords` runs them (on a
@@ -18,7 +23,10 @@ import asyncio
 import statistics
 import time
 
+import jwt
+
 from hubbub.auth.passwords import Passwords
+from hubbub.auth.tokens import Algorithm, Keyring
 from hubbub.config import PasswordsConfig, load_config
 
 SECRET = "correct horse battery staple"
@@ -40,6 +48,37 @@ async def _timed(passwords: Passwords, rounds: int, concurrency: int) -> tuple[f
     await asyncio.gather(*(passwords.hash(SECRET) for _ in range(rounds)))
     rate = rounds / (time.perf_counter() - began)
     return statistics.median(hashes), statistics.median(verifies), rate
+
+
+def _per_second(call: object, seconds: float = 1.0) -> float:
+    count, began = 0, time.perf_counter()
+    while (elapsed := time.perf_counter() - began) < seconds:
+        for _ in range(100):
+            call()  # type: ignore[operator]
+        count += 100
+    return count / elapsed
+
+
+def tokens() -> None:
+    print("access-token verification, one core (baseline: PyJWT's decode of the same token)")
+    algorithms: tuple[Algorithm, ...] = ("EdDSA", "RS256", "HS256")
+    for algorithm in algorithms:
+        keyring = Keyring.generate(algorithm)
+        token = keyring.issue(subject="alice", session_id="ses_1", issuer="i", audience="a")
+        key = keyring.signing.verifier
+
+        def raw(token: str = token, key: object = key, algorithm: str = algorithm) -> None:
+            jwt.decode(token, key, algorithms=[algorithm], audience="a", issuer="i")
+
+        def ours(token: str = token, keyring: Keyring = keyring) -> None:
+            keyring.verify(token, issuer="i", audience="a")
+
+        base, mine = _per_second(raw), _per_second(ours)
+        verdict = "met" if mine > 20_000 else "MISSED"
+        print(
+            f"  {algorithm:6} verify {mine:9,.0f}/s  PyJWT decode {base:9,.0f}/s  "
+            f"x{mine / base:.2f}  (target > 20,000/s: {verdict})"
+        )
 
 
 async def main() -> None:
@@ -79,4 +118,5 @@ def _fields(config: PasswordsConfig) -> dict[str, object]:
 
 
 if __name__ == "__main__":
+    tokens()
     asyncio.run(main())

@@ -1,0 +1,334 @@
+"""Access tokens: short-lived JWTs signed by a keyring, and their strict validation.
+
+A :class:`Keyring` holds several keys, each with a ``kid``: one signs, the others only verify
+until they are retired (a rotation adds a key that signs and keeps the previous one verifying
+for as long as its tokens live). EdDSA (Ed25519) by default, RS256 when configured, HS256 only
+when configured explicitly (a shared secret: it can sign as well as verify, and it is never
+published). :meth:`Keyring.jwks` gives the public keys for ``/.well-known/jwks.json``.
+
+:meth:`Keyring.verify` pins the algorithm to the key named by ``kid`` (never the header's
+choice), requires ``exp``, ``iat``, ``iss``, ``aud``, ``sub`` and ``sid``, allows ``leeway``
+seconds of clock skew, and refuses ``alg: none``, algorithm confusion (an HS256 token made with a
+public key), an unknown or retired ``kid``, a wrong issuer or audience, and expired or
+not-yet-valid tokens. Each refusal is a :class:`TokenError` whose ``reason`` says which, for the
+log; callers answer every one with the same generic 401. Tokens carry identifiers only, never a
+secret. ::
+
+    keyring = Keyring.generate()
+    token = keyring.issue(subject="alice", session_id="ses_1", issuer="hubbub", audience="hubbub")
+    claims = keyring.verify(token, issuer="hubbub", audience="hubbub")
+    assert claims.sub == "alice"
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import secrets
+import time
+from dataclasses import dataclass
+from typing import Any, Literal
+
+import msgspec
+
+from hubbub.errors import AuthenticationError
+from hubbub.models import new_id
+
+__all__ = [
+    "AccessClaims",
+    "Algorithm",
+    "Keyring",
+    "SigningKey",
+    "TokenError",
+    "dump_keyring",
+    "load_keyring",
+]
+
+Algorithm = Literal["EdDSA", "RS256", "HS256"]
+"""The signing algorithms a key may use."""
+
+REQUIRED = ("exp", "iat", "iss", "aud", "sub", "sid")
+"""Claims every access token must carry."""
+
+
+class TokenError(AuthenticationError):
+    """A token was refused; ``reason`` says why (for the log, never for the client)."""
+
+    def __init__(self, reason: str) -> None:
+        self.reason = reason
+        super().__init__("the access token is not valid")
+
+
+class AccessClaims(msgspec.Struct, kw_only=True, frozen=True):
+    """What a valid access token says."""
+
+    sub: str
+    """The principal's id."""
+    sid: str
+    """The session the token belongs to (revoking it refuses the token)."""
+    iss: str
+    """Who issued it."""
+    aud: str
+    """Who it is for."""
+    iat: int
+    """When it was issued (Unix seconds)."""
+    exp: int
+    """When it expires (Unix seconds)."""
+    jti: str = ""
+    """The token's own id."""
+    scope: str = ""
+    """Space-separated scopes; empty: no restriction beyond the roles."""
+    nbf: int | None = None
+    """Not valid before (Unix seconds), if set."""
+
+
+@dataclass(frozen=True)
+class SigningKey:
+    """One key of a keyring."""
+
+    kid: str
+    """Its id, in every token it signs."""
+    algorithm: Algorithm
+    """What it signs with."""
+    private: Any
+    """The private key (a cryptography key object), or the secret bytes for HS256."""
+    created_at: float
+    """When it was made (Unix seconds)."""
+    retire_at: float | None = None
+    """When it stops verifying (Unix seconds); ``None`` while it is in use."""
+
+    @property
+    def verifier(self) -> Any:
+        """What verifies its signatures: the public key, or the secret for HS256."""
+        return self.private if self.algorithm == "HS256" else self.private.public_key()
+
+    def public_jwk(self) -> dict[str, Any] | None:
+        """Its public JWK (``None`` for an HS256 secret, which is never published)."""
+        if self.algorithm == "HS256":
+            return None
+        from jwt.algorithms import OKPAlgorithm, RSAAlgorithm
+
+        encoder: Any = OKPAlgorithm if self.algorithm == "EdDSA" else RSAAlgorithm
+        jwk = json.loads(encoder.to_jwk(self.verifier))
+        jwk.update(kid=self.kid, alg=self.algorithm, use="sig")
+        return dict(jwk)
+
+
+def _new_key(algorithm: Algorithm) -> Any:
+    if algorithm == "HS256":
+        return secrets.token_bytes(32)
+    if algorithm == "RS256":
+        from cryptography.hazmat.primitives.asymmetric import rsa
+
+        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    from cryptography.hazmat.primitives.asymmetric import ed25519
+
+    return ed25519.Ed25519PrivateKey.generate()
+
+
+class Keyring:
+    """Signing keys: :attr:`signing` signs; every key not yet retired verifies."""
+
+    def __init__(self, keys: list[SigningKey]) -> None:
+        active = [key for key in keys if key.retire_at is None]
+        if len(active) != 1:
+            raise ValueError(f"a keyring signs with exactly one key, not {len(active)}")
+        self.keys = {key.kid: key for key in keys}
+        self.signing = active[0]
+
+    @classmethod
+    def generate(cls, algorithm: Algorithm = "EdDSA") -> Keyring:
+        """A keyring of one new key."""
+        return cls([SigningKey(new_id("key_"), algorithm, _new_key(algorithm), time.time())])
+
+    def rotated(self, *, retire_after: float, now: float | None = None) -> Keyring:
+        """A keyring where a new key signs and the current one verifies for ``retire_after``
+        more seconds (at least the access tokens' lifetime); keys retired already are dropped."""
+        moment = time.time() if now is None else now
+        kept = [
+            key
+            for key in self.keys.values()
+            if key is not self.signing and (key.retire_at is None or key.retire_at > moment)
+        ]
+        old = SigningKey(
+            self.signing.kid,
+            self.signing.algorithm,
+            self.signing.private,
+            self.signing.created_at,
+            retire_at=moment + retire_after,
+        )
+        algorithm = self.signing.algorithm
+        fresh = SigningKey(new_id("key_"), algorithm, _new_key(algorithm), moment)
+        return Keyring([*kept, old, fresh])
+
+    def jwks(self) -> dict[str, Any]:
+        """The public keys, as ``/.well-known/jwks.json`` publishes them."""
+        keys = [key.public_jwk() for key in self.keys.values()]
+        return {"keys": [key for key in keys if key is not None]}
+
+    def issue(
+        self,
+        *,
+        subject: str,
+        session_id: str,
+        issuer: str,
+        audience: str,
+        ttl: float = 300.0,
+        scopes: frozenset[str] = frozenset(),
+        now: float | None = None,
+    ) -> str:
+        """A signed access token for ``subject`` in session ``session_id``, valid ``ttl``
+        seconds."""
+        import jwt
+
+        moment = int(time.time() if now is None else now)
+        claims: dict[str, Any] = {
+            "iss": issuer,
+            "aud": audience,
+            "sub": subject,
+            "sid": session_id,
+            "iat": moment,
+            "exp": moment + int(ttl),
+            "jti": new_id("tok_"),
+        }
+        if scopes:
+            claims["scope"] = " ".join(sorted(scopes))
+        key = self.signing
+        return jwt.encode(
+            claims, key.private, algorithm=key.algorithm, headers={"kid": key.kid, "typ": "JWT"}
+        )
+
+    def verify(
+        self,
+        token: str,
+        *,
+        issuer: str,
+        audience: str,
+        leeway: float = 30.0,
+        now: float | None = None,
+    ) -> AccessClaims:
+        """The claims of ``token`` if it is valid; :class:`TokenError` naming why not."""
+        import jwt
+
+        header = _header(token)
+        kid = header.get("kid")
+        key = self.keys.get(kid) if isinstance(kid, str) else None
+        if key is None:
+            raise TokenError("unknown key id")
+        moment = time.time() if now is None else now
+        if key.retire_at is not None and key.retire_at <= moment:
+            raise TokenError("signed by a retired key")
+        if header.get("alg") != key.algorithm:
+            raise TokenError(f"algorithm {header.get('alg')!r} is not its key's")
+        try:
+            claims = jwt.decode(
+                token,
+                key.verifier,
+                algorithms=[key.algorithm],
+                issuer=issuer,
+                audience=audience,
+                leeway=leeway,
+                options={"require": list(REQUIRED)},
+            )
+        except jwt.ExpiredSignatureError:
+            raise TokenError("expired") from None
+        except jwt.ImmatureSignatureError:
+            raise TokenError("not valid yet") from None
+        except jwt.InvalidIssuerError:
+            raise TokenError("wrong issuer") from None
+        except jwt.InvalidAudienceError:
+            raise TokenError("wrong audience") from None
+        except jwt.MissingRequiredClaimError as exc:
+            raise TokenError(f"missing claim {exc.claim!r}") from None
+        except jwt.InvalidSignatureError:
+            raise TokenError("bad signature") from None
+        except jwt.PyJWTError as exc:
+            raise TokenError(f"malformed: {type(exc).__name__}") from None
+        try:
+            return msgspec.convert(claims, AccessClaims)
+        except msgspec.ValidationError as exc:
+            raise TokenError(f"claims of the wrong type: {exc}") from None
+
+
+def _header(token: str) -> dict[str, Any]:
+    """The token's header, decoded without trusting anything in it."""
+    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 8192:
+        raise TokenError("not a JWT")
+    encoded = token.split(".", 1)[0]
+    try:
+        header = json.loads(base64.urlsafe_b64decode(encoded + "=" * (-len(encoded) % 4)))
+    except (ValueError, UnicodeDecodeError):
+        raise TokenError("malformed header") from None
+    if not isinstance(header, dict):
+        raise TokenError("malformed header")
+    if str(header.get("alg", "")).lower() == "none":
+        raise TokenError("unsigned (alg none)")
+    return header
+
+
+class _StoredKey(msgspec.Struct, kw_only=True):
+    """One key in a keyring file."""
+
+    kid: str
+    """Its id."""
+    algorithm: Algorithm
+    """What it signs with."""
+    private: str
+    """PKCS#8 PEM of the private key; for HS256, the secret in URL-safe base64."""
+    created_at: float
+    """When it was made (Unix seconds)."""
+    retire_at: float | None = None
+    """When it stops verifying (Unix seconds); ``None`` while it signs."""
+
+
+class _StoredKeyring(msgspec.Struct, kw_only=True):
+    """A keyring file."""
+
+    version: int = 1
+    """The file format's version."""
+    keys: list[_StoredKey]
+    """Every key, the signing one included."""
+
+
+def dump_keyring(keyring: Keyring) -> bytes:
+    """``keyring`` as the JSON of a keyring file (private keys included: keep it 0600)."""
+    from cryptography.hazmat.primitives import serialization
+
+    stored = []
+    for key in keyring.keys.values():
+        if key.algorithm == "HS256":
+            private = base64.urlsafe_b64encode(key.private).decode()
+        else:
+            private = key.private.private_bytes(
+                serialization.Encoding.PEM,
+                serialization.PrivateFormat.PKCS8,
+                serialization.NoEncryption(),
+            ).decode()
+        stored.append(
+            _StoredKey(
+                kid=key.kid,
+                algorithm=key.algorithm,
+                private=private,
+                created_at=key.created_at,
+                retire_at=key.retire_at,
+            )
+        )
+    return msgspec.json.encode(_StoredKeyring(keys=stored))
+
+
+def load_keyring(data: bytes) -> Keyring:
+    """The keyring a keyring file holds; :class:`ValueError` saying what is wrong."""
+    from cryptography.hazmat.primitives import serialization
+
+    try:
+        stored = msgspec.json.decode(data, type=_StoredKeyring)
+    except msgspec.DecodeError as exc:
+        raise ValueError(f"not a keyring file: {exc}") from None
+    keys = []
+    for key in stored.keys:
+        if key.algorithm == "HS256":
+            private: Any = base64.urlsafe_b64decode(key.private)
+        else:
+            private = serialization.load_pem_private_key(key.private.encode(), password=None)
+        keys.append(SigningKey(key.kid, key.algorithm, private, key.created_at, key.retire_at))
+    return Keyring(keys)
