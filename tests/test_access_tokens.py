@@ -197,3 +197,30 @@ def test_a_keyring_survives_its_file(algorithm: Any) -> None:
     assert keyring.verify(issue(loaded), issuer=ISS, audience=AUD).sub == "alice"
     with pytest.raises(ValueError, match="not a keyring file"):
         load_keyring(b'{"keys": 5}')
+
+
+def test_a_remembered_token_is_still_checked_for_expiry_key_and_audience() -> None:
+    keyring = Keyring.generate()
+    token = issue(keyring)
+    moment = time.time()
+    first = keyring.verify(token, issuer=ISS, audience=AUD, now=moment)
+    assert keyring.verify(token, issuer=ISS, audience=AUD, now=moment) == first  # remembered
+    # remembered for this issuer and audience only
+    with pytest.raises(TokenError) as caught:
+        keyring.verify(token, issuer=ISS, audience="another-app", now=moment)
+    assert caught.value.reason == "wrong audience"
+    # past its expiry (and the leeway), remembered or not, it is refused
+    assert refused(keyring, token, now=first.exp + 31) == "expired"
+    # its key retired after it was remembered: refused
+    rotated = keyring.rotated(retire_after=60, now=moment)
+    assert rotated.verify(token, issuer=ISS, audience=AUD, now=moment).sub == "alice"
+    assert refused(rotated, token, now=moment + 61) == "signed by a retired key"
+
+
+def test_the_remembered_tokens_are_bounded() -> None:
+    from hubbub.auth import tokens
+
+    keyring = Keyring.generate("HS256")
+    for n in range(tokens.REMEMBERED + 50):
+        keyring.verify(issue(keyring, subject=f"u{n}"), issuer=ISS, audience=AUD)
+    assert len(keyring._verified) == tokens.REMEMBERED

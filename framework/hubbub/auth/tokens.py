@@ -26,6 +26,7 @@ import base64
 import json
 import secrets
 import time
+from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -49,6 +50,9 @@ Algorithm = Literal["EdDSA", "RS256", "HS256"]
 
 REQUIRED = ("exp", "iat", "iss", "aud", "sub", "sid")
 """Claims every access token must carry."""
+
+REMEMBERED = 4096
+"""Tokens a keyring remembers as verified (the most recently used ones)."""
 
 
 class TokenError(AuthenticationError):
@@ -135,6 +139,9 @@ class Keyring:
             raise ValueError(f"a keyring signs with exactly one key, not {len(active)}")
         self.keys = {key.kid: key for key in keys}
         self.signing = active[0]
+        self._verified: OrderedDict[tuple[str, str, str], tuple[AccessClaims, SigningKey]] = (
+            OrderedDict()
+        )
 
     @classmethod
     def generate(cls, algorithm: Algorithm = "EdDSA") -> Keyring:
@@ -207,7 +214,30 @@ class Keyring:
         leeway: float = 30.0,
         now: float | None = None,
     ) -> AccessClaims:
-        """The claims of ``token`` if it is valid; :class:`TokenError` naming why not."""
+        """The claims of ``token`` if it is valid; :class:`TokenError` naming why not.
+
+        A token verified once is remembered, keyed on the whole token with the issuer and
+        audience asked for (the last :data:`REMEMBERED` of them): checking it again costs no
+        signature verification, only its expiry and its key's retirement."""
+        moment = time.time() if now is None else now
+        remembered = self._verified.get((token, issuer, audience))
+        if remembered is not None:
+            claims, key = remembered
+            if key.retire_at is not None and key.retire_at <= moment:
+                raise TokenError("signed by a retired key")
+            if claims.exp <= moment - leeway:
+                raise TokenError("expired")
+            self._verified.move_to_end((token, issuer, audience))
+            return claims
+        claims, key = self._verify(token, issuer, audience, leeway, moment)
+        self._verified[(token, issuer, audience)] = (claims, key)
+        if len(self._verified) > REMEMBERED:
+            self._verified.popitem(last=False)
+        return claims
+
+    def _verify(
+        self, token: str, issuer: str, audience: str, leeway: float, moment: float
+    ) -> tuple[AccessClaims, SigningKey]:
         import jwt
 
         header = _header(token)
@@ -215,7 +245,6 @@ class Keyring:
         key = self.keys.get(kid) if isinstance(kid, str) else None
         if key is None:
             raise TokenError("unknown key id")
-        moment = time.time() if now is None else now
         if key.retire_at is not None and key.retire_at <= moment:
             raise TokenError("signed by a retired key")
         if header.get("alg") != key.algorithm:
@@ -245,7 +274,7 @@ class Keyring:
         except jwt.PyJWTError as exc:
             raise TokenError(f"malformed: {type(exc).__name__}") from None
         try:
-            return msgspec.convert(claims, AccessClaims)
+            return msgspec.convert(claims, AccessClaims), key
         except msgspec.ValidationError as exc:
             raise TokenError(f"claims of the wrong type: {exc}") from None
 
