@@ -8,6 +8,9 @@ access log off. The load client is wrk (Debian package ``wrk``), one thread, ``-
 * ``bare``: bench/bare_app.py, a canned completion (the baseline);
 * ``hubbub``: the reference server of this tree, ``offline/echo``, local mode (no credentials);
 * ``hubbub+key``: the same with an API key checked on every request;
+* ``hubbub+jwt``: the same with the access token of a login session (``POST /api/auth/login``
+  with a local account made by ``hubbub users add``): the JWT verified and its session checked
+  on every request;
 * with ``--baseline-ref REF``: ``hubbub@REF`` and ``hubbub+key@REF``, the same server at another
   git commit, from a worktree at /tmp/hubbub-baseline-REF (reused when present; removed at the
   end when this run created it, unless ``--keep-worktree``), run with this venv and that tree's
@@ -271,13 +274,44 @@ def pyproject_differs(ref: str) -> bool:
     return done.returncode != 0
 
 
-def start_hubbub(stack: ExitStack, name: str, tree: Path, keyed: bool) -> tuple[Row, float]:
+BENCH_PASSWORD = "bench password, long enough"
+
+
+def add_user(env: dict[str, str]) -> None:
+    subprocess.run(
+        [str(BIN / "hubbub"), "users", "add", "bench", "--password-stdin"],
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        input=BENCH_PASSWORD + "\n",
+    )
+
+
+def log_in(port: int) -> str:
+    request = urllib.request.Request(
+        f"http://127.0.0.1:{port}/api/auth/login",
+        data=json.dumps({"username": "bench", "password": BENCH_PASSWORD}).encode(),
+        headers={"Content-Type": "application/json"},
+    )
+    with urllib.request.urlopen(request, timeout=30) as response:
+        token: str = json.load(response)["access_token"]
+    return token
+
+
+def start_hubbub(stack: ExitStack, name: str, tree: Path, credential: str) -> tuple[Row, float]:
+    """A server of ``tree`` in its own data directory, and the headers that authenticate to it
+    with ``credential``: ``none`` (local mode), ``key`` (an API key) or ``jwt`` (a login's
+    access token)."""
     env = environment(stack.enter_context(tempfile.TemporaryDirectory()), tree)
     check_imports(env, tree)
-    # Its own data directory: with a key, the server enforces keys; without, it stays local.
-    headers = {"Authorization": f"Bearer {create_key(env)}"} if keyed else {}
+    headers = {"Authorization": f"Bearer {create_key(env)}"} if credential == "key" else {}
+    if credential == "jwt":
+        add_user(env)
     port = free_port()
     cold = stack.enter_context(server(hubbub_command(port), port, env))
+    if credential == "jwt":
+        headers = {"Authorization": f"Bearer {log_in(port)}"}
     return Row(name, port, headers, Path()), cold
 
 
@@ -335,11 +369,12 @@ def main() -> None:
         cold["bare"] = stack.enter_context(server(bare_command(port), port, env))
         rows.append(Row("bare", port, {}, Path()))
         for suffix, tree in trees:
-            for keyed in (False, True):
-                name = ("hubbub+key" if keyed else "hubbub") + suffix
-                row, seconds = start_hubbub(stack, name, tree, keyed)
+            credentials = ("none", "key", "jwt") if not suffix else ("none", "key")
+            for credential in credentials:
+                name = ("hubbub" if credential == "none" else f"hubbub+{credential}") + suffix
+                row, seconds = start_hubbub(stack, name, tree, credential)
                 rows.append(row)
-                if not keyed:
+                if credential == "none":
                     cold[name] = seconds
         for row in rows:
             row.script = lua_script(scripts, row.name, row.headers)
@@ -392,6 +427,14 @@ def main() -> None:
                     f"{now.rps / before.rps:.3f}, p50 after - before "
                     f"{now.p50 - before.p50:+.3f} ms"
                 )
+
+    print(f"an access token (JWT and session check) against an API key ({SHARED}):")
+    for concurrency in CONCURRENCIES:
+        jwt, key = results["hubbub+jwt", concurrency], results["hubbub+key", concurrency]
+        print(
+            f"  -c {concurrency:>2}: req/s jwt/key {jwt.rps / key.rps:.3f}, "
+            f"p50 jwt - key {jwt.p50 - key.p50:+.3f} ms"
+        )
 
     share = results["hubbub", 32].rps / results["bare", 32].rps
     added = results["hubbub", 1].p50 - results["bare", 1].p50

@@ -335,3 +335,17 @@ def run_cli(
     return subprocess.run(
         [HUBBUB, *args], cwd=cwd, env=environ, capture_output=True, text=True, timeout=60
     )
+
+
+def keyring_toml(directory: Path) -> str:
+    """A ``[sessions]`` table naming a signing keyring made in ``directory`` (once): what
+    servers whose account store is shared (PostgreSQL, Redis) must be given, since only the
+    one-host SQLite store gets one generated."""
+    from hubbub.auth.keyfiles import write_keyring
+    from hubbub.auth.tokens import Keyring
+
+    path = directory / "signing-keys.shared.json"
+    if not path.exists():
+        directory.mkdir(parents=True, exist_ok=True)
+        write_keyring(path, Keyring.generate(), replace=False)
+    return f'\n[sessions]\nsigning_keys = "{path}"\n'

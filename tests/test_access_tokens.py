@@ -224,3 +224,70 @@ def test_the_remembered_tokens_are_bounded() -> None:
     for n in range(tokens.REMEMBERED + 50):
         keyring.verify(issue(keyring, subject=f"u{n}"), issuer=ISS, audience=AUD)
     assert len(keyring._verified) == tokens.REMEMBERED
+
+
+def test_a_rotated_in_key_verifies_at_once_and_signs_later() -> None:
+    keyring = Keyring.generate()
+    moment = time.time()
+    rotated = keyring.rotated(retire_after=600, activate_after=10, now=moment)
+    fresh = max(rotated.keys.values(), key=lambda key: key.created_at)
+    assert fresh.kid != keyring.signing.kid
+    assert rotated.signing_at(moment + 5).kid == keyring.signing.kid  # not yet
+    assert rotated.signing_at(moment + 11).kid == fresh.kid
+    # a token the new key signs (another process that activated it first) verifies already
+    other = Keyring([fresh])
+    token = other.issue(subject="alice", session_id="ses_1", issuer=ISS, audience=AUD)
+    assert rotated.verify(token, issuer=ISS, audience=AUD).sub == "alice"
+    # the old key verifies until activation plus its retirement delay
+    old_kid = keyring.signing.kid
+    assert rotated.keys[old_kid].retire_at == pytest.approx(moment + 610)
+
+
+def test_retired_keys_are_not_published() -> None:
+    moment = time.time()
+    keyring = Keyring.generate().rotated(retire_after=0.05, now=moment)
+    assert len(keyring.jwks()["keys"]) == 2
+    time.sleep(0.1)
+    assert [key["kid"] for key in keyring.jwks()["keys"]] == [keyring.signing.kid]
+
+
+def _stored(algorithm: str, private: str) -> bytes:
+    return json.dumps(
+        {"version": 1, "keys": [{"kid": "k1", "algorithm": algorithm, "private": private,
+                                 "created_at": 1.0}]}
+    ).encode()  # fmt: skip
+
+
+def test_weak_or_mismatched_keys_are_refused() -> None:
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    from hubbub.auth.tokens import load_keyring
+
+    def pem(key: Any, password: bytes | None = None) -> str:
+        protection: Any = (
+            serialization.BestAvailableEncryption(password)
+            if password
+            else serialization.NoEncryption()
+        )
+        return str(
+            key.private_bytes(
+                serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, protection
+            ).decode()
+        )
+
+    short = base64.urlsafe_b64encode(b"x" * 8).decode()
+    small_rsa = rsa.generate_private_key(public_exponent=65537, key_size=1024)
+    edwards = ed25519.Ed25519PrivateKey.generate()
+    for data, message in [
+        (_stored("HS256", short), "at least 32 bytes"),
+        (_stored("RS256", pem(small_rsa)), "at least 2048 bits"),
+        (_stored("EdDSA", pem(small_rsa)), "needs an Ed25519 key"),
+        (_stored("RS256", pem(edwards)), "needs an RSA key"),
+        (_stored("EdDSA", pem(edwards, b"secret")), "not a usable private key"),
+        (_stored("EdDSA", "-----BEGIN PRIVATE KEY-----\ngarbage\n"), "not a usable private"),
+    ]:
+        with pytest.raises(ValueError, match=message):
+            load_keyring(data)
+    with pytest.raises(ValueError, match="version 2"):
+        load_keyring(b'{"version": 2, "keys": []}')

@@ -1,11 +1,13 @@
-"""``hubbub keys`` when things are wrong, run as a real subprocess: a damaged key database or one
-that cannot be written gives one line and exit code 1 (never a traceback), and user names are
-checked (a usage error, exit code 2, naming ``--user``)."""
+"""``hubbub keys`` run as a real subprocess: what it makes and lists (scopes, models, expiry), and
+when things are wrong: a damaged account store or one that cannot be written gives one line and
+exit code 1 (never a traceback), and user names, scopes and models are checked (a usage error,
+exit code 2, naming the option)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import sqlite3
 import subprocess
@@ -66,32 +68,93 @@ def read_only(path: Path) -> Iterator[None]:
 
 @pytest.fixture
 def keys_elsewhere(tmp_path: Path) -> Path:
-    """A configuration (``./hubbub.toml``) that keeps the key database in ``./keys``."""
+    """A configuration (``./hubbub.toml``) that keeps the account store (where keys are) in
+    ``./keys``."""
     directory = tmp_path / "keys"
     directory.mkdir()
     (tmp_path / "hubbub.toml").write_text(
-        f'[plugins.api_keys]\npath = "{directory / "api_keys.sqlite3"}"\n'
+        f'[plugins.sqlite_store]\naccounts_path = "{directory / "accounts.sqlite3"}"\n'
     )
     return directory
 
 
-# -- a damaged or read-only database ----------------------------------------------------------
+# -- what the commands make and show ---------------------------------------------------------
 
 
-def test_a_garbled_key_database_is_one_line(tmp_path: Path) -> None:
+def test_a_restricted_key_is_made_and_listed_with_its_restrictions(tmp_path: Path) -> None:
+    made = create(
+        tmp_path,
+        "alice",
+        "--name",
+        "ci",
+        "--scope",
+        "chat",
+        "--scope",
+        "memory",
+        "--model",
+        "offline/echo",
+        "--expires-in",
+        "2",
+        "--admin",
+    )
+    assert made.returncode == 0, made.stderr
+    key = made.stdout.strip().splitlines()[-1]
+    assert re.fullmatch(r"hbk_[0-9a-f]{16}_[A-Za-z0-9_\-]{43}", key)
+    key_id = key.split("_")[1]
+    listed = run_cli(["keys", "list"], cwd=tmp_path)
+    assert listed.returncode == 0, listed.stderr
+    (line,) = listed.stdout.splitlines()
+    assert line.startswith(f"{key_id}  alice  active  ci  ")
+    for needle in ("models=offline/echo", "scopes=chat,memory", "admin", "expires="):
+        assert needle in line
+    assert key.split("_", 2)[2] not in listed.stdout + listed.stderr
+    revoked = run_cli(["keys", "revoke", key_id], cwd=tmp_path)
+    assert revoked.stdout.strip() == f"revoked API key {key_id}"
+    assert f"{key_id}  alice  revoked" in run_cli(["keys", "list"], cwd=tmp_path).stdout
+    assert_one_line(run_cli(["keys", "revoke", key_id], cwd=tmp_path), 1, key_id)
+
+
+@pytest.mark.parametrize(
+    ("args", "option"),
+    [
+        (["--scope", "has space"], "--scope"),
+        (["--scope", "model:offline/echo"], "--scope"),
+        (["--model", ""], "--model"),
+        (["--expires-in", "0"], "--expires-in"),
+        (["--expires-in", "-1"], "--expires-in"),
+    ],
+)
+def test_bad_restrictions_are_usage_errors(tmp_path: Path, args: list[str], option: str) -> None:
+    result = create(tmp_path, "alice", *args)
+    assert result.returncode == 2, result.stderr
+    assert option in result.stderr
+    assert not (tmp_path / "home").exists()  # nothing was touched
+
+
+def test_a_model_no_provider_serves_is_one_line(tmp_path: Path) -> None:
+    assert_one_line(
+        create(tmp_path, "alice", "--model", "offline/nope"), 1, "offline/nope", "offline/echo"
+    )
+    assert run_cli(["keys", "list"], cwd=tmp_path).stdout == ""
+
+
+# -- a damaged or read-only account store ---------------------------------------------------
+
+
+def test_a_garbled_account_store_is_one_line(tmp_path: Path) -> None:
     home = tmp_path / "home"
     home.mkdir()
-    (home / "api_keys.sqlite3").write_bytes(b"garbage " * 1000)
+    (home / "accounts.sqlite3").write_bytes(b"garbage " * 1000)
     for args in (["keys", "list"], ["keys", "create", "--user", "alice"], ["keys", "revoke", "x"]):
         assert_one_line(
-            run_cli(args, cwd=tmp_path), 1, "api_keys.sqlite3", "file is not a database"
+            run_cli(args, cwd=tmp_path), 1, "accounts 'sqlite'", "file is not a database"
         )
 
 
 def test_damaged_pages_are_one_line(tmp_path: Path) -> None:
     for user in ("alice", "bob", "carol"):
         assert create(tmp_path, user, "--name", "x" * 90).returncode == 0
-    path = tmp_path / "home" / "api_keys.sqlite3"
+    path = tmp_path / "home" / "accounts.sqlite3"
     with sqlite3.connect(path) as connection:
         connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
     damaged = bytearray(path.read_bytes())
@@ -100,17 +163,16 @@ def test_damaged_pages_are_one_line(tmp_path: Path) -> None:
     assert_one_line(run_cli(["keys", "list"], cwd=tmp_path), 1, "malformed")
 
 
-def test_a_key_database_that_cannot_be_created_is_one_line(
+def test_an_account_store_that_cannot_be_created_is_one_line(
     tmp_path: Path, keys_elsewhere: Path
 ) -> None:
     with read_only(keys_elsewhere):
         for result in (create(tmp_path, "alice"), run_cli(["keys", "list"], cwd=tmp_path)):
-            line = assert_one_line(result, 1, "cannot open the API key database")
-            assert "writable" in line
+            assert_one_line(result, 1, "accounts 'sqlite'", "unable to open")
     assert not (tmp_path / "home" / "credentials-provisioned").exists()
 
 
-def test_a_key_database_on_a_read_only_disk_is_one_line(
+def test_an_account_store_on_a_read_only_disk_is_one_line(
     tmp_path: Path, keys_elsewhere: Path
 ) -> None:
     assert create(tmp_path, "alice").returncode == 0
@@ -120,7 +182,7 @@ def test_a_key_database_on_a_read_only_disk_is_one_line(
             ["keys", "create", "--user", "bob"],
             ["keys", "revoke", "0123456789abcdef"],
         ):
-            assert_one_line(run_cli(args, cwd=tmp_path), 1, "API key database")
+            assert_one_line(run_cli(args, cwd=tmp_path), 1, "accounts 'sqlite'")
 
 
 def test_a_read_only_home_is_one_line(tmp_path: Path) -> None:
@@ -153,7 +215,7 @@ def test_a_read_only_home_is_one_line(tmp_path: Path) -> None:
 def test_an_invalid_user_name_is_a_usage_error(tmp_path: Path, user: str, says: str) -> None:
     assert_one_line(create(tmp_path, user), 2, "--user", says)
     assert_one_line(run_cli(["keys", "list", "--user", user], cwd=tmp_path), 2, "--user")
-    assert not (tmp_path / "home" / "api_keys.sqlite3").exists()  # nothing was touched
+    assert not (tmp_path / "home").exists()  # nothing was touched
 
 
 @pytest.mark.parametrize("user", ["local", "alice@example.com", "a.b-c_d+e", "x" * 64, "Bob42"])

@@ -13,7 +13,7 @@ import hubbub
 
 BUILT_INS = {
     "memory_cache": "register_cache_backends",
-    "sqlite_store": "register_memory_stores",
+    "sqlite_store": "register_account_stores, register_memory_stores",
     "offline_provider": "register_llm_providers",
     "log_sink": "register_event_sinks",
 }
@@ -39,9 +39,9 @@ def test_plugins_json(tmp_path: Path) -> None:
         assert row["source"] == "built-in"
         assert row["distribution"] == "hubbub"
         assert row["version"] == hubbub.__version__
-        assert hook in row["hooks"]
+        assert set(hook.split(", ")) <= set(row["hooks"])
         assert row["error"] is None
-    assert rows["sqlite_store"]["provides"] == ["memory:sqlite"]
+    assert rows["sqlite_store"]["provides"] == ["memory:sqlite", "accounts:sqlite"]
     assert rows["offline_provider"]["provides"] == ["llm:offline"]
 
 
@@ -166,6 +166,7 @@ def test_config_show_redacts_secret_looking_values_of_undeclared_tables(tmp_path
         "path": None,
         "busy_timeout": 2.0,
         "health_interval": 5.0,
+        "accounts_path": None,
     }
 
 

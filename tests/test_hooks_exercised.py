@@ -36,7 +36,9 @@ from support import NobodyAuth, echo_tool
 
 import hubbub.cli
 from hubbub import hookimpl, hookspecs
+from hubbub.auth.tokens import Keyring, dump_keyring
 from hubbub.contracts import ToolContext
+from hubbub.errors import InvalidRequestError
 from hubbub.events import MemoryEventLog, Status
 from hubbub.models import ChatRequest, Message, ToolCall
 from hubbub.registry import ComponentContext, Registrar
@@ -46,6 +48,7 @@ from hubbub.tools import StaticToolProvider, function_tools
 from hubbub_plugins.log_sink import LogSink, LogSinkSettings
 from hubbub_plugins.memory_cache import MemoryCache, MemoryCacheSettings
 from hubbub_plugins.offline_provider import OfflineProvider, OfflineSettings
+from hubbub_plugins.sqlite_accounts import SQLiteAccountStore
 from hubbub_plugins.sqlite_store import SQLiteStore
 
 THIS = Path(__file__).resolve()
@@ -192,6 +195,7 @@ def component(
     toml: str,
     make: Callable[[ComponentContext[Any], list[str]], Any],
     use: Callable[[Runtime, list[str]], Awaitable[None]] | None = None,
+    env: Callable[[], dict[str, str]] = dict,
 ) -> Exercise:
     """A registration hook: the probe registers ``probe``, built by ``make(context, log)``
     (a component that logs ``start`` and ``stop``); ``toml`` selects it. A runtime must build it
@@ -209,7 +213,8 @@ def component(
             calls.append({"register": register})
             register("probe", factory, description="the probe")
 
-        async with runtime_for(config_for(home, toml), [probe(hook, register_probe)]) as runtime:
+        config = config_for(home, toml, env=env())
+        async with runtime_for(config, [probe(hook, register_probe)]) as runtime:
             assert log == ["start"]
             if use is not None:
                 await use(runtime, log)
@@ -218,6 +223,11 @@ def component(
         assert log[-1] == "stop"
 
     return exercise
+
+
+async def use_accounts(runtime: Runtime, log: list[str]) -> None:
+    await runtime.users.add("probe-user", None)
+    assert [user.id for user in await runtime.users.list()] == ["probe-user"]
 
 
 async def use_model(runtime: Runtime, log: list[str]) -> None:
@@ -332,6 +342,21 @@ async def before_request(hook: str, calls: Calls, home: Path) -> None:
     assert [call["runtime"] for call in calls] == [runtime]
 
 
+async def new_password(hook: str, calls: Calls, home: Path) -> None:
+    async def check_new_password(password: str, user: str) -> str | None:
+        calls.append({"password": password, "user": user})
+        return "it appears in a known data breach" if password == "password1234" else None
+
+    async with runtime_for(config_for(home), [probe(hook, check_new_password)]) as runtime:
+        with pytest.raises(InvalidRequestError, match="known data breach"):
+            await runtime.users.add("alice", "password1234")
+        await runtime.users.add("alice", "a much better passphrase")
+        with pytest.raises(InvalidRequestError, match="known data breach"):
+            await runtime.users.set_password("alice", "password1234")
+        assert await runtime.users.exists()
+    assert [call["user"] for call in calls] == ["alice", "alice", "alice"]
+
+
 async def after_response(hook: str, calls: Calls, home: Path) -> None:
     async def after_llm_response(request: Any, response: Any, runtime: Any) -> None:
         calls.append({"request": request, "response": response, "runtime": runtime})
@@ -366,6 +391,13 @@ EXERCISE: dict[str, Exercise] = {
         '[memory]\nbackend = "probe"',
         lambda c, log: logged(SQLiteStore, log)(str(c.data_dir / "probe.sqlite3")),
     ),
+    "register_account_stores": component(
+        '[accounts]\nbackend = "probe"',
+        lambda c, log: logged(SQLiteAccountStore, log)(str(c.data_dir / "probe.sqlite3")),
+        use_accounts,
+        # an account store other than the built-in sqlite one may be shared: a keyring given
+        lambda: {"HUBBUB_SIGNING_KEYS": dump_keyring(Keyring.generate()).decode()},
+    ),
     "register_auth_methods": component(
         '[auth]\nmethods = ["probe"]', lambda c, log: logged(NobodyAuth, log)()
     ),
@@ -387,6 +419,7 @@ EXERCISE: dict[str, Exercise] = {
     "on_shutdown": shutdown,
     "before_llm_request": before_request,
     "after_llm_response": after_response,
+    "check_new_password": new_password,
 }
 """How to exercise each hook: a hook spec without an entry here fails its test."""
 

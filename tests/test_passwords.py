@@ -133,3 +133,27 @@ async def test_at_most_concurrency_hashes_run_at_once() -> None:
     passwords._hasher = Peak()  # type: ignore[assignment]
     await asyncio.gather(*(passwords.hash(SECRET) for _ in range(8)))
     assert peak == 2
+
+
+async def test_a_hash_of_older_parameters_costs_a_wrong_password_the_current_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An account whose hash predates a cost increase must not answer a wrong password faster
+    than an unknown account does (that would tell which accounts exist): the failed check is
+    followed by one at the current parameters."""
+    old_hash = await Passwords(PasswordsConfig(time_cost=1, memory_cost=8)).hash(SECRET)
+    passwords = Passwords(PasswordsConfig(time_cost=2, memory_cost=16))
+    await passwords.prepare()
+    checked: list[str] = []
+    matches = passwords._matches
+
+    def counting(stored: str, password: str) -> bool:
+        checked.append(stored)
+        return matches(stored, password)
+
+    monkeypatch.setattr(passwords, "_matches", counting)
+    assert not (await passwords.verify(old_hash, "wrong password")).ok
+    assert checked == [old_hash, await passwords._stand_in()]  # the current work done too
+    checked.clear()
+    assert (await passwords.verify(old_hash, SECRET)).rehash is not None  # right: rehashed
+    assert checked == [old_hash]

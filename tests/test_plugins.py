@@ -224,6 +224,10 @@ def test_two_plugins_with_one_name_cannot_both_register() -> None:
 # -- entry points, allow-list and deny-list ---------------------------------------------------
 
 
+def registries_of(plugins: Any) -> Any:
+    return plugins.registries()
+
+
 def test_built_ins_come_from_entry_points_of_the_hubbub_distribution() -> None:
     plugins = load_plugins(env={})
     assert set(plugins.info) >= BUILT_INS
@@ -236,7 +240,11 @@ def test_built_ins_come_from_entry_points_of_the_hubbub_distribution() -> None:
         )
         assert info.module == f"hubbub_plugins.{name}"
         assert info.error is None
-    assert plugins.info["sqlite_store"].hooks == ["register_memory_stores"]
+    assert plugins.info["sqlite_store"].hooks == [
+        "register_account_stores",
+        "register_memory_stores",
+    ]
+    assert registries_of(plugins)["accounts"].get("sqlite").plugin == "sqlite_store"
     registries = plugins.registries()
     assert registries["memory"].get("sqlite").plugin == "sqlite_store"
     assert registries["llm"].get("offline").plugin == "offline_provider"
@@ -303,7 +311,10 @@ async def test_installed_distribution_is_discovered_selected_and_used(
         assert type(runtime.cache).__module__ == "acme_hubbub_plugin"
         await runtime.cache.set("k", b"v")
         assert await runtime.cache.get("k") == b"v"
-        assert runtime.cache.data == {"x:k": b"v"}  # type: ignore[attr-defined]
+        data = runtime.cache.data  # type: ignore[attr-defined]
+        # hubbub's own keys (the sweeper's lease...) share the prefix
+        assert {k: v for k, v in data.items() if not k.startswith("x:hubbub:")} == {"x:k": b"v"}
+        assert all(key.startswith("x:") for key in data)
         assert runtime.settings["acme"].api_key.reveal() == "acme-secret"
         assert (await runtime.health()).components["cache"].backend == "acme"
 

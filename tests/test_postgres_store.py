@@ -15,6 +15,7 @@ from typing import Any
 import psycopg
 import pytest
 from postgres_support import PostgresServer
+from support import keyring_toml
 
 from hubbub.config import Secret
 from hubbub.errors import (
@@ -31,6 +32,8 @@ from hubbub_plugins.postgres_schema import MIGRATIONS, Migration, migrate
 from hubbub_plugins.postgres_store import PostgresStore, PostgresStoreSettings
 
 LATEST = MIGRATIONS[-1].version
+EVERY_VERSION = [(migration.version,) for migration in MIGRATIONS]
+VERSIONS = "SELECT version FROM hubbub.hubbub_schema ORDER BY version"
 
 
 def settings(url: str, **fields: Any) -> PostgresStoreSettings:
@@ -96,10 +99,11 @@ async def test_a_fresh_database_gets_the_schema(
         "hubbub_schema",
         "memories",
         "messages",
+        "records",
         "summaries",
         "usage",
     ]
-    assert rows(fresh_url, "SELECT version FROM hubbub.hubbub_schema") == [(LATEST,)]
+    assert rows(fresh_url, VERSIONS) == EVERY_VERSION
 
 
 async def test_a_second_start_changes_nothing(
@@ -123,7 +127,7 @@ async def test_stores_starting_together_migrate_once(
     stores = [PostgresStore(fresh_url) for _ in range(4)]
     started.extend(stores)
     await asyncio.gather(*(store.start() for store in stores))
-    assert rows(fresh_url, "SELECT version FROM hubbub.hubbub_schema") == [(LATEST,)]
+    assert rows(fresh_url, VERSIONS) == EVERY_VERSION
     conversation = await stores[0].create_conversation(Conversation(owner="ada"))
     assert await stores[3].get_conversation(conversation.id) == conversation
 
@@ -149,10 +153,10 @@ async def test_a_failing_migration_leaves_nothing_behind(fresh_url: str) -> None
         Migration(LATEST + 1, "half", "CREATE TABLE half_done (x int); SELECT 1/0;"),
     )
     async with await psycopg.AsyncConnection.connect(fresh_url, autocommit=True) as connection:
-        assert await migrate(connection, "hubbub", where="here") == [LATEST]
+        assert await migrate(connection, "hubbub", where="here") == [v for (v,) in EVERY_VERSION]
         with pytest.raises(psycopg.errors.DivisionByZero):
             await migrate(connection, "hubbub", where="here", migrations=broken)
-    assert rows(fresh_url, "SELECT version FROM hubbub.hubbub_schema") == [(LATEST,)]
+    assert rows(fresh_url, VERSIONS) == EVERY_VERSION
     assert rows(fresh_url, "SELECT to_regclass('hubbub.half_done')") == [(None,)]
 
 
@@ -493,7 +497,8 @@ async def test_a_read_on_a_stale_connection_is_retried(
 async def test_the_runtime_builds_and_starts_it(tmp_path: Path, contract_url: str) -> None:
     config = config_for(
         tmp_path,
-        f'[memory]\nbackend = "postgres"\n[plugins.postgres_store]\nurl = "{contract_url}"\n',
+        f'[memory]\nbackend = "postgres"\n[plugins.postgres_store]\nurl = "{contract_url}"\n'
+        + keyring_toml(tmp_path),
     )
     async with runtime_for(config) as runtime:
         assert isinstance(runtime.memory, PostgresStore)

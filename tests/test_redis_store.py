@@ -12,10 +12,12 @@ import os
 import signal
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
+from pathlib import Path
 
 import pytest
 import redis.asyncio
 from redis_support import RedisCluster, RedisServer
+from support import keyring_toml
 
 from hubbub.config import Config
 from hubbub.errors import ComponentError, ConflictError, InvalidRequestError, NotFoundError
@@ -123,12 +125,14 @@ class TestRedisStoreOnACluster(MemoryStoreContract):
 
 
 async def test_the_runtime_serves_conversations_from_redis(
+    tmp_path: Path,
     make_runtime: Callable[..., Runtime],
     redis_server: RedisServer,
     redis_client: redis.asyncio.Redis,
     principal: Principal,
 ) -> None:
     text = '[memory]\nbackend = "redis"\n' + redis_toml(redis_server.url)
+    text += keyring_toml(tmp_path)
     async with make_runtime(text) as runtime:
         assert isinstance(runtime.memory, RedisStore)
         engine = runtime.conversations

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 
 from hubbub.models import Conversation
+from hubbub.sqlite import DatabaseFailedError
 from hubbub_plugins.sqlite_store import SQLiteStore
 
 
@@ -80,7 +81,7 @@ async def test_a_query_that_meets_a_damaged_page_marks_the_store_down_at_once(
     store = SQLiteStore(str(path))
     await store.start()
     try:
-        with pytest.raises(sqlite3.DatabaseError, match="malformed"):
+        with pytest.raises(DatabaseFailedError, match="malformed"):
             await store.list_conversations("ada", limit=500)
         health = await store.health()
         # SQLite's own words from the failed query (quick_check words it differently)

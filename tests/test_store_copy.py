@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import run_cli
+from support import keyring_toml, run_cli
 
 from hubbub import hookimpl
 from hubbub.config import load_config
@@ -357,7 +357,8 @@ async def test_sqlite_moves_to_postgresql(tmp_path: Path, postgres_session: Any)
     target_toml = config_file(
         tmp_path,
         "b",
-        f'[memory]\nbackend = "postgres"\n[plugins.postgres_store]\nurl = "{url}"\n',
+        f'[memory]\nbackend = "postgres"\n[plugins.postgres_store]\nurl = "{url}"\n'
+        + keyring_toml(tmp_path),
     )
     source = await opened(tmp_path / "a" / "hubbub.sqlite3")
     try:
@@ -376,3 +377,82 @@ async def test_sqlite_moves_to_postgresql(tmp_path: Path, postgres_session: Any)
     async with runtime_for(load_config(path=target_toml)) as runtime:
         assert await snapshot(runtime.memory) == before
         assert (await runtime.health()).components["memory"].backend == "postgres"
+
+
+# -- accounts ------------------------------------------------------------------------------------
+
+FAST_PASSWORDS = "[passwords]\ntime_cost = 1\nmemory_cost = 8\n"
+SECRET = "correct horse battery"
+
+
+async def make_accounts(toml: Path) -> None:
+    """alice and bob, an API key record and a session, in the store ``toml`` selects."""
+    from hubbub.models import Principal, Record
+
+    async with runtime_for(load_config(path=toml)) as runtime:
+        await runtime.users.add("alice", SECRET)
+        await runtime.users.add("bob", SECRET, admin=True)
+        await runtime.accounts.create(
+            Record(kind="api_key", id="k1", owner="alice", lookup="digest-1", data=b"{}")
+        )
+        await runtime.sessions.open(Principal(id="alice"), method="local")
+
+
+async def test_accounts_move_with_the_store(tmp_path: Path, postgres_session: Any) -> None:
+    url = postgres_session.create_database()
+    source_toml = config_file(tmp_path, "a", FAST_PASSWORDS)
+    target_toml = config_file(
+        tmp_path,
+        "b",
+        FAST_PASSWORDS
+        + f'[memory]\nbackend = "postgres"\n[plugins.postgres_store]\nurl = "{url}"\n'
+        + keyring_toml(tmp_path),
+    )
+    await make_accounts(source_toml)
+    args = ["store", "copy", "--from", str(source_toml), "--to", str(target_toml)]
+    done = run_cli(args, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert "users: 2 copied" in done.stdout
+    assert "api keys: 1 copied" in done.stdout
+    again = run_cli(args, cwd=tmp_path)
+    assert "users: 0 copied, 0 updated, 2 already there" in again.stdout
+
+    async with runtime_for(load_config(path=target_toml)) as runtime:
+        assert (await runtime.health()).components["accounts"].backend == "postgres"
+        assert [user.id for user in await runtime.users.list()] == ["alice", "bob"]
+        assert (await runtime.users.check_password("alice", SECRET)).user is not None
+        assert "admin" in (await runtime.users.require("bob")).value.roles
+        assert await runtime.accounts.find("api_key", "digest-1") is not None
+        assert await runtime.sessions.list("alice") == []  # sessions stay behind
+
+
+async def test_an_account_named_alike_is_not_copied_over_another(tmp_path: Path) -> None:
+    source_toml = config_file(tmp_path, "a", FAST_PASSWORDS)
+    target_toml = config_file(tmp_path, "b", FAST_PASSWORDS)
+    await make_accounts(source_toml)
+    async with runtime_for(load_config(path=target_toml)) as runtime:
+        await runtime.users.add("ALICE", "another password")
+    plugins = load_plugins(env={})
+    source_config, target_config = load_config(path=source_toml), load_config(path=target_toml)
+    report = await copy_configured(
+        (source_config, plugins, check_config(source_config, plugins)),
+        (target_config, plugins, check_config(target_config, plugins)),
+    )
+    assert report.users is not None
+    assert (report.users.copied, report.users.conflicting) == (1, 1)
+    async with runtime_for(target_config) as runtime:
+        assert (await runtime.users.check_password("alice", "another password")).user
+
+
+async def test_one_account_store_is_not_copied_onto_itself(tmp_path: Path) -> None:
+    shared = tmp_path / "accounts.sqlite3"
+    extra = f'[plugins.sqlite_store]\naccounts_path = "{shared}"\n'
+    source_toml = config_file(tmp_path, "a", extra)
+    target_toml = config_file(tmp_path, "b", extra)
+    plugins = load_plugins(env={})
+    source_config, target_config = load_config(path=source_toml), load_config(path=target_toml)
+    with pytest.raises(SameStoreError, match="same account store"):
+        await copy_configured(
+            (source_config, plugins, check_config(source_config, plugins)),
+            (target_config, plugins, check_config(target_config, plugins)),
+        )

@@ -1,6 +1,7 @@
 """The ``hubbub`` command line.
 
-Core commands live here: ``version``, ``plugins``, ``config check|show|init``. Plugins add more
+Core commands live here: ``version``, ``plugins``, ``config check|show|init``, ``store copy``,
+``users add|passwd|disable|enable|list``, ``keys rotate-signing``. Plugins add more
 through the ``register_commands`` hook (the reference server adds ``serve`` that way). A plugin
 that fails to load or to add its commands is reported and skipped, so every other command, and
 ``hubbub plugins`` to see what is wrong, keeps working.
@@ -320,6 +321,161 @@ def store_copy(source_path: str, target_path: str, batch_size: int) -> None:
     click.echo(f"copied {source.config.source} -> {target.config.source}")
     for line in report.lines():
         click.echo(f"  {line}")
+
+
+# -- accounts: hubbub users ..., hubbub keys rotate-signing --------------------------------
+
+T = TypeVar("T")
+
+
+def run_with_accounts(config_path: str | None, action: Callable[[Runtime], Awaitable[T]]) -> T:
+    """Run ``action(runtime)`` in a runtime started from the configuration (its log quiet:
+    problems are reported once, as the error), for commands that change accounts, sessions or
+    keys on whatever store the servers use; hubbub's errors become one line, exit code 1 (2
+    for the configuration). For plugins' commands too (``hubbub keys create``)."""
+    from hubbub.runtime import Runtime
+
+    loaded = load_for_cli(config_path)
+
+    async def main() -> T:
+        logging.disable(logging.ERROR)
+        try:
+            async with Runtime(loaded.config, loaded.plugins, loaded.settings) as runtime:
+                if not runtime.has_accounts:
+                    raise click.ClickException(
+                        "users, sessions and API keys live in the account store, and none is "
+                        "configured ([accounts] backend)"
+                    )
+                return await action(runtime)
+        finally:
+            logging.disable(logging.NOTSET)
+
+    with cli_errors(loaded.config):
+        return asyncio.run(main())
+
+
+def _read_password(from_stdin: bool) -> str:
+    if from_stdin:
+        password = sys.stdin.readline().rstrip("\r\n")
+        if not password:
+            raise click.UsageError("--password-stdin: no password on standard input")
+        return password
+    if not sys.stdin.isatty():
+        raise click.UsageError("standard input is not a terminal: use --password-stdin")
+    value: str = click.prompt("Password", hide_input=True, confirmation_prompt=True)
+    return value
+
+
+@cli.group(name="users")
+def users_group() -> None:
+    """Local accounts (the ``local`` sign-in method)."""
+
+
+@users_group.command(name="add")
+@click.argument("name")
+@click.option("--admin", is_flag=True, help="Give the account the admin role.")
+@click.option("--email", default=None, help="The account's e-mail address.")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@click.option("--no-password", is_flag=True, help="No password (no password login).")
+@config_option
+def users_add(
+    name: str,
+    admin: bool,
+    email: str | None,
+    password_stdin: bool,
+    no_password: bool,
+    config_path: str | None,
+) -> None:
+    """Create the account NAME."""
+    password = None if no_password else _read_password(password_stdin)
+    run_with_accounts(
+        config_path, lambda rt: rt.users.add(name, password, admin=admin, email=email)
+    )
+    click.echo(f"created user {name}" + (" (admin)" if admin else ""))
+
+
+@users_group.command(name="passwd")
+@click.argument("name")
+@click.option("--password-stdin", is_flag=True, help="Read the password from standard input.")
+@config_option
+def users_passwd(name: str, password_stdin: bool, config_path: str | None) -> None:
+    """Set NAME's password; their sessions end."""
+    password = _read_password(password_stdin)
+
+    async def change(runtime: Runtime) -> int:
+        return (await runtime.admin.update(name, password=password))[1]
+
+    ended = run_with_accounts(config_path, change)
+    click.echo(f"password of {name} changed; {ended} sessions ended")
+
+
+@users_group.command(name="disable")
+@click.argument("name")
+@config_option
+def users_disable(name: str, config_path: str | None) -> None:
+    """Disable NAME: no more logins; their sessions end."""
+
+    async def disable(runtime: Runtime) -> int:
+        return (await runtime.admin.update(name, disabled=True))[1]
+
+    ended = run_with_accounts(config_path, disable)
+    click.echo(f"disabled user {name}; {ended} sessions ended")
+
+
+@users_group.command(name="enable")
+@click.argument("name")
+@config_option
+def users_enable(name: str, config_path: str | None) -> None:
+    """Enable NAME again."""
+    run_with_accounts(config_path, lambda rt: rt.admin.update(name, disabled=False))
+    click.echo(f"enabled user {name}")
+
+
+@users_group.command(name="list")
+@config_option
+def users_list(config_path: str | None) -> None:
+    """List the accounts (never their password hashes)."""
+    for user in run_with_accounts(config_path, lambda rt: rt.users.list()):
+        state = "disabled" if user.disabled else "active"
+        roles = ",".join(sorted(user.roles))
+        password = "password" if user.password_hash else "no password"
+        click.echo(f"{user.id}  {roles}  {state}  {password}")
+
+
+@cli.group(name="keys")
+def keys_group() -> None:
+    """API keys and the keys that sign access tokens."""
+
+
+@keys_group.command(name="rotate-signing")
+@click.option(
+    "--retire-after",
+    type=click.FloatRange(min=0),
+    default=None,
+    help="Seconds the current key keeps verifying (default: the access tokens' lifetime "
+    "plus the allowed clock skew).",
+)
+@config_option
+def rotate_signing(retire_after: float | None, config_path: str | None) -> None:
+    """Add a new signing key; the current one verifies until it retires."""
+    from hubbub.auth.keyfiles import ROTATION_DELAY, KeyringSource
+
+    loaded = load_for_cli(config_path)
+    sessions = loaded.config.sessions
+    keep = retire_after if retire_after is not None else sessions.access_token_ttl + sessions.leeway
+    with cli_errors(loaded.config):
+        source = KeyringSource(loaded.config)
+        existed = (path := source.file_path()) is not None and path.exists()
+        rotated = source.rotate(retire_after=keep)
+    newest = max(rotated.keys.values(), key=lambda key: key.created_at)
+    if not existed:
+        click.echo(f"signing keyring created in {path} (key {newest.kid})")
+        return
+    click.echo(
+        f"signing key {newest.kid} added in {path}: it signs in {ROTATION_DELAY:.0f} s, once "
+        f"every server has loaded it (they look every 5 s); the keys before it verify for "
+        f"{keep:.0f} s more"
+    )
 
 
 def _add_plugin_commands(group: click.Group) -> None:

@@ -29,6 +29,7 @@ from hubbub.models import (
     ModelInfo,
     Page,
     Principal,
+    Record,
     StoreUsage,
     Summary,
     ToolCall,
@@ -37,6 +38,7 @@ from hubbub.models import (
 )
 
 __all__ = [
+    "AccountStore",
     "AuthMethod",
     "CacheBackend",
     "CompleteNext",
@@ -46,6 +48,7 @@ __all__ = [
     "EventSink",
     "LLMMiddleware",
     "LLMProvider",
+    "LoginAttempt",
     "MemoryStore",
     "RedirectAuthMethod",
     "StreamNext",
@@ -206,6 +209,48 @@ class MemoryStore(Component, Protocol):
         owner."""
 
 
+class AccountStore(Component, Protocol):
+    """Durable records of who may sign in and how: users, login sessions, API keys. Several
+    server processes sharing one store agree on them. Every operation is atomic on its own;
+    :meth:`replace` compares versions so two processes never both rotate one refresh token.
+
+    Listings are in ascending ``id`` order (the store's own string order), paged with ``after``
+    (the last id of the previous page). Expired records may still be returned until
+    :meth:`purge` removes them: callers check ``expires_at`` themselves.
+    """
+
+    async def create(self, record: Record) -> Record:
+        """Store a new record and return it with ``version`` 1. Raises
+        :class:`hubbub.errors.ConflictError`, storing nothing, when its kind already has a
+        record with its ``id`` or its ``lookup``."""
+
+    async def get(self, kind: str, record_id: str) -> Record | None:
+        """The record of ``kind`` with ``record_id``, or ``None``."""
+
+    async def find(self, kind: str, lookup: str) -> Record | None:
+        """The record of ``kind`` whose ``lookup`` is ``lookup``, or ``None``."""
+
+    async def list_records(
+        self, kind: str, *, owner: str | None = None, after: str | None = None, limit: int = 100
+    ) -> list[Record]:
+        """At most ``limit`` records of ``kind`` (only ``owner``'s when given) with ids after
+        ``after``, in ascending id order."""
+
+    async def replace(self, record: Record) -> Record:
+        """Overwrite the stored record with the same kind and id if its version is still
+        ``record.version``; return it with the version incremented. Raises
+        :class:`hubbub.errors.ConflictError` (changing nothing) when the stored version differs
+        or another record of the kind has the new ``lookup``, and
+        :class:`hubbub.errors.NotFoundError` when there is no such record."""
+
+    async def delete(self, kind: str, record_id: str) -> bool:
+        """Delete the record; return whether it existed."""
+
+    async def purge(self, *, now: float, limit: int) -> int:
+        """Delete at most ``limit`` records (of any kind) whose ``expires_at`` is at or before
+        ``now``; return how many went (callers call again while the answer is ``limit``)."""
+
+
 class Credentials(msgspec.Struct, kw_only=True, omit_defaults=True):
     """What a caller presented to prove who they are; auth methods pick what they understand."""
 
@@ -234,17 +279,41 @@ class AuthMethod(Component, Protocol):
         serves a local user without credentials; any other server refuses to start."""
 
 
+class LoginAttempt(msgspec.Struct, kw_only=True, frozen=True):
+    """One sign-in through another site, between ``GET /api/auth/{method}/login`` and its
+    callback. The server creates it (fresh random ``state``, ``nonce`` and PKCE
+    ``code_verifier``), keeps it for a few minutes under ``state`` (single use, bound to the
+    browser by a cookie) and hands it to the method at both ends."""
+
+    method: str
+    """The auth method's registered name."""
+    provider: str = ""
+    """Which of the method's identity providers (``?provider=NAME``); empty: its first."""
+    state: str
+    """Sent to the provider and checked on the way back (CSRF protection)."""
+    nonce: str
+    """Must come back inside the ID token (replay protection)."""
+    code_verifier: str
+    """The PKCE secret; the provider gets its S256 challenge."""
+    redirect_uri: str
+    """The callback URL the provider sends the browser back to."""
+
+
 class RedirectAuthMethod(AuthMethod, Protocol):
     """An auth method that signs people in through another site (OIDC, Entra ID): the server
     sends the browser to :meth:`login_url` (``GET /api/auth/{method}/login``) and hands what
-    comes back to :meth:`complete_login` (``GET /api/auth/{method}/callback``)."""
+    comes back to :meth:`complete_login` (``GET /api/auth/{method}/callback``); the principal it
+    returns gets a hubbub session like any other login."""
 
-    async def login_url(self, *, redirect_uri: str, state: str) -> str:
-        """Where to send the browser; ``state`` must come back unchanged."""
+    async def login_url(self, attempt: LoginAttempt) -> str:
+        """Where to send the browser for ``attempt`` (the authorization request, with its
+        state, nonce and code challenge). Raises :class:`hubbub.errors.NotFoundError` for an
+        unknown ``attempt.provider``."""
 
-    async def complete_login(self, *, params: dict[str, str], redirect_uri: str) -> Principal:
-        """Turn the callback's query parameters into a principal, or raise
-        :class:`hubbub.errors.AuthenticationError`."""
+    async def complete_login(self, attempt: LoginAttempt, params: dict[str, str]) -> Principal:
+        """Turn the callback's query ``params`` into a principal (exchange the code, validate
+        the ID token against the provider's keys, issuer, audience and ``attempt.nonce``), or
+        raise :class:`hubbub.errors.AuthenticationError` with a reason for the log."""
 
 
 class LLMProvider(Component, Protocol):

@@ -69,6 +69,21 @@ def register_memory_stores(register: Registrar) -> None:
 
 
 @hookspec
+def register_account_stores(register: Registrar) -> None:
+    """Register account stores (:class:`hubbub.contracts.AccountStore`) that keep users, login
+    sessions and API keys.
+
+    Chosen with ``[accounts] backend = "<name>"``; unset, the store named like ``[memory]
+    backend`` when one is registered, else ``sqlite``. There is no fallback: without its
+    account store the server refuses to start rather than forget who may sign in.
+
+    :param register: ``register(name, factory, *, settings=None, description="")``.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
 def register_auth_methods(register: Registrar) -> None:
     """Register authentication methods (:class:`hubbub.contracts.AuthMethod`).
 
@@ -208,6 +223,24 @@ def on_shutdown(runtime: Any) -> Any:
     May be ``async``. Exceptions are logged; shutdown continues.
 
     :param runtime: the stopping :class:`hubbub.runtime.Runtime`.
+
+    .. versionadded:: 0.1
+    """
+
+
+@hookspec
+def check_new_password(password: str, user: str) -> Any:
+    """Judge a password about to be set for ``user`` (``hubbub users add``, ``users passwd``),
+    after hubbub's length policy passed: return a reason to refuse it (``"it appears in a
+    known data breach"``), shown to whoever chose it, or ``None`` to let it through. The
+    place for a breached-password check (a local copy of a breach corpus: the server is
+    expected to work offline) or a house rule.
+
+    May be ``async`` (a check that reads files should be, or run them off the event loop).
+    Every implementation is asked in turn until one refuses; never called at login.
+
+    :param password: the new password, in clear: never log or store it.
+    :param user: the account's name.
 
     .. versionadded:: 0.1
     """

@@ -17,6 +17,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal, Protocol
 
 from hubbub.contracts import (
+    AccountStore,
     AuthMethod,
     CacheBackend,
     EventLog,
@@ -114,6 +115,11 @@ class KindSpec:
     component that serves (both backends started). ``None``: the fallback serves only when
     the primary cannot start."""
 
+    default: Callable[[Any, Sequence[str]], Any] | None = field(default=None, compare=False)
+    """For kinds whose ``[section] key`` may be left unset: ``default(config, registered)``
+    picks the name then, or ``None`` for none (the account store follows ``[memory]
+    backend``)."""
+
     @property
     def managed(self) -> bool:
         """Whether the runtime starts, health-checks and stops these components."""
@@ -135,6 +141,8 @@ class KindSpec:
     def selected(self, config: Any, registered: Iterable[str]) -> list[str]:
         """The names ``config`` selects, primary before fallback, valid or not."""
         value = self.configured(config)
+        if value is None and self.default is not None:
+            value = self.default(config, list(registered))
         if self.selection == "all" or (self.selection == "all_unless_listed" and value is None):
             return sorted(registered)
         if self.selection == "one":
@@ -167,6 +175,21 @@ def _live_cache(
         fallback_name=fallback_name,
         timeout=config.cache.timeout,
     )
+
+
+def _default_accounts(config: Any, registered: Sequence[str]) -> str | None:
+    for name in (config.memory.backend, "sqlite"):
+        if name in registered:
+            return str(name)
+    return None
+
+
+DEFAULT_AUTH_METHODS = ("api_key", "local")
+"""The auth methods enabled when ``[auth] methods`` is unset (those registered)."""
+
+
+def _default_auth(config: Any, registered: Sequence[str]) -> list[str]:
+    return [name for name in DEFAULT_AUTH_METHODS if name in registered]
 
 
 KINDS: tuple[KindSpec, ...] = (
@@ -219,6 +242,18 @@ KINDS: tuple[KindSpec, ...] = (
         description="Durable conversations and messages.",
     ),
     KindSpec(
+        "accounts",
+        "register_account_stores",
+        AccountStore,
+        "account store",
+        "one",
+        section="accounts",
+        key="backend",
+        stage=35,
+        default=_default_accounts,
+        description="Users, login sessions and API keys, shared by every process.",
+    ),
+    KindSpec(
         "auth",
         "register_auth_methods",
         AuthMethod,
@@ -228,6 +263,7 @@ KINDS: tuple[KindSpec, ...] = (
         key="methods",
         stage=40,
         variants=(RedirectAuthMethod,),
+        default=_default_auth,
         description="Ways for callers to prove who they are, tried in order.",
     ),
     KindSpec(

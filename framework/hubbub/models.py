@@ -286,6 +286,29 @@ class Session(msgspec.Struct, kw_only=True, omit_defaults=True):
     :class:`hubbub.events.SessionRevoked`)."""
 
 
+class Record(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
+    """One item of an :class:`~hubbub.contracts.AccountStore`: a user, a login session, an API
+    key... The store keeps ``data`` opaque; the framework encodes a typed Struct into it."""
+
+    kind: str
+    """What it is (``user``, ``session``, ``api_key``...): ids, lookups and listings are per
+    kind."""
+    id: str
+    """Unique within its kind."""
+    data: bytes
+    """The item itself (msgspec JSON written by the framework)."""
+    owner: str = ""
+    """The principal it belongs to, for listing one owner's items; empty for none."""
+    lookup: str | None = None
+    """A second key, unique within the kind when set (a folded user name, a credential's
+    digest): :meth:`~hubbub.contracts.AccountStore.find` reads by it."""
+    version: int = 0
+    """How many times it was written; the store sets it (1 on create) and
+    :meth:`~hubbub.contracts.AccountStore.replace` compares it."""
+    expires_at: float | None = None
+    """When it may be purged (Unix seconds); ``None``: never on its own."""
+
+
 class ModelInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     """A model an LLM provider serves."""
 

@@ -274,6 +274,21 @@ class Plugins:
                     where = f"{self.describe(plugin_name)} failed in {hook_name}"
                     raise blame(exc, where) from exc
 
+    async def acall_first(self, hook_name: str, **kwargs: Any) -> Any:
+        """Call ``hook_name`` on each implementing plugin in turn, awaiting each result, until
+        one answers something other than ``None``; that answer (``None`` when none did).
+        Errors name the plugin (see :meth:`call_one`)."""
+        for plugin_name in self.implementers(hook_name):
+            for value in self.call_one(plugin_name, hook_name, **kwargs):
+                try:
+                    result = await maybe_await(value)
+                except Exception as exc:
+                    where = f"{self.describe(plugin_name)} failed in {hook_name}"
+                    raise blame(exc, where) from exc
+                if result is not None:
+                    return result
+        return None
+
     def has_implementations(self, hook_name: str) -> bool:
         """Whether any plugin implements ``hook_name``."""
         return bool(self.implementers(hook_name))

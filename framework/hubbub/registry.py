@@ -13,7 +13,7 @@ import re
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Generic, TypeVar
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 import msgspec
 
@@ -22,6 +22,11 @@ from hubbub.errors import ComponentError, PluginError
 from hubbub.events.bus import EventBus
 from hubbub.kinds import KindSpec, Member, protocol_members
 from hubbub.services import Resources, Tasks
+
+if TYPE_CHECKING:
+    from hubbub.auth.apikeys import ApiKeys
+    from hubbub.auth.users import Users
+    from hubbub.contracts import AccountStore
 
 __all__ = [
     "ComponentContext",
@@ -168,6 +173,31 @@ class ComponentContext(Generic[SettingsT]):
     runtime: Any = None
     """The :class:`hubbub.runtime.Runtime`, for route factories that serve it; other components
     use the services above and the components handed to them."""
+
+    @property
+    def accounts(self) -> AccountStore:
+        """The account store (:class:`hubbub.contracts.AccountStore`) where users, sessions
+        and API keys are kept, for auth methods that keep credentials of their own there
+        (through :class:`hubbub.auth.records.Records`); available to every kind that starts
+        after it (auth methods and later)."""
+        accounts: AccountStore = self.runtime.accounts
+        return accounts
+
+    @property
+    def users(self) -> Users:
+        """The local accounts (:class:`hubbub.auth.users.Users`), for auth methods that check
+        passwords; available to every kind that starts after the account store (auth methods
+        and later)."""
+        users: Users = self.runtime.users
+        return users
+
+    @property
+    def api_keys(self) -> ApiKeys:
+        """The API keys in the account store (:class:`hubbub.auth.apikeys.ApiKeys`), for the
+        auth method that checks them; available to every kind that starts after the account
+        store (auth methods and later)."""
+        api_keys: ApiKeys = self.runtime.api_keys
+        return api_keys
 
     @property
     def logger(self) -> logging.Logger:

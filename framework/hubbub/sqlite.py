@@ -53,7 +53,14 @@ from typing import TypeVar
 from hubbub.errors import ComponentError, HubbubError
 from hubbub.resilience import RetryPolicy
 
-__all__ = ["LOCK_SLICE", "MIN_FREE_BYTES", "DatabaseLockedError", "SQLiteDatabase", "is_busy"]
+__all__ = [
+    "LOCK_SLICE",
+    "MIN_FREE_BYTES",
+    "DatabaseFailedError",
+    "DatabaseLockedError",
+    "SQLiteDatabase",
+    "is_busy",
+]
 
 T = TypeVar("T")
 
@@ -113,6 +120,13 @@ class DatabaseLockedError(HubbubError):
             f"{waited:.1f} s and {tries} tries (busy_timeout); nothing of this request was "
             "written, try again"
         )
+
+
+class DatabaseFailedError(ComponentError):
+    """The SQLite file failed a call for another reason than a lock: it is read-only, damaged,
+    gone, or the disk failed (HTTP 503, the file named; the call wrote nothing)."""
+
+    code = "database_unavailable"
 
 
 class SchemaTooNewError(ComponentError):
@@ -179,8 +193,13 @@ class SQLiteDatabase:
         health_ttl: float = 5.0,
         integrity_interval: float = 60.0,
         integrity_wait: float = 0.5,
+        watch_file: bool = False,
     ) -> None:
         self.path = path
+        self.watch_file = watch_file
+        """Check before every call that the file is still the one opened (not deleted, not
+        replaced by another): a store whose absence must not pass unnoticed (credentials)."""
+        self._identity: tuple[int, int] | None = None
         self.schema = schema
         """A script run at every start (``CREATE TABLE IF NOT EXISTS ...``), before the
         migrations."""
@@ -252,6 +271,9 @@ class SQLiteDatabase:
             self._connection = await asyncio.get_running_loop().run_in_executor(
                 self._executor, connect
             )
+            if self.watch_file and self.path != ":memory:":
+                found = os.stat(self.path)
+                self._identity = (found.st_dev, found.st_ino)
         except BaseException:
             self._executor.shutdown(wait=False)
             self._executor = None
@@ -273,7 +295,22 @@ class SQLiteDatabase:
         async with self._writes:
             return await self._run_retrying(func, write=True)
 
+    def check_file(self) -> None:
+        """:class:`DatabaseFailedError` when the watched file is gone or is another file."""
+        if self._identity is None:
+            return
+        try:
+            found = os.stat(self.path)
+        except OSError:
+            found = None
+        if found is None or (found.st_dev, found.st_ino) != self._identity:
+            raise DatabaseFailedError(
+                f"the SQLite database {self.path} was deleted or replaced while in use: "
+                "restore it (or start the server again to use the new file)"
+            )
+
     async def _run_retrying(self, func: Callable[[sqlite3.Connection], T], *, write: bool) -> T:
+        self.check_file()
         loop = asyncio.get_running_loop()
         began = loop.time()
         tries = 0
@@ -295,8 +332,12 @@ class SQLiteDatabase:
                 if getattr(exc, "sqlite_errorcode", None) in _DAMAGED:
                     self._damage = (time.monotonic(), f"the database file is damaged: {exc}")
                     self._health = None
+                if isinstance(exc, sqlite3.IntegrityError):
+                    raise  # a constraint: the caller's to translate (a conflict...)
                 if not is_busy(exc):
-                    raise
+                    raise DatabaseFailedError(
+                        f"the SQLite database {self.path} failed: {exc}"
+                    ) from exc
                 waited = loop.time() - began
                 if waited >= self.busy_timeout:
                     logger.warning(
@@ -330,10 +371,13 @@ class SQLiteDatabase:
         """What is wrong with the database now, or ``None``."""
         try:
             await self.run(self._room_and_write, write=True)
-        except sqlite3.Error as exc:
+        except (sqlite3.Error, DatabaseFailedError) as exc:
             if self._damage is not None and self._damage[1]:  # the write met a damaged page
                 return self._damage[1]
-            return f"cannot write to the database: {exc}"
+            cause = exc.__cause__ if isinstance(exc, DatabaseFailedError) else exc
+            if isinstance(exc, DatabaseFailedError) and not isinstance(cause, sqlite3.Error):
+                return str(exc)  # the file was deleted or replaced
+            return f"cannot write to the database: {cause}"
         except (OSError, RuntimeError, DatabaseLockedError) as exc:  # no room; not open; locked
             return str(exc)
         return await self._integrity_problem()

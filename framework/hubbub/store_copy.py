@@ -22,6 +22,12 @@ source stays in the target: stop writing to the source before the last copy.
 
 Before copying, a probe memory written to the target is looked for in the source (then
 deleted): if the source sees it, both configurations name one store, and nothing is copied.
+
+The account stores the two configurations select (``[accounts] backend``) are copied too: users
+and API keys (:data:`ACCOUNT_KINDS`), never login sessions (people log in again). An account
+the target has already (same id) is left as it is; one whose name is taken there by another
+(``Alice`` against ``alice``) is not copied and counted as conflicting. The same probe check
+keeps an account store from being copied onto itself.
 """
 
 from __future__ import annotations
@@ -35,16 +41,25 @@ from typing import Any
 import msgspec
 
 from hubbub.config import Config
-from hubbub.contracts import MemoryStore
-from hubbub.errors import ComponentError, ConfigError, HubbubError, InvalidRequestError, blame
-from hubbub.models import Conversation, MemoryItem, new_id, now
+from hubbub.contracts import AccountStore, MemoryStore
+from hubbub.errors import (
+    ComponentError,
+    ConfigError,
+    ConflictError,
+    HubbubError,
+    InvalidRequestError,
+    blame,
+)
+from hubbub.models import Conversation, MemoryItem, Record, new_id, now
 from hubbub.plugins import Plugins
 from hubbub.registry import check_component
 
 __all__ = [
+    "ACCOUNT_KINDS",
     "CopyCounts",
     "CopyReport",
     "SameStoreError",
+    "copy_accounts",
     "copy_configured",
     "copy_store",
     "open_store",
@@ -58,6 +73,9 @@ PROBE_PREFIX = "hubbub-store-copy-probe-"
 
 PROBE_CONTENT = "written by hubbub store copy to tell two stores apart; safe to delete"
 """What the probe memory says."""
+
+ACCOUNT_KINDS = {"user": "users", "api_key": "api_keys"}
+"""The account store's kinds that are copied, each with its :class:`CopyReport` field."""
 
 _PROBE_OWNER = re.compile(re.escape(PROBE_PREFIX) + "[0-9a-f]{32}")
 
@@ -78,6 +96,8 @@ class CopyCounts(msgspec.Struct, kw_only=True):
     summaries only: messages and memories do not change)."""
     skipped: int = 0
     """Already in the target (same id) and not older there, left as they were."""
+    conflicting: int = 0
+    """Not copied: the target has another item with its unique name (accounts only)."""
 
 
 class CopyReport(msgspec.Struct, kw_only=True):
@@ -93,17 +113,26 @@ class CopyReport(msgspec.Struct, kw_only=True):
     """Conversation summaries (one per conversation)."""
     memories: CopyCounts = msgspec.field(default_factory=CopyCounts)
     """Long-term memories (those expired already are not copied)."""
+    users: CopyCounts | None = None
+    """Accounts (``None``: the account stores were not copied)."""
+    api_keys: CopyCounts | None = None
+    """API keys (``None``: the account stores were not copied)."""
 
     def lines(self) -> list[str]:
         """The report for people, one kind per line."""
-        kinds = ("conversations", "messages", "summaries", "memories")
+        kinds = ("conversations", "messages", "summaries", "memories", "users", "api_keys")
         rows = [f"owners: {self.owners}"]
         for kind in kinds:
-            counts: CopyCounts = getattr(self, kind)
-            rows.append(
-                f"{kind}: {counts.copied} copied, {counts.updated} updated, "
+            counts: CopyCounts | None = getattr(self, kind)
+            if counts is None:
+                continue
+            row = (
+                f"{kind.replace('_', ' ')}: {counts.copied} copied, {counts.updated} updated, "
                 f"{counts.skipped} already there"
             )
+            if counts.conflicting:
+                row += f", {counts.conflicting} not copied (the name is taken there)"
+            rows.append(row)
         return rows
 
 
@@ -159,6 +188,58 @@ async def copy_store(
         "; ".join(report.lines()),
         extra={"report": msgspec.to_builtins(report)},
     )
+    return report
+
+
+async def same_account_store(source: AccountStore, target: AccountStore) -> bool:
+    """Whether two account stores are one (a probe record written to ``target``, expiring in
+    ten minutes, is looked for in ``source``, then deleted)."""
+    probe = Record(
+        kind="hubbub-store-copy-probe", id=new_id(PROBE_PREFIX), data=b"", expires_at=now() + 600
+    )
+    await target.create(probe)
+    try:
+        return await source.get(probe.kind, probe.id) is not None
+    finally:
+        await target.delete(probe.kind, probe.id)
+
+
+async def copy_accounts(
+    source: AccountStore, target: AccountStore, report: CopyReport, *, batch_size: int = 500
+) -> CopyReport:
+    """Copy the users and API keys of ``source`` into ``target`` (see the module's
+    documentation), counting them in ``report``.
+
+    :raises SameStoreError: when both are one store (nothing is copied)."""
+    if await same_account_store(source, target):
+        raise SameStoreError(
+            "the source and the target are the same account store (a record written to the "
+            "target is seen in the source): nothing copied"
+        )
+    for kind, field in ACCOUNT_KINDS.items():
+        counts = CopyCounts()
+        setattr(report, field, counts)
+        after: str | None = None
+        while True:
+            records = await source.list_records(kind, after=after, limit=batch_size)
+            for record in records:
+                if record.expires_at is not None and record.expires_at <= now():
+                    continue
+                if await target.get(kind, record.id) is not None:
+                    counts.skipped += 1
+                    continue
+                try:
+                    await target.create(msgspec.structs.replace(record, version=0))
+                except ConflictError:
+                    counts.conflicting += 1
+                    logger.warning(
+                        "%s %r not copied: the target has another with its name", kind, record.id
+                    )
+                else:
+                    counts.copied += 1
+            if len(records) < batch_size:
+                break
+            after = records[-1].id
     return report
 
 
@@ -252,29 +333,38 @@ async def _copy_memories(
 
 @contextlib.asynccontextmanager
 async def open_store(
-    config: Config, plugins: Plugins, settings: Mapping[str, Any], *, role: str = "store"
-) -> AsyncIterator[MemoryStore]:
-    """The memory store ``config`` selects (``[memory] backend``; never its fallback), built by
-    its registered factory with the context the runtime gives it, started, and closed (with
-    the resources it took) on exit. ``role`` names it in errors (``source``, ``target``).
+    config: Config,
+    plugins: Plugins,
+    settings: Mapping[str, Any],
+    *,
+    role: str = "store",
+    kind: str = "memory",
+) -> AsyncIterator[Any]:
+    """The store of ``kind`` (``memory``, ``accounts``) ``config`` selects (never a
+    fallback), built by its registered factory with the context the runtime gives it, started,
+    and closed (with the resources it took) on exit. ``role`` names it in errors (``source``,
+    ``target``).
 
     The store's context has an unstarted runtime: a store that uses other components through
     ``context.runtime`` cannot be opened alone."""
     from hubbub.runtime import Runtime
 
     runtime = Runtime(config, plugins, settings)
-    name = config.memory.backend
-    registration = plugins.registries()["memory"].get(name)
+    spec = runtime.kinds[kind]
+    registry = plugins.registries()[kind]
+    selected = spec.selected(config, registry.names())
+    name = selected[0] if selected else ""
+    registration = registry.get(name)
     if registration is None:  # check_config has said so already, with the file and line
-        raise ComponentError(f"the {role}'s memory store {name!r} is not registered")
+        raise ComponentError(f"the {role}'s {spec.title} {name!r} is not registered")
     context = runtime.context(registration)
-    where = f"the {role}'s memory store {name!r} ({plugins.describe(registration.plugin)})"
+    where = f"the {role}'s {spec.title} {name!r} ({plugins.describe(registration.plugin)})"
     try:
         try:
             store = registration.factory(context)
         except Exception as exc:
             raise blame(exc, f"{where} could not be built", ComponentError) from exc
-        check_component(runtime.kinds["memory"], registration, store)
+        check_component(spec, registration, store)
         try:
             await store.start()
         except ConfigError as exc:
@@ -306,10 +396,27 @@ async def copy_configured(
     batch_size: int = 500,
     progress: Callable[[CopyReport], object] | None = None,
 ) -> CopyReport:
-    """Open the store each ``(config, plugins, settings)`` selects and copy the first into
-    the second (:func:`copy_store`)."""
+    """Open the stores each ``(config, plugins, settings)`` selects and copy the first's into
+    the second's: the memory stores (:func:`copy_store`), then the account stores
+    (:func:`copy_accounts`) when both sides have one."""
     async with (
         open_store(*source, role="source") as from_store,
         open_store(*target, role="target") as to_store,
     ):
-        return await copy_store(from_store, to_store, batch_size=batch_size, progress=progress)
+        report = await copy_store(from_store, to_store, batch_size=batch_size, progress=progress)
+    if not (_has_accounts(*source) and _has_accounts(*target)):
+        return report
+    async with (
+        open_store(*source, role="source", kind="accounts") as from_accounts,
+        open_store(*target, role="target", kind="accounts") as to_accounts,
+    ):
+        await copy_accounts(from_accounts, to_accounts, report, batch_size=batch_size)
+    logger.info("copied the account store: %s", "; ".join(report.lines()[-2:]))
+    return report
+
+
+def _has_accounts(config: Config, plugins: Plugins, settings: Mapping[str, Any]) -> bool:
+    from hubbub.kinds import kinds_by_name
+
+    registry = plugins.registries()["accounts"]
+    return bool(kinds_by_name()["accounts"].selected(config, registry.names()))

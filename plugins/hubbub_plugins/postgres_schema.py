@@ -1,4 +1,4 @@
-"""The ``postgres`` memory store's schema and its migrations, applied at start.
+"""The ``postgres`` memory and account stores' schema and its migrations, applied at start.
 
 Every table lives in one schema of its own (``[plugins.postgres_store] schema``, default
 ``hubbub``). The table ``hubbub_schema`` in it records each migration applied (version,
@@ -93,8 +93,27 @@ COMMENT ON TABLE usage IS 'per owner: kept in the transaction of every write tha
 -- points (as in Python), whatever the database's locale, and compare fastest.
 """
 
+_V2 = """
+CREATE TABLE records (
+    kind TEXT COLLATE "C" NOT NULL,
+    id TEXT COLLATE "C" NOT NULL,
+    owner TEXT COLLATE "C" NOT NULL,
+    lookup TEXT COLLATE "C",
+    version BIGINT NOT NULL,
+    expires_at DOUBLE PRECISION,
+    data BYTEA NOT NULL,
+    PRIMARY KEY (kind, id)
+);
+COMMENT ON TABLE records IS 'the account store: users, login sessions, API keys (by kind)';
+COMMENT ON COLUMN records.data IS 'opaque to the store: msgspec JSON written by hubbub';
+CREATE UNIQUE INDEX records_by_lookup ON records (kind, lookup) WHERE lookup IS NOT NULL;
+CREATE INDEX records_by_owner ON records (kind, owner, id);
+CREATE INDEX records_by_expiry ON records (expires_at) WHERE expires_at IS NOT NULL;
+"""
+
 MIGRATIONS: tuple[Migration, ...] = (
     Migration(1, "conversations, messages, memories, summaries and per-owner usage", _V1),
+    Migration(2, "account records: users, login sessions and API keys", _V2),
 )
 """Every migration, oldest first."""
 

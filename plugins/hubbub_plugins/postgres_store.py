@@ -52,6 +52,7 @@ if TYPE_CHECKING:
     from psycopg_pool import AsyncConnectionPool
 
     from hubbub.registry import ComponentContext, Registrar
+    from hubbub_plugins.postgres_accounts import PostgresAccountStore
 
 __all__ = ["PostgresStore", "PostgresStoreSettings"]
 
@@ -929,6 +930,27 @@ def _quiet(future: asyncio.Future[None]) -> None:
     """Retrieve a background pool check's outcome (its failure is the pool's to log)."""
     if not future.cancelled():
         future.exception()
+
+
+@hookimpl
+def register_account_stores(register: Registrar) -> None:
+    """Account store ``postgres``:
+    :class:`~hubbub_plugins.postgres_accounts.PostgresAccountStore`, in the table ``records``
+    of the same database and schema as the memory store."""
+
+    def build(context: ComponentContext[PostgresStoreSettings]) -> PostgresAccountStore:
+        from hubbub_plugins.postgres_accounts import PostgresAccountStore  # it imports us
+
+        settings = context.settings
+        return PostgresAccountStore(settings.url.reveal(), settings, logger=context.logger)
+
+    register(
+        "postgres",
+        build,
+        settings=PostgresStoreSettings,
+        description="users, sessions and API keys in PostgreSQL (psycopg pool), shared by "
+        "every process",
+    )
 
 
 @hookimpl

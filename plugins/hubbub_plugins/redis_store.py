@@ -81,6 +81,7 @@ if TYPE_CHECKING:
     import redis.asyncio
 
     from hubbub.registry import ComponentContext, Registrar
+    from hubbub_plugins.redis_accounts import RedisAccountStore
 
 __all__ = ["RedisStore", "RedisStoreSettings"]
 
@@ -504,9 +505,19 @@ def _why(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
 
 
-class RedisStore:
-    """A :class:`hubbub.contracts.MemoryStore` in Redis, shared by every process that uses the
-    same ``[redis] url`` and ``key_prefix`` (see the module's documentation for the layout)."""
+class RedisBacked:
+    """What the Redis stores share: the shared ``[redis] url`` client, the key base (the
+    prefix, a hash tag on a cluster), their Lua scripts, one deadline per operation and
+    failures turned into :class:`~hubbub.errors.ComponentError` naming the store."""
+
+    noun = "store"
+    """What messages call it: ``the Redis <noun> at ...``."""
+    role = "memory store"
+    """What the log calls it when it starts."""
+    needed_by = "memory.backend"
+    """The setting that needs ``[redis] url`` (named when it is missing)."""
+    scripts: dict[str, str] = {}
+    """Its Lua scripts, by name."""
 
     def __init__(self, context: ComponentContext[RedisStoreSettings]) -> None:
         self._context = context
@@ -517,7 +528,7 @@ class RedisStore:
         """Whether ``[redis] url`` is a Redis Cluster (then every key carries a hash tag)."""
         self.base = _hash_tagged(self.prefix) if self.cluster else self.prefix
         """What every key starts with: the prefix, made a hash tag on a cluster."""
-        self.where = redacted_url(redis_url(config, "memory.backend"))
+        self.where = redacted_url(redis_url(config, self.needed_by))
         """The Redis URL without its password, for messages."""
         self.timeout = config.redis.timeout
         """Seconds one operation may take in all (``[redis] timeout``)."""
@@ -534,13 +545,14 @@ class RedisStore:
 
         self._failures = (redis.exceptions.RedisError, OSError, TimeoutError)
         client = await shared_redis(
-            self._context.resources, self._context.config, needed_by="memory.backend"
+            self._context.resources, self._context.config, needed_by=self.needed_by
         )
         self._client = client
-        self._scripts = {name: client.register_script(body) for name, body in _SCRIPTS.items()}
+        self._scripts = {name: client.register_script(body) for name, body in self.scripts.items()}
         await self._do("reach it", client.ping())
         self._logger.info(
-            "memory store in Redis at %s under %r%s",
+            "%s in Redis at %s under %r%s",
+            self.role,
             self.where,
             self.base,
             " (Redis Cluster: one hash slot)" if self.cluster else "",
@@ -568,12 +580,9 @@ class RedisStore:
 
     # -- plumbing -----------------------------------------------------------------------------
 
-    def _key(self, kind: str, ident: str) -> str:
-        return f"{self.base}{kind}:{ident}"
-
     def _ready(self) -> redis.asyncio.Redis:
         if self._client is None:
-            raise ComponentError("the Redis store is not started")
+            raise ComponentError(f"the Redis {self.noun} is not started")
         return self._client
 
     async def _do(self, doing: str, call: Awaitable[T]) -> T:
@@ -583,13 +592,23 @@ class RedisStore:
                 return await call
         except TimeoutError as exc:
             raise ComponentError(
-                f"the Redis store at {self.where} failed to {doing}: no answer within "
+                f"the Redis {self.noun} at {self.where} failed to {doing}: no answer within "
                 f"{self.timeout:g} s ([redis] timeout)"
             ) from exc
         except self._failures as exc:
             raise ComponentError(
-                f"the Redis store at {self.where} failed to {doing}: {_why(exc)}"
+                f"the Redis {self.noun} at {self.where} failed to {doing}: {_why(exc)}"
             ) from exc
+
+
+class RedisStore(RedisBacked):
+    """A :class:`hubbub.contracts.MemoryStore` in Redis, shared by every process that uses the
+    same ``[redis] url`` and ``key_prefix`` (see the module's documentation for the layout)."""
+
+    scripts = _SCRIPTS
+
+    def _key(self, kind: str, ident: str) -> str:
+        return f"{self.base}{kind}:{ident}"
 
     async def _run(self, doing: str, script: str, keys: list[str], *args: object) -> Any:
         self._ready()
@@ -1023,6 +1042,24 @@ class RedisStore:
         if status == "corrupt":
             self._corrupt(f"conversation {conversation.id!r}", key, "not a hash of its fields")
         return int(reply[1])
+
+
+@hookimpl
+def register_account_stores(register: Registrar) -> None:
+    """Account store ``redis``: :class:`~hubbub_plugins.redis_accounts.RedisAccountStore`,
+    under the same ``[plugins.redis_store] key_prefix`` as the memory store."""
+
+    def build(context: ComponentContext[RedisStoreSettings]) -> RedisAccountStore:
+        from hubbub_plugins.redis_accounts import RedisAccountStore  # it imports this module
+
+        return RedisAccountStore(context)
+
+    register(
+        "redis",
+        build,
+        settings=RedisStoreSettings,
+        description="users, sessions and API keys in Redis ([redis] url), shared by every process",
+    )
 
 
 @hookimpl

@@ -35,6 +35,7 @@ from hubbub.models import (
 )
 from hubbub.pagination import decode_cursor, encode_cursor
 from hubbub.sqlite import SQLiteDatabase
+from hubbub_plugins.sqlite_accounts import SQLiteAccountStore
 
 if TYPE_CHECKING:
     from hubbub.registry import ComponentContext, Registrar
@@ -138,6 +139,9 @@ class SQLiteStoreSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tr
     """Seconds a health probe's answer is reused (``/health/ready`` polled by anyone costs at
     most one probe per interval): the probe checks free space, commits a one-row write and
     reads the last ``PRAGMA quick_check``, itself run at most once a minute."""
+    accounts_path: str | None = None
+    """The account store's file (users, sessions, API keys), when ``[accounts] backend`` is
+    ``sqlite``; default ``accounts.sqlite3`` in the data directory."""
 
 
 _encode = msgspec.json.Encoder().encode
@@ -560,6 +564,21 @@ class SQLiteStore:
 
         stored: int = await self._run(write, write=True)
         return stored
+
+
+@hookimpl
+def register_account_stores(register: Registrar) -> None:
+    def build(context: ComponentContext[SQLiteStoreSettings]) -> SQLiteAccountStore:
+        settings = context.settings
+        path = settings.accounts_path or str(context.data_dir / "accounts.sqlite3")
+        return SQLiteAccountStore(path, busy_timeout=settings.busy_timeout)
+
+    register(
+        "sqlite",
+        build,
+        settings=SQLiteStoreSettings,
+        description="users, sessions and API keys in a SQLite file",
+    )
 
 
 @hookimpl

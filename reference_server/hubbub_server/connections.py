@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import collections
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from http import HTTPStatus
 from typing import Any
@@ -165,8 +166,18 @@ class ConnectionConfig(uvicorn.Config):
     """uvicorn's settings with hubbub's connection protocol and its ``limits``. One per server;
     pickled into every worker process, so its :attr:`refusals` are made where they are used."""
 
-    def __init__(self, *args: Any, limits: ConnectionLimits, **kwargs: Any) -> None:
+    def __init__(
+        self,
+        *args: Any,
+        limits: ConnectionLimits,
+        trusted_proxies: Sequence[str] = (),
+        **kwargs: Any,
+    ) -> None:
         kwargs.setdefault("http", HubbubHttpProtocol)
+        # uvicorn believes X-Forwarded-* from 127.0.0.1 by default: any local client could
+        # then pose as any address. Only the configured proxies are believed.
+        kwargs["proxy_headers"] = bool(trusted_proxies)
+        kwargs["forwarded_allow_ips"] = list(trusted_proxies) or None
         super().__init__(*args, **kwargs)
         self.limits = limits
         self.answers = _Answers.of(limits)

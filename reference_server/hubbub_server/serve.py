@@ -185,6 +185,7 @@ async def _serve_one(config: Config, log_level: str) -> None:
             timeout_graceful_shutdown=int(max(1, config.server.grace_period)),
             lifespan="on",
             limits=ConnectionLimits.from_config(config.server),
+            trusted_proxies=config.server.trusted_proxies,
         ),
         app.state,
         on_listening=lambda port: _describe(runtime, f"http://{config.server.host}:{port}"),
@@ -319,6 +320,7 @@ def _serve_workers(config: Config, overrides: dict[str, Any], *, reload: bool) -
         hubbub_source=config.source,
         hubbub_overrides=overrides,
         limits=ConnectionLimits.from_config(config.server),
+        trusted_proxies=config.server.trusted_proxies,
     )
     server = uvicorn.Server(worker_config)
     sock = worker_config.bind_socket()

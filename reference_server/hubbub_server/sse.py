@@ -100,6 +100,10 @@ class StreamControl(Protocol):
     def stop(self) -> None:
         """The client has gone: end now, quietly."""
 
+    def tick(self) -> None:
+        """Called at every heartbeat, before it is written (must not block): a stream may
+        look at whether its credential still holds."""
+
 
 class ClientWatch:
     """Notices when the client of a streamed response leaves, without a task of its own.
@@ -275,6 +279,7 @@ class _EventStreamApp(ASGIResponse):
         """The heartbeat: write the comment if nothing was sent since the last tick (without
         waking the stream's task: nothing is allocated per idle stream between ticks), after
         checking the client is still there."""
+        self._stream.tick()
         client = self._client
         if client is not None and client.left():
             self._stream.stop()

@@ -13,6 +13,7 @@ import httpx
 import msgspec
 import pytest
 from live_support import LiveServer, assert_problem, running
+from support import keyring_toml
 
 from hubbub.models import MemoryItem, stored_size
 
@@ -289,6 +290,7 @@ def test_the_shared_stores_hold_the_same_line(
     else:
         url = request.getfixturevalue("redis_server").url
         extra = f'[redis]\nurl = "{url}"\n[memory]\nbackend = "redis"\n'
+    extra += keyring_toml(tmp_path)  # servers sharing an account store share a keyring
     with running(tmp_path / backend, TOML + extra, keys=("racer", "probe")) as live:
         responses = burst(live, "racer", "/api/conversations", [{}] * 20)
         assert sum(r.status_code == 201 for r in responses) == MAX_CONVERSATIONS

@@ -24,8 +24,7 @@ from live_support import assert_problem
 
 from hubbub import hookimpl
 from hubbub.registry import ComponentContext, Registrar
-from hubbub.testing import config_for
-from hubbub_plugins.api_keys import ApiKeys
+from hubbub.testing import config_for, runtime_for
 from hubbub_server import create_app
 from hubbub_server.security import Caller
 
@@ -98,12 +97,8 @@ def serving(app: Litestar) -> Iterator[str]:
 
 
 async def make_key(home: Path, user: str) -> str:
-    keys = ApiKeys(str(home / "api_keys.sqlite3"))
-    await keys.start()
-    try:
-        return (await keys.create(user))[1]
-    finally:
-        await keys.aclose()
+    async with runtime_for(config_for(home)) as runtime:  # keys live in its account store
+        return (await runtime.api_keys.create(user))[1]
 
 
 @pytest.fixture(scope="module")

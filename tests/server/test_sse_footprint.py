@@ -27,8 +27,7 @@ import uvicorn
 from litestar import Litestar
 
 from hubbub.events import Subscription
-from hubbub.testing import config_for
-from hubbub_plugins.api_keys import ApiKeys
+from hubbub.testing import config_for, runtime_for
 from hubbub_server import create_app
 from hubbub_server.connections import ConnectionConfig, ConnectionLimits
 from hubbub_server.heartbeat import Heartbeat
@@ -96,12 +95,8 @@ class Served:
 
 
 async def make_key(home: Path, user: str) -> str:
-    keys = ApiKeys(str(home / "api_keys.sqlite3"))
-    await keys.start()
-    try:
-        return (await keys.create(user))[1]
-    finally:
-        await keys.aclose()
+    async with runtime_for(config_for(home)) as runtime:  # keys live in its account store
+        return (await runtime.api_keys.create(user))[1]
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,8 @@
 """Authentication across the enabled auth methods.
 
-:class:`Authenticator` tries the methods of ``[auth] methods`` in order. A method returns a
+:class:`Authenticator` checks an access token (a JWT) against its login session
+(:class:`~hubbub.auth.sessions.SessionManager`); other credentials go to the methods of
+``[auth] methods``, in order. A method returns a
 :class:`~hubbub.models.Principal` for credentials it accepts, ``None`` for credentials it does not
 recognise (the next method is tried) and raises :class:`~hubbub.errors.AuthenticationError` for
 credentials it recognises but rejects (expired, revoked, forged: no other method is tried).
@@ -24,6 +26,8 @@ from collections.abc import Mapping
 import msgspec
 
 from hubbub.auth.provisioning import CredentialsLostError, ProvisioningMarker
+from hubbub.auth.sessions import SessionManager
+from hubbub.auth.tokens import TokenError
 from hubbub.contracts import AuthMethod, Credentials
 from hubbub.errors import AuthenticationError
 from hubbub.models import Health, Principal
@@ -51,8 +55,11 @@ class Authenticator:
         allow_local: bool | None = None,
         provisioning_ttl: float = 2.0,
         marker: ProvisioningMarker | None = None,
+        sessions: SessionManager | None = None,
     ) -> None:
         self.methods = dict(methods)
+        self.sessions = sessions
+        """Checks access tokens (JWTs) of login sessions, before any method is tried."""
         self.allow_local = allow_local
         """Whether local mode may apply at all. The host decides (the reference server: only
         when bound to loopback); ``None`` until it has, which counts as no."""
@@ -124,15 +131,33 @@ class Authenticator:
                 "operator restores them (the server log says how)"
             ) from None
 
+    @staticmethod
+    def _named(principal: Principal, method: str) -> Principal:
+        if principal.auth_method:
+            return principal
+        return msgspec.structs.replace(principal, auth_method=method)
+
     async def _authenticate(self, credentials: Credentials) -> Principal:
-        presented = credentials.bearer is not None or credentials.username is not None
+        bearer = credentials.bearer
+        sessions = self.sessions
+        if bearer is not None and sessions is not None and sessions.is_access_token(bearer):
+            try:
+                return await sessions.authenticate(bearer)
+            except TokenError as exc:
+                logger.info("access token refused: %s", exc.reason, extra={"reason": exc.reason})
+                # Not hubbub's token, perhaps: a method of a plugin may know it (another
+                # issuer's JWT); if none does, the refusal stands.
+                for name, method in self.methods.items():
+                    principal = await method.authenticate(credentials)
+                    if principal is not None:
+                        return self._named(principal, name)
+                raise
+        presented = bearer is not None or credentials.username is not None
         if presented:
             for name, method in self.methods.items():
                 principal = await method.authenticate(credentials)
                 if principal is not None:
-                    if not principal.auth_method:
-                        principal = msgspec.structs.replace(principal, auth_method=name)
-                    return principal
+                    return self._named(principal, name)
         if await self.local_mode():
             return LOCAL_PRINCIPAL
         if presented:

@@ -23,13 +23,18 @@ burst of logins waits instead of exhausting memory. ::
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import secrets
+from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
 from hubbub.config import PasswordsConfig
-from hubbub.errors import InvalidRequestError
+from hubbub.errors import InvalidRequestError, TooManyRequestsError
 
-__all__ = ["PasswordCheck", "Passwords"]
+__all__ = ["QUEUE_PER_SLOT", "PasswordCheck", "Passwords"]
+
+QUEUE_PER_SLOT = 16
+"""Callers that may wait for each hashing slot before more are refused (429)."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +62,7 @@ class Passwords:
             type=Type.ID,
         )
         self._slots = asyncio.Semaphore(config.concurrency)
+        self._waiting = 0
         self._dummy: str | None = None
 
     def check_policy(self, password: str) -> None:
@@ -76,10 +82,29 @@ class Passwords:
                 field="password",
             )
 
+    @contextlib.asynccontextmanager
+    async def _slot(self) -> AsyncIterator[None]:
+        """One of the ``concurrency`` hashing slots; :class:`TooManyRequestsError` at once
+        when :data:`QUEUE_PER_SLOT` callers per slot wait already (a flood of logins waits
+        in a bounded queue, then is turned away, instead of queueing without end)."""
+        if self._waiting >= QUEUE_PER_SLOT * self.config.concurrency:
+            error = TooManyRequestsError("the server is busy checking passwords: try again")
+            error.retry_after = 1.0
+            raise error
+        self._waiting += 1
+        try:
+            await self._slots.acquire()
+        finally:
+            self._waiting -= 1
+        try:
+            yield
+        finally:
+            self._slots.release()
+
     async def hash(self, password: str) -> str:
         """An argon2id hash of ``password`` (checked against the policy first)."""
         self.check_policy(password)
-        async with self._slots:
+        async with self._slot():
             return await asyncio.to_thread(self._hasher.hash, password)
 
     async def verify(self, stored: str | None, password: str) -> PasswordCheck:
@@ -87,16 +112,31 @@ class Passwords:
         stand-in hash all the same). A malformed stored hash never matches."""
         if len(password) > self.config.max_length:
             return PasswordCheck(ok=False)
-        target = stored if stored is not None else await self._stand_in()
-        async with self._slots:
+        stand_in = await self._stand_in()
+        target = stored if stored is not None else stand_in
+        async with self._slot():
             ok = await asyncio.to_thread(self._matches, target, password)
-            if not ok or stored is None:
+            if stored is None:
                 return PasswordCheck(ok=False)
-            if not self._hasher.check_needs_rehash(stored):
+            outdated = self._outdated(stored)
+            if not ok:
+                if outdated:  # a cheaper old hash failed: do the current work all the same
+                    await asyncio.to_thread(self._matches, stand_in, password)
+                return PasswordCheck(ok=False)
+            if not outdated:
                 return PasswordCheck(ok=True)
             return PasswordCheck(
                 ok=True, rehash=await asyncio.to_thread(self._hasher.hash, password)
             )
+
+    def _outdated(self, stored: str) -> bool:
+        """Whether ``stored`` was made with other parameters (a malformed hash counts)."""
+        from argon2.exceptions import InvalidHashError
+
+        try:
+            return bool(self._hasher.check_needs_rehash(stored))
+        except (InvalidHashError, ValueError):
+            return True
 
     def _matches(self, stored: str, password: str) -> bool:
         from argon2.exceptions import InvalidHashError, VerificationError
@@ -107,8 +147,9 @@ class Passwords:
             return False
 
     async def prepare(self) -> None:
-        """Make the stand-in hash now (an auth method calls this at start), so that not even
-        the first unknown user's login takes longer than a known one's."""
+        """Make the stand-in hash now (:class:`~hubbub.auth.users.Users` calls this before
+        every check, whoever logs in), so that not even the first unknown user's login takes
+        longer than a known one's."""
         await self._stand_in()
 
     async def _stand_in(self) -> str:

@@ -24,6 +24,7 @@ from __future__ import annotations
 
 import base64
 import json
+import re
 import secrets
 import time
 from collections import OrderedDict
@@ -100,6 +101,19 @@ class SigningKey:
     """When it was made (Unix seconds)."""
     retire_at: float | None = None
     """When it stops verifying (Unix seconds); ``None`` while it is in use."""
+    activate_at: float | None = None
+    """When it starts signing (Unix seconds): a rotated-in key verifies at once but signs only
+    once every process has had time to load it; ``None``: from its creation."""
+
+    def signs_at(self, moment: float) -> bool:
+        """Whether it may sign at ``moment``."""
+        return (self.activate_at is None or self.activate_at <= moment) and (
+            self.retire_at is None or self.retire_at > moment
+        )
+
+    def retired_at(self, moment: float) -> bool:
+        """Whether it has stopped verifying at ``moment``."""
+        return self.retire_at is not None and self.retire_at <= moment
 
     @property
     def verifier(self) -> Any:
@@ -134,43 +148,68 @@ class Keyring:
     """Signing keys: :attr:`signing` signs; every key not yet retired verifies."""
 
     def __init__(self, keys: list[SigningKey]) -> None:
-        active = [key for key in keys if key.retire_at is None]
-        if len(active) != 1:
-            raise ValueError(f"a keyring signs with exactly one key, not {len(active)}")
+        if not any(key.retire_at is None for key in keys):
+            raise ValueError("a keyring needs a key that is not being retired")
         self.keys = {key.kid: key for key in keys}
-        self.signing = active[0]
         self._verified: OrderedDict[tuple[str, str, str], tuple[AccessClaims, SigningKey]] = (
             OrderedDict()
         )
+
+    @property
+    def signing(self) -> SigningKey:
+        """The key that signs now: the newest one active and not retired."""
+        return self.signing_at(time.time())
+
+    def signing_at(self, moment: float) -> SigningKey:
+        """The key that signs at ``moment``."""
+        usable = [key for key in self.keys.values() if key.signs_at(moment)]
+        if not usable:  # only keys still waiting to sign: the earliest to start does
+            waiting = [key for key in self.keys.values() if key.retire_at is None]
+            return min(waiting, key=lambda key: key.activate_at or key.created_at)
+        return max(usable, key=lambda key: key.created_at)
 
     @classmethod
     def generate(cls, algorithm: Algorithm = "EdDSA") -> Keyring:
         """A keyring of one new key."""
         return cls([SigningKey(new_id("key_"), algorithm, _new_key(algorithm), time.time())])
 
-    def rotated(self, *, retire_after: float, now: float | None = None) -> Keyring:
-        """A keyring where a new key signs and the current one verifies for ``retire_after``
-        more seconds (at least the access tokens' lifetime); keys retired already are dropped."""
+    def rotated(
+        self, *, retire_after: float, activate_after: float = 0.0, now: float | None = None
+    ) -> Keyring:
+        """A keyring with a new key that verifies at once and signs after ``activate_after``
+        seconds (the time every process takes to load the new keyring); the keys in use stop
+        verifying ``retire_after`` seconds after that (at least the access tokens' lifetime).
+        Keys retired already are dropped."""
         moment = time.time() if now is None else now
-        kept = [
-            key
-            for key in self.keys.values()
-            if key is not self.signing and (key.retire_at is None or key.retire_at > moment)
-        ]
-        old = SigningKey(
-            self.signing.kid,
-            self.signing.algorithm,
-            self.signing.private,
-            self.signing.created_at,
-            retire_at=moment + retire_after,
+        until = moment + activate_after + retire_after
+        kept = []
+        for key in self.keys.values():
+            if key.retired_at(moment):
+                continue
+            if key.retire_at is None or key.retire_at > until:
+                key = SigningKey(
+                    key.kid,
+                    key.algorithm,
+                    key.private,
+                    key.created_at,
+                    retire_at=until,
+                    activate_at=key.activate_at,
+                )
+            kept.append(key)
+        algorithm = self.signing_at(moment).algorithm
+        fresh = SigningKey(
+            new_id("key_"),
+            algorithm,
+            _new_key(algorithm),
+            moment,
+            activate_at=moment + activate_after if activate_after > 0 else None,
         )
-        algorithm = self.signing.algorithm
-        fresh = SigningKey(new_id("key_"), algorithm, _new_key(algorithm), moment)
-        return Keyring([*kept, old, fresh])
+        return Keyring([*kept, fresh])
 
     def jwks(self) -> dict[str, Any]:
-        """The public keys, as ``/.well-known/jwks.json`` publishes them."""
-        keys = [key.public_jwk() for key in self.keys.values()]
+        """The public keys that verify now, as ``/.well-known/jwks.json`` publishes them."""
+        moment = time.time()
+        keys = [key.public_jwk() for key in self.keys.values() if not key.retired_at(moment)]
         return {"keys": [key for key in keys if key is not None]}
 
     def issue(
@@ -188,7 +227,8 @@ class Keyring:
         seconds."""
         import jwt
 
-        moment = int(time.time() if now is None else now)
+        exact = time.time() if now is None else now
+        moment = int(exact)
         claims: dict[str, Any] = {
             "iss": issuer,
             "aud": audience,
@@ -200,7 +240,7 @@ class Keyring:
         }
         if scopes:
             claims["scope"] = " ".join(sorted(scopes))
-        key = self.signing
+        key = self.signing_at(exact)
         return jwt.encode(
             claims, key.private, algorithm=key.algorithm, headers={"kid": key.kid, "typ": "JWT"}
         )
@@ -279,9 +319,14 @@ class Keyring:
             raise TokenError(f"claims of the wrong type: {exc}") from None
 
 
+_COMPACT = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
+"""A JWS in compact form, strictly: unpadded base64url parts (so no two strings verify as
+one token: a decoder that skips padding or stray bytes would otherwise accept both)."""
+
+
 def _header(token: str) -> dict[str, Any]:
     """The token's header, decoded without trusting anything in it."""
-    if not isinstance(token, str) or token.count(".") != 2 or len(token) > 8192:
+    if not isinstance(token, str) or len(token) > 8192 or not _COMPACT.fullmatch(token):
         raise TokenError("not a JWT")
     encoded = token.split(".", 1)[0]
     try:
@@ -308,6 +353,8 @@ class _StoredKey(msgspec.Struct, kw_only=True):
     """When it was made (Unix seconds)."""
     retire_at: float | None = None
     """When it stops verifying (Unix seconds); ``None`` while it signs."""
+    activate_at: float | None = None
+    """When it starts signing (Unix seconds); ``None``: from its creation."""
 
 
 class _StoredKeyring(msgspec.Struct, kw_only=True):
@@ -340,24 +387,59 @@ def dump_keyring(keyring: Keyring) -> bytes:
                 private=private,
                 created_at=key.created_at,
                 retire_at=key.retire_at,
+                activate_at=key.activate_at,
             )
         )
     return msgspec.json.encode(_StoredKeyring(keys=stored))
 
 
 def load_keyring(data: bytes) -> Keyring:
-    """The keyring a keyring file holds; :class:`ValueError` saying what is wrong."""
-    from cryptography.hazmat.primitives import serialization
-
+    """The keyring a keyring file holds; :class:`ValueError` saying what is wrong (a key too
+    weak for its algorithm or not of its kind, a protected or unreadable private key...)."""
     try:
         stored = msgspec.json.decode(data, type=_StoredKeyring)
     except msgspec.DecodeError as exc:
         raise ValueError(f"not a keyring file: {exc}") from None
-    keys = []
-    for key in stored.keys:
-        if key.algorithm == "HS256":
-            private: Any = base64.urlsafe_b64decode(key.private)
-        else:
-            private = serialization.load_pem_private_key(key.private.encode(), password=None)
-        keys.append(SigningKey(key.kid, key.algorithm, private, key.created_at, key.retire_at))
+    if stored.version != 1:
+        raise ValueError(f"keyring file version {stored.version} is not known (1 is)")
+    keys = [
+        SigningKey(
+            key.kid,
+            key.algorithm,
+            _private(key),
+            key.created_at,
+            key.retire_at,
+            key.activate_at,
+        )
+        for key in stored.keys
+    ]
+    if len({key.kid for key in keys}) != len(keys):
+        raise ValueError("two keys have one kid")
     return Keyring(keys)
+
+
+def _private(key: _StoredKey) -> Any:
+    """The private key of ``key``, checked against its algorithm."""
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
+
+    if key.algorithm == "HS256":
+        try:
+            secret = base64.urlsafe_b64decode(key.private)
+        except ValueError:
+            raise ValueError(f"key {key.kid}: the secret is not base64") from None
+        if len(secret) < 32:
+            raise ValueError(f"key {key.kid}: an HS256 secret needs at least 32 bytes")
+        return secret
+    try:
+        private = serialization.load_pem_private_key(key.private.encode(), password=None)
+    except Exception as exc:  # malformed, protected by a passphrase, of an unknown kind...
+        raise ValueError(f"key {key.kid}: not a usable private key ({exc})") from None
+    if key.algorithm == "EdDSA" and not isinstance(private, ed25519.Ed25519PrivateKey):
+        raise ValueError(f"key {key.kid}: EdDSA needs an Ed25519 key")
+    if key.algorithm == "RS256":
+        if not isinstance(private, rsa.RSAPrivateKey):
+            raise ValueError(f"key {key.kid}: RS256 needs an RSA key")
+        if private.key_size < 2048:
+            raise ValueError(f"key {key.kid}: an RSA key needs at least 2048 bits")
+    return private

@@ -12,6 +12,7 @@ from hubbub.config.issues import env_var, locate_line, validation_issue
 from hubbub.config.loading import decode_settings, load_config
 from hubbub.config.output import encode_config
 from hubbub.config.schema import (
+    AccountsConfig,
     AuthConfig,
     CacheConfig,
     Config,
@@ -28,11 +29,13 @@ from hubbub.config.schema import (
     RuntimeConfig,
     Secret,
     ServerConfig,
+    SessionsConfig,
     ToolsConfig,
     default_home,
 )
 
 __all__ = [
+    "AccountsConfig",
     "AuthConfig",
     "CacheConfig",
     "Config",
@@ -49,6 +52,7 @@ __all__ = [
     "RuntimeConfig",
     "Secret",
     "ServerConfig",
+    "SessionsConfig",
     "ToolsConfig",
     "decode_settings",
     "default_home",

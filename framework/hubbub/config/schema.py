@@ -21,6 +21,7 @@ from hubbub.errors import ConfigError, ConfigIssue
 from hubbub.redaction import REDACTED
 
 __all__ = [
+    "AccountsConfig",
     "AuthConfig",
     "CacheConfig",
     "Config",
@@ -38,6 +39,7 @@ __all__ = [
     "RuntimeConfig",
     "Secret",
     "ServerConfig",
+    "SessionsConfig",
     "ToolsConfig",
     "default_home",
 ]
@@ -141,6 +143,11 @@ class ServerConfig(_Section, frozen=True):
     cors_origins: list[str] = msgspec.field(default_factory=list)
     """Web origins (``https://app.example``) allowed to call the API from a browser with CORS;
     none by default."""
+    trusted_proxies: list[str] = msgspec.field(default_factory=list)
+    """Addresses (or networks, ``10.0.0.0/8``) of the reverse proxies in front of the server:
+    only their ``X-Forwarded-For`` and ``X-Forwarded-Proto`` are believed (the client's
+    address for login limits and sessions, https for sign-in cookies). None by default: every
+    client is its connection's address, whatever headers it sends."""
 
 
 class RuntimeConfig(_Section, frozen=True):
@@ -301,15 +308,79 @@ class PasswordsConfig(_Section, frozen=True):
     before any hashing."""
 
 
+class AccountsConfig(_Section, frozen=True):
+    """Where users, login sessions and API keys are kept."""
+
+    backend: str | None = None
+    """Registered account store to use; unset: the one named like ``[memory] backend``
+    (``sqlite``, ``redis`` or ``postgres``), so one setting moves both. Processes that should
+    agree on sessions and keys must share it."""
+
+
 class AuthConfig(_Section, frozen=True):
     """Authentication."""
 
-    methods: list[str] = msgspec.field(default_factory=lambda: ["api_key"])
-    """Auth methods to enable, tried in this order."""
+    methods: list[str] | None = None
+    """Auth methods to enable, tried in this order; unset: ``api_key`` and ``local`` (those
+    of them a loaded plugin registers)."""
     local_mode: bool = True
     """While no enabled method is provisioned (no API key, user or identity provider yet),
     serve callers without credentials as a local user. The server allows this only when bound
     to loopback, and warns; bound elsewhere it refuses to start instead."""
+    login_attempts: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 10
+    """Failed logins allowed per account in ``login_window`` before further attempts get 429
+    with ``Retry-After`` (0: no limit)."""
+    login_attempts_per_address: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 50
+    """Failed logins allowed per client address in ``login_window`` (0: no limit)."""
+    login_window: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 900.0
+    """Seconds over which failed logins are counted (1 to 86400)."""
+    requests_per_minute_per_key: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    """Requests one API key may make per minute, counted in the cache (shared by every process
+    when it is Redis); past it, 429 with ``Retry-After``. 0 to 1,000,000; 0: no limit."""
+
+
+class SessionsConfig(_Section, frozen=True):
+    """Login sessions and the access and refresh tokens they issue."""
+
+    access_token_ttl: Annotated[float, msgspec.Meta(ge=30, le=86400)] = 900.0
+    """Seconds an access token (a JWT) is valid (30 to 86400); refresh tokens get new ones."""
+    idle_timeout: Annotated[float, msgspec.Meta(ge=60, le=31_536_000)] = 604_800.0
+    """A session unused this long ends (seconds, 60 to a year; default 7 days)."""
+    absolute_timeout: Annotated[float, msgspec.Meta(ge=60, le=31_536_000)] = 2_592_000.0
+    """A session ends this long after login however much it is used (seconds, 60 to a year;
+    default 30 days)."""
+    max_per_user: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 100
+    """Sessions one user may hold; a new login ends their least recently used one beyond it."""
+    check_interval: Annotated[float, msgspec.Meta(ge=0, le=60)] = 1.0
+    """Seconds a process trusts that a session is still valid before reading the store again
+    (0 to 60). Revocation also reaches every process at once through the event log; this
+    bounds how late it can be when that fails."""
+    touch_interval: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 60.0
+    """Seconds between two writes of a session's ``last_seen_at`` (1 to 86400)."""
+    cleanup_interval: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 300.0
+    """Seconds between two purges of ended sessions and other expired account records."""
+    issuer: Annotated[str, msgspec.Meta(min_length=1, max_length=512)] = "hubbub"
+    """The ``iss`` of access tokens; processes sharing sessions must agree on it."""
+    audience: Annotated[str, msgspec.Meta(min_length=1, max_length=512)] = "hubbub"
+    """The ``aud`` of access tokens."""
+    leeway: Annotated[float, msgspec.Meta(ge=0, le=300)] = 30.0
+    """Clock skew allowed when checking ``exp`` and ``iat``, in seconds (0 to 300)."""
+    signing_keys: str | None = None
+    """A keyring file (``hubbub keys rotate-signing`` writes one) holding the keys that sign
+    and verify access tokens; relative to the configuration file. Or set
+    ``HUBBUB_SIGNING_KEYS`` to the file's contents. Neither: a keyring is generated in the
+    data directory (``signing-keys.json``), which only suits one host."""
+    algorithm: Literal["EdDSA", "RS256", "HS256"] = "EdDSA"
+    """The algorithm of keys hubbub generates. ``HS256`` shares one secret between signing
+    and checking; use it only when every verifier is hubbub itself."""
+
+    def __post_init__(self) -> None:
+        if self.idle_timeout > self.absolute_timeout:
+            raise ValueError("idle_timeout must not exceed absolute_timeout")
+        if self.touch_interval >= self.idle_timeout:
+            raise ValueError(
+                "touch_interval must be shorter than idle_timeout (sessions in use would end)"
+            )
 
 
 class LLMConfig(_Section, frozen=True):
@@ -418,8 +489,12 @@ class Config(_Section, frozen=True):
     """The ``[quotas]`` table."""
     context: ContextConfig = msgspec.field(default_factory=ContextConfig)
     """The ``[context]`` table."""
+    accounts: AccountsConfig = msgspec.field(default_factory=AccountsConfig)
+    """The ``[accounts]`` table."""
     auth: AuthConfig = msgspec.field(default_factory=AuthConfig)
     """The ``[auth]`` table."""
+    sessions: SessionsConfig = msgspec.field(default_factory=SessionsConfig)
+    """The ``[sessions]`` table."""
     passwords: PasswordsConfig = msgspec.field(default_factory=PasswordsConfig)
     """The ``[passwords]`` table."""
     llm: LLMConfig = msgspec.field(default_factory=LLMConfig)

@@ -28,6 +28,7 @@ import logging
 from collections.abc import Callable, Coroutine
 from typing import Any, Literal
 
+from hubbub.auth.scopes import check_model
 from hubbub.contracts import CacheBackend, MemoryStore
 from hubbub.conversation.context import ContextBuilder
 from hubbub.conversation.ending import write_to_end
@@ -269,7 +270,8 @@ class ConversationEngine:
         stores nothing."""
         if model is not None:
             self.llm.resolve(model)
-        await self.get(owner, conversation_id)  # another's conversation: 404, busy or not
+        current = await self.get(owner, conversation_id)  # another's: 404, busy or not
+        check_model(owner, model or current.model or self.llm.default_model)  # a key's models
         record = await self._replies.reserve(conversation_id, owner.id)
         try:
             conversation = await self.get(owner, conversation_id)
@@ -305,7 +307,8 @@ class ConversationEngine:
         :class:`NotFoundError` if the conversation is not ``owner``'s (busy or not) or is
         deleted while the reply is written.
         """
-        await self.get(owner, conversation_id)
+        current = await self.get(owner, conversation_id)
+        check_model(owner, model or current.model or self.llm.default_model)  # a key's models
         record = await self._replies.reserve(conversation_id, owner.id)
         reply = self._write(owner, record, model=model, request_id=request_id)
         return await self._replies.await_reply(record, reply)

@@ -29,9 +29,14 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar
 
 from hubbub.auth import Authenticator
+from hubbub.auth.admin import AccountAdmin
+from hubbub.auth.apikeys import ApiKeys
+from hubbub.auth.login import Logins
+from hubbub.auth.sessions import SessionManager
+from hubbub.auth.users import Users
 from hubbub.cache import Cache, InvalidCacheKeyError
 from hubbub.config import Config, load_config
-from hubbub.contracts import AuthMethod, CacheBackend, MemoryStore
+from hubbub.contracts import AccountStore, AuthMethod, CacheBackend, MemoryStore
 from hubbub.conversation import ConversationEngine
 from hubbub.errors import ComponentError, ConfigError, blame
 from hubbub.events import EventBus, MemoryEventLog
@@ -161,6 +166,47 @@ class Runtime:
     def sweeper(self) -> Sweeper:
         """The memory store's sweeper (expiry and ``[retention]``)."""
         value: Sweeper = self._require("sweeper", "sweeper")
+        return value
+
+    @property
+    def has_accounts(self) -> bool:
+        """Whether an account store serves (none when no plugin registers one): without it,
+        there are no local accounts, logins or sessions."""
+        return "accounts" in self._core
+
+    @property
+    def accounts(self) -> AccountStore:
+        """The account store (users, sessions, API keys)."""
+        value: AccountStore = self._require("accounts", "account store")
+        return value
+
+    @property
+    def users(self) -> Users:
+        """The local accounts."""
+        value: Users = self._require("users", "user accounts")
+        return value
+
+    @property
+    def sessions(self) -> SessionManager:
+        """The session manager every login ends in."""
+        value: SessionManager = self._require("sessions", "session manager")
+        return value
+
+    @property
+    def api_keys(self) -> ApiKeys:
+        """API keys, in the account store (``hubbub keys``, ``/api/keys``)."""
+        value: ApiKeys = self._require("api_keys", "API keys")
+        return value
+
+    @property
+    def admin(self) -> AccountAdmin:
+        """Account management (``hubbub users``, ``/api/admin/users``)."""
+        return AccountAdmin(self.users, self.sessions)
+
+    @property
+    def logins(self) -> Logins:
+        """Password and redirect logins, each ending in a session."""
+        value: Logins = self._require("logins", "logins")
         return value
 
     @property

@@ -29,6 +29,14 @@ from dataclasses import dataclass, replace
 from typing import TYPE_CHECKING, Any
 
 from hubbub.auth import Authenticator, ProvisioningMarker
+from hubbub.auth.apikeys import ApiKeys
+from hubbub.auth.keyfiles import KeyringSource
+from hubbub.auth.keylimits import KeyRateLimiter
+from hubbub.auth.limits import LoginLimiter
+from hubbub.auth.login import Logins
+from hubbub.auth.passwords import Passwords
+from hubbub.auth.sessions import SessionManager
+from hubbub.auth.users import Users
 from hubbub.conversation import ConversationEngine
 from hubbub.conversation.context import ContextBuilder
 from hubbub.events.sinks import SinkRunner
@@ -70,12 +78,56 @@ async def _event_bus(runtime: Runtime) -> None:
     await runtime.start_core("events", "blinker", runtime.events)
 
 
+async def _accounts(runtime: Runtime) -> None:
+    if not runtime.has_accounts:
+        return
+    config = runtime.config
+    store = runtime.accounts
+    plugins = runtime.plugins
+
+    async def screen(password: str, user: str) -> str | None:
+        reason = await plugins.acall_first("check_new_password", password=password, user=user)
+        return None if reason is None else str(reason)
+
+    hooked = plugins.has_implementations("check_new_password")
+    users = Users(store, Passwords(config.passwords), screen if hooked else None)
+    await runtime.start_core("users", "accounts", users)
+    registered = runtime.plugins.registries()["accounts"].names()
+    [account_store, *_] = runtime.kinds["accounts"].selected(config, registered)
+    keys = KeyringSource(config, account_store=account_store)
+    keyring = await asyncio.to_thread(keys.load)
+    sessions = SessionManager(
+        store,
+        keyring,
+        config.sessions,
+        runtime.events,
+        keys=keys,
+        spawn=lambda coro, name: runtime.spawn(coro, name=name),
+    )
+    await runtime.start_core("sessions", "accounts", sessions)
+    api_keys = ApiKeys(
+        store,
+        runtime.events,
+        check_interval=config.sessions.check_interval,
+        limiter=KeyRateLimiter(runtime.cache, config.auth.requests_per_minute_per_key),
+        marker=ProvisioningMarker(config.data_dir),
+        spawn=lambda coro, name: runtime.spawn(coro, name=name),
+    )
+    await runtime.start_core("api_keys", "accounts", api_keys)
+
+
 async def _authenticator(runtime: Runtime) -> None:
     # Local mode stays off until the host decides (the server: only when bound to loopback).
     # The marker keeps a lost credential store from re-opening local mode (hubbub.auth).
     marker = ProvisioningMarker(runtime.config.data_dir)
-    authenticator = Authenticator(runtime.auth_methods, marker=marker)
+    sessions = runtime.sessions if runtime.has_accounts else None
+    authenticator = Authenticator(runtime.auth_methods, marker=marker, sessions=sessions)
     await runtime.start_core("auth", "authenticator", authenticator)
+    if sessions is None:
+        return
+    limiter = LoginLimiter(runtime.cache, runtime.config.auth)
+    logins = Logins(authenticator, sessions, runtime.cache, limiter, runtime.users)
+    await runtime.start_core("logins", "accounts", logins)
 
 
 async def _llm_client(runtime: Runtime) -> None:
@@ -145,6 +197,7 @@ async def _on_startup(runtime: Runtime) -> None:
 CORE_STAGES: tuple[Stage, ...] = (
     Stage(0, "data directory", _data_dir),
     Stage(10, "event bus", _event_bus),
+    Stage(0.5, "users and sessions", _accounts, after="accounts"),
     Stage(0.5, "authenticator", _authenticator, after="auth"),
     Stage(0.5, "LLM client", _llm_client, after="llm"),
     Stage(0.5, "tool registry", _tool_registry, after="tools"),

@@ -68,9 +68,11 @@ from hubbub.plugins import BUILTIN_DISTRIBUTION, ENTRY_POINT_GROUP, Plugins, loa
 from hubbub.registry import ComponentContext, Registrar
 from hubbub.runtime import Runtime
 from hubbub.services import SharedResources, Tasks
+from hubbub.testing.accounts import AccountStoreContract
 from hubbub.testing.stores import MemoryStoreContract
 
 __all__ = [
+    "AccountStoreContract",
     "Delay",
     "Fail",
     "FakeLLM",

@@ -2,9 +2,12 @@
 
 from typing import Any
 
+from hubbub_server.routes.admin import AdminController
+from hubbub_server.routes.auth import AuthController, jwks
 from hubbub_server.routes.conversations import ConversationsController
 from hubbub_server.routes.events import EventsController
 from hubbub_server.routes.health import HealthController
+from hubbub_server.routes.keys import KeysController
 from hubbub_server.routes.memory import MemoryController
 from hubbub_server.routes.metrics import metrics_endpoint
 from hubbub_server.routes.openai import OpenAIController
@@ -13,9 +16,13 @@ from hubbub_server.routes.tools import list_tools
 ROUTES: list[Any] = [
     HealthController,
     OpenAIController,
+    AuthController,
+    AdminController,
+    jwks,
     ConversationsController,
     EventsController,
     MemoryController,
+    KeysController,
     list_tools,
     metrics_endpoint,
 ]

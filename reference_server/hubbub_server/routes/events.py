@@ -16,6 +16,7 @@ too far behind: reconnect with its id).
 from __future__ import annotations
 
 import asyncio
+import logging
 import time
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
@@ -26,6 +27,7 @@ from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
+from hubbub.auth.sessions import SessionManager
 from hubbub.errors import InvalidRequestError
 from hubbub.events import (
     ConversationUpdated,
@@ -43,6 +45,8 @@ from hubbub.runtime import Runtime
 from hubbub_server.problems import PROBLEM_RESPONSES
 from hubbub_server.security import Caller, RuntimeDep
 from hubbub_server.sse import event_stream_response
+
+logger = logging.getLogger("hubbub.server.events")
 
 __all__ = [
     "EventsController",
@@ -63,7 +67,9 @@ class _Stream:
     response ends it when the server drains (:meth:`end`) or the client leaves (:meth:`stop`)."""
 
     __slots__ = (
+        "_checking",
         "_credentials",
+        "_sessions",
         "bus",
         "conversation_id",
         "ended",
@@ -72,7 +78,13 @@ class _Stream:
         "subscription",
     )
 
-    def __init__(self, bus: EventBus, principal: Principal, conversation_id: str | None) -> None:
+    def __init__(
+        self,
+        bus: EventBus,
+        principal: Principal,
+        conversation_id: str | None,
+        sessions: SessionManager | None = None,
+    ) -> None:
         self.bus = bus
         self.principal = principal
         self.conversation_id = conversation_id
@@ -80,6 +92,34 @@ class _Stream:
         self.subscription: Subscription | None = None
         self.ended = False
         self._credentials = tuple({principal.credential_id, principal.session_id} - {None})
+        self._sessions = sessions if principal.session_id is not None else None
+        self._checking: asyncio.Task[bool] | None = None
+
+    def tick(self) -> None:
+        """At every heartbeat, a stream of a login session looks (in the background) whether
+        the session still holds: one that ended without a revocation event (it expired, or
+        the event was lost) ends its streams all the same."""
+        if self._sessions is None or (self._checking is not None and not self._checking.done()):
+            return
+        self._checking = asyncio.get_running_loop().create_task(self.check())
+
+    async def check(self) -> bool:
+        """Whether the stream's session still holds; when it does not, publish its
+        revocation (every stream it opened, on every process, ends with it)."""
+        sessions, session_id = self._sessions, self.principal.session_id
+        if sessions is None or session_id is None:
+            return True
+        try:
+            if await sessions.alive(self.principal):
+                return True
+        except Exception as exc:  # the store failed: look again at the next heartbeat
+            logger.warning("cannot check the session of an event stream: %s", exc)
+            return True
+        self.bus.publish(
+            SessionRevoked(session_id=session_id, principal_id=self.principal.id),
+            owner=self.principal.id,
+        )
+        return False
 
     def end(self) -> None:
         """End the stream after what is queued, with a final ``shutdown`` event."""
@@ -173,6 +213,9 @@ async def _frames(
         stream.subscription = subscription
         if stream.ended or drain.is_set():
             subscription.close()  # draining already: replay, then the final shutdown event
+        # The session was checked before the subscription: revoked in between, its event
+        # may have gone by. Looked at once more now (its revocation arrives then).
+        await stream.check()
         try:
             replayed = None
             # Subscribed first, so nothing falls between replay and live. Without a
@@ -252,7 +295,8 @@ def event_stream(
             f"Last-Event-ID is longer than {MAX_EVENT_ID} characters", field="Last-Event-ID"
         )
     last_event_id = header or last_event_id
-    stream = _Stream(runtime.events, principal, conversation_id)
+    sessions = runtime.sessions if runtime.has_accounts else None
+    stream = _Stream(runtime.events, principal, conversation_id, sessions)
     frames = _frames(stream, state.drain, last_event_id, catch_up)
     return event_stream_response(frames, state, owner=principal.id, stream=stream)
 

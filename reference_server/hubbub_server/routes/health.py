@@ -21,14 +21,12 @@ from typing import Any
 from litestar import Controller, Request, Response, get
 from litestar.openapi.datastructures import ResponseSpec
 
+from hubbub.auth.roles import ADMIN
 from hubbub.errors import HubbubError
 from hubbub.models import RuntimeHealth
 from hubbub_server.security import RuntimeDep, provide_principal
 
 __all__ = ["HealthController"]
-
-ADMIN = "admin"
-"""The role that sees the full readiness report from anywhere."""
 
 
 def _on_this_machine(request: Request[Any, Any, Any]) -> bool:

@@ -21,7 +21,8 @@ from litestar.params import FromPath, JSONBody
 from litestar.response.base import ASGIResponse
 from litestar.response.sse import ServerSentEventMessage
 
-from hubbub.errors import HubbubError
+from hubbub.auth.scopes import check_model, visible_models
+from hubbub.errors import HubbubError, UnknownModelError
 from hubbub.llm.coalesce import coalesce
 from hubbub.models import ChatChunk, ChatRequest, Usage, new_id
 from hubbub_server.openai_format import (
@@ -50,7 +51,7 @@ class OpenAIController(Controller):
 
     @get("/models", summary="Models available (OpenAI format)", responses=PROBLEM_RESPONSES)
     async def models(self, runtime: RuntimeDep, principal: Caller) -> dict[str, Any]:
-        return models_payload(runtime.llm.models())
+        return models_payload(visible_models(principal, runtime.llm.models()))
 
     @get(
         "/models/{model_id:path}",
@@ -62,7 +63,10 @@ class OpenAIController(Controller):
     async def model(
         self, runtime: RuntimeDep, principal: Caller, model_id: FromPath[str]
     ) -> dict[str, Any]:
-        return model_payload(runtime.llm.model(model_id.lstrip("/")))
+        model = runtime.llm.model(model_id.lstrip("/"))
+        if not visible_models(principal, [model]):  # as if it were not there, like the list
+            raise UnknownModelError(f"model {model.id!r} is not available", field="model")
+        return model_payload(model)
 
     @post(
         "/chat/completions",
@@ -83,6 +87,7 @@ class OpenAIController(Controller):
         # Ready-made ASGI responses: this is the hottest route, and Litestar's response
         # conversion is work the handler can skip.
         chat = to_chat_request(data, principal.id)
+        check_model(principal, chat.model)  # a key restricted to models: 403 for others
         if not data.stream:
             response = await runtime.llm.complete(chat)
             body = _encode(completion_payload(response))
