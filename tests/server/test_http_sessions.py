@@ -441,3 +441,20 @@ def test_an_admin_lists_and_revokes_anyones_keys(server: LiveServer) -> None:
         assert_problem(revoked.get("/api/conversations"), 401)
     with server.client(bob["access_token"]) as client:
         assert_problem(client.delete(f"/api/admin/keys/{key['id']}"), 403)
+
+
+def test_a_key_revoked_from_the_command_line_ends_its_streams(tmp_path: Path) -> None:
+    """``hubbub keys revoke`` runs in its own process: with the in-process event log its
+    revocation event reaches no server, yet the key's streams end at the next heartbeat."""
+    live = LiveServer(tmp_path, FAST + "[server]\nheartbeat_interval = 0.5\n")
+    key_id, key = live.create_key("frank")
+    live.start()
+    try:
+        with Listener(live, key, "/api/events") as stream:
+            done = live.hubbub("keys", "revoke", key_id)
+            assert done.returncode == 0, done.stderr
+            event = stream.wait_for("session.revoked", timeout=10)
+            assert event["session_id"] == key_id
+            assert stream.ended.wait(10)
+    finally:
+        live.stop()

@@ -307,6 +307,19 @@ class ApiKeys:
 
     # -- checking ---------------------------------------------------------------------------
 
+    async def alive(self, key_id: str) -> bool:
+        """Whether key ``key_id`` still holds (not revoked, not expired): what a long-lived
+        stream opened with it asks now and then. Trusted from this process's memory for
+        ``check_interval`` seconds, else read from the store."""
+        bearer = self._bearer_of.get(key_id)
+        checked = self._checked.get(bearer) if bearer is not None else None
+        if checked is not None and time.monotonic() - checked.at < self.check_interval:
+            stored: StoredKey | None = checked.stored
+        else:
+            item = await self.records.get(key_id)
+            stored = item.value if item is not None else None
+        return stored is not None and not stored.ended(time.time())
+
     async def verify(self, bearer: str) -> Principal | None:
         """The principal the API key ``bearer`` proves; ``None`` when ``bearer`` is not an API
         key at all (another method's credential). Raises :class:`AuthenticationError` for an

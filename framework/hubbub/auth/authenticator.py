@@ -25,6 +25,7 @@ from collections.abc import Mapping
 
 import msgspec
 
+from hubbub.auth.apikeys import ApiKeys
 from hubbub.auth.provisioning import CredentialsLostError, ProvisioningMarker
 from hubbub.auth.sessions import SessionManager
 from hubbub.auth.tokens import TokenError
@@ -56,9 +57,12 @@ class Authenticator:
         provisioning_ttl: float = 2.0,
         marker: ProvisioningMarker | None = None,
         sessions: SessionManager | None = None,
+        api_keys: ApiKeys | None = None,
     ) -> None:
         self.methods = dict(methods)
         self.sessions = sessions
+        self.api_keys = api_keys
+        """The API keys of the account store, for :meth:`still_valid`."""
         """Checks access tokens (JWTs) of login sessions, before any method is tried."""
         self.allow_local = allow_local
         """Whether local mode may apply at all. The host decides (the reference server: only
@@ -114,6 +118,16 @@ class Authenticator:
     async def local_mode(self) -> bool:
         """Whether callers without credentials are served as :data:`LOCAL_PRINCIPAL` now."""
         return self.allow_local is True and not await self.is_provisioned()
+
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether the credential ``principal`` was authenticated with still holds: its login
+        session, or its API key (``True`` for credentials that cannot end on their own: local
+        mode, a plugin's method). What a long-lived stream asks at every heartbeat."""
+        if principal.session_id is not None and self.sessions is not None:
+            return await self.sessions.alive(principal)
+        if principal.auth_method == "api_key" and principal.credential_id is not None:
+            return self.api_keys is None or await self.api_keys.alive(principal.credential_id)
+        return True
 
     async def authenticate(self, credentials: Credentials) -> Principal:
         """The caller these credentials prove, :data:`LOCAL_PRINCIPAL` in local mode, or

@@ -121,7 +121,10 @@ async def _authenticator(runtime: Runtime) -> None:
     # The marker keeps a lost credential store from re-opening local mode (hubbub.auth).
     marker = ProvisioningMarker(runtime.config.data_dir)
     sessions = runtime.sessions if runtime.has_accounts else None
-    authenticator = Authenticator(runtime.auth_methods, marker=marker, sessions=sessions)
+    api_keys = runtime.api_keys if runtime.has_accounts else None
+    authenticator = Authenticator(
+        runtime.auth_methods, marker=marker, sessions=sessions, api_keys=api_keys
+    )
     await runtime.start_core("auth", "authenticator", authenticator)
     if sessions is None:
         return

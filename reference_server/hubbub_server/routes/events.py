@@ -27,7 +27,7 @@ from litestar.params import QueryParameter
 from litestar.response import ServerSentEvent
 from litestar.response.sse import ServerSentEventMessage
 
-from hubbub.auth.sessions import SessionManager
+from hubbub.auth import Authenticator
 from hubbub.errors import InvalidRequestError
 from hubbub.events import (
     ConversationUpdated,
@@ -67,9 +67,9 @@ class _Stream:
     response ends it when the server drains (:meth:`end`) or the client leaves (:meth:`stop`)."""
 
     __slots__ = (
+        "_authenticator",
         "_checking",
         "_credentials",
-        "_sessions",
         "bus",
         "conversation_id",
         "ended",
@@ -83,7 +83,7 @@ class _Stream:
         bus: EventBus,
         principal: Principal,
         conversation_id: str | None,
-        sessions: SessionManager | None = None,
+        authenticator: Authenticator | None = None,
     ) -> None:
         self.bus = bus
         self.principal = principal
@@ -92,33 +92,38 @@ class _Stream:
         self.subscription: Subscription | None = None
         self.ended = False
         self._credentials = tuple({principal.credential_id, principal.session_id} - {None})
-        self._sessions = sessions if principal.session_id is not None else None
+        self._authenticator = authenticator if self._credentials else None
         self._checking: asyncio.Task[bool] | None = None
 
     def tick(self) -> None:
-        """At every heartbeat, a stream of a login session looks (in the background) whether
-        the session still holds: one that ended without a revocation event (it expired, or
-        the event was lost) ends its streams all the same."""
-        if self._sessions is None or (self._checking is not None and not self._checking.done()):
+        """At every heartbeat, a stream opened with a credential that can end (a login
+        session, an API key) looks (in the background) whether it still holds: one that ended
+        without a revocation event (it expired, the event was lost, or it was revoked from a
+        process that shares no event log) ends its streams all the same."""
+        if self._authenticator is None or (
+            self._checking is not None and not self._checking.done()
+        ):
             return
         self._checking = asyncio.get_running_loop().create_task(self.check())
 
     async def check(self) -> bool:
-        """Whether the stream's session still holds; when it does not, publish its
+        """Whether the stream's credential still holds; when it does not, publish its
         revocation (every stream it opened, on every process, ends with it)."""
-        sessions, session_id = self._sessions, self.principal.session_id
-        if sessions is None or session_id is None:
+        authenticator = self._authenticator
+        if authenticator is None:
             return True
         try:
-            if await sessions.alive(self.principal):
+            if await authenticator.still_valid(self.principal):
                 return True
         except Exception as exc:  # the store failed: look again at the next heartbeat
-            logger.warning("cannot check the session of an event stream: %s", exc)
+            logger.warning("cannot check the credential of an event stream: %s", exc)
             return True
-        self.bus.publish(
-            SessionRevoked(session_id=session_id, principal_id=self.principal.id),
-            owner=self.principal.id,
-        )
+        ended = self.principal.session_id or self.principal.credential_id
+        if ended is not None:
+            self.bus.publish(
+                SessionRevoked(session_id=ended, principal_id=self.principal.id),
+                owner=self.principal.id,
+            )
         return False
 
     def end(self) -> None:
@@ -295,8 +300,7 @@ def event_stream(
             f"Last-Event-ID is longer than {MAX_EVENT_ID} characters", field="Last-Event-ID"
         )
     last_event_id = header or last_event_id
-    sessions = runtime.sessions if runtime.has_accounts else None
-    stream = _Stream(runtime.events, principal, conversation_id, sessions)
+    stream = _Stream(runtime.events, principal, conversation_id, runtime.auth)
     frames = _frames(stream, state.drain, last_event_id, catch_up)
     return event_stream_response(frames, state, owner=principal.id, stream=stream)
 
