@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio
+from openai_upstream import OpenAIUpstream
 from postgres_support import PostgresServer
 from redis_support import RedisServer
 from support import (
@@ -166,3 +167,11 @@ def postgres_session() -> Iterator[PostgresServer]:
         yield server
     finally:
         server.close()
+
+
+@pytest.fixture
+def openai_upstream() -> Iterator[OpenAIUpstream]:
+    """A real HTTP server speaking the OpenAI API (``tests/openai_upstream.py``), serving from
+    a thread of the test process on a free port; its base URL is ``openai_upstream.url``."""
+    with OpenAIUpstream() as upstream:
+        yield upstream

@@ -348,7 +348,7 @@ def test_every_unregistered_name_is_reported_at_once() -> None:
             [memory]
             backend = "mongodb"
             [llm]
-            providers = ["offline", "openai"]
+            providers = ["offline", "anthropic"]
             """
         )
     paths = [issue.path for issue in caught.value.issues]

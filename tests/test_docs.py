@@ -10,6 +10,7 @@ import re
 import subprocess
 import sys
 import tomllib
+import typing
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -92,12 +93,20 @@ def sections() -> list[tuple[str, type[msgspec.Struct]]]:
     ]
 
 
+def _optional_table(annotation: Any) -> bool:
+    """Whether ``annotation`` is ``SomeStruct | None``."""
+    members = [m for m in typing.get_args(annotation) if m is not type(None)]
+    [only] = members if len(members) == 1 else [None]
+    return isinstance(only, type) and issubclass(only, msgspec.Struct)
+
+
 def keys(struct_type: type[msgspec.Struct]) -> list[msgspec.structs.FieldInfo]:
     """The fields written as TOML keys (tables and ``[plugins.<name>]`` excluded)."""
     return [
         field
         for field in msgspec.structs.fields(struct_type)
         if not (isinstance(field.type, type) and issubclass(field.type, msgspec.Struct))
+        and not _optional_table(field.type)  # [budgets.user]: a table of its own
         and not (struct_type is PluginsConfig and field.name == "settings")
         and not (struct_type is Config and field.name == "origin")  # set by the loader
     ]

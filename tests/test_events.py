@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -182,7 +183,13 @@ EXAMPLES: list[Event] = [
         duration_ms=1.5,
     ),
     ConversationUpdated(change="created", conversation=Conversation(owner="ada", title="t")),
-    UsageRecorded(model="offline/echo", usage=Usage(prompt_tokens=1, cost_usd=0.0)),
+    UsageRecorded(
+        model="offline/echo",
+        usage=Usage(prompt_tokens=1, cost=Decimal("0.000135")),
+        provider="offline",
+        key_id="key_1",
+        request_id="req_1",
+    ),
     ErrorEvent(code="provider_error", message="the model failed"),
     SessionRevoked(session_id="s1", principal_id="ada"),
     CancelRequested(reason="cancelled"),

@@ -47,6 +47,7 @@ from hubbub.testing import config_for, runtime_for
 from hubbub.tools import StaticToolProvider, function_tools
 from hubbub_plugins.log_sink import LogSink, LogSinkSettings
 from hubbub_plugins.memory_cache import MemoryCache, MemoryCacheSettings
+from hubbub_plugins.memory_ledger import MemoryLedger
 from hubbub_plugins.offline_provider import OfflineProvider, OfflineSettings
 from hubbub_plugins.sqlite_accounts import SQLiteAccountStore
 from hubbub_plugins.sqlite_store import SQLiteStore
@@ -234,6 +235,20 @@ async def use_model(runtime: Runtime, log: list[str]) -> None:
     assert (await ask(runtime, "probe/echo")).startswith("[offline echo]")
 
 
+async def use_budget_ledger(runtime: Runtime, log: list[str]) -> None:
+    from hubbub.budgets import budget_ledger, counter
+
+    request = ChatRequest(model="offline/echo", messages=[Message(role="user", content="ping")])
+    request.user = "probe-user"
+    await runtime.llm.complete(request)
+    ledger = budget_ledger(runtime)
+    assert ledger is runtime.components("budget_ledger")["probe"]
+    import time
+
+    [totals] = await ledger.totals([counter("user", "probe-user", "month", time.time()).key])
+    assert totals.tokens > 0  # the budgets middleware counted the call in the probe
+
+
 async def use_tool(runtime: Runtime, log: list[str]) -> None:
     call = ToolCall(id="call_1", name="echo_tool", arguments='{"text": "hi"}')
     result = await runtime.tools.call(call, ToolContext())
@@ -410,6 +425,11 @@ EXERCISE: dict[str, Exercise] = {
         "",
         lambda c, log: logged(StaticToolProvider, log)(function_tools(echo_tool).tools()),
         use_tool,
+    ),
+    "register_budget_ledgers": component(
+        '[budgets]\nbackend = "probe"',
+        lambda c, log: logged(MemoryLedger, log)(),
+        use_budget_ledger,
     ),
     "register_llm_middleware": component("", llm_middleware, use_llm_middleware),
     "register_tool_middleware": component("", tool_middleware, use_tool_middleware),

@@ -10,10 +10,18 @@ import sys
 from collections.abc import AsyncIterator, Callable
 
 import pytest
+from openai_upstream import REPLY, OpenAIUpstream
 
-from hubbub.errors import ProviderError, ProviderTimeoutError
+from hubbub.config import Secret
+from hubbub.errors import (
+    ContextWindowExceededError,
+    ProviderError,
+    ProviderRateLimitedError,
+    ProviderTimeoutError,
+)
 from hubbub.models import ChatRequest, Message
 from hubbub.runtime import Runtime
+from hubbub_plugins.litellm_provider import LiteLLMModel, LiteLLMProvider, LiteLLMSettings
 
 MOCKED = """
 [llm]
@@ -65,12 +73,13 @@ async def test_a_models_window_comes_from_litellms_bundled_table(mocked: Runtime
     assert mocked.conversations.context.window("mini") == 128_000
 
 
-async def test_complete_returns_text_usage_and_cost(mocked: Runtime) -> None:
-    response = await mocked.llm.complete(request("mini"))
+async def test_complete_returns_text_and_usage_unpriced(mocked: Runtime) -> None:
+    provider = mocked.llm.providers["litellm"]
+    response = await provider.complete(request("mini"))
     assert response.message.content == "Hello from the mocked API"
     assert response.usage.total_tokens > 0
-    assert response.usage.cost_usd is not None
-    assert response.usage.cost_usd > 0  # from litellm's bundled price table, offline
+    # the LLM client prices replies (from the price table), once: the provider does not
+    assert response.usage.cost is None
 
 
 async def test_stream_assembles_the_same_text(mocked: Runtime) -> None:
@@ -122,6 +131,7 @@ async def test_provider_that_never_answers_times_out(make_runtime: Callable[...,
         providers = ["litellm"]
         default_model = "silent"
         request_timeout = 0.5
+        retries = 0
         [[plugins.litellm_provider.models]]
         name = "silent"
         model = "openai/gpt-4o-mini"
@@ -160,3 +170,93 @@ def test_litellm_is_not_imported_without_models(tmp_path: object) -> None:
         [sys.executable, "-c", code], capture_output=True, text=True, check=True, timeout=60
     )
     assert result.stdout.strip() == "False"
+
+
+# -- against a real OpenAI-compatible upstream ---------------------------------------------
+
+
+@pytest.fixture
+async def upstream_provider(openai_upstream: OpenAIUpstream) -> AsyncIterator[LiteLLMProvider]:
+    settings = LiteLLMSettings(
+        models=[
+            LiteLLMModel(
+                name="lite",
+                model="openai/gpt-4o-mini",
+                api_base=openai_upstream.url,
+                api_key=Secret("sk-upstream"),
+            )
+        ]
+    )
+    provider = LiteLLMProvider("litellm", settings)
+    await provider.start()
+    yield provider
+    await provider.aclose()
+
+
+async def test_litellm_does_not_retry_behind_hubbubs_back(
+    openai_upstream: OpenAIUpstream, upstream_provider: LiteLLMProvider
+) -> None:
+    openai_upstream.script("status:500")
+    with pytest.raises(ProviderError) as caught:
+        await upstream_provider.complete(request("lite"))
+    # one try: the LLM client's retries, back-off and deadline decide what comes next
+    assert len(openai_upstream.chat_requests()) == 1
+    assert caught.value.retryable is True
+    assert caught.value.upstream_status == 500
+    response = await upstream_provider.complete(request("lite"))
+    assert response.message.content == REPLY
+
+
+async def test_a_429_is_rate_limited_with_the_upstreams_retry_after(
+    openai_upstream: OpenAIUpstream, upstream_provider: LiteLLMProvider
+) -> None:
+    openai_upstream.script("status:429:retry_after=3")
+    with pytest.raises(ProviderRateLimitedError) as caught:
+        await upstream_provider.complete(request("lite"))
+    assert caught.value.retry_after == 3
+    assert caught.value.retryable is True
+
+
+async def test_a_context_overflow_is_its_own_error(
+    openai_upstream: OpenAIUpstream, upstream_provider: LiteLLMProvider
+) -> None:
+    openai_upstream.script("context_overflow", "context_overflow")
+    with pytest.raises(ContextWindowExceededError) as caught:
+        await upstream_provider.complete(request("lite"))
+    assert caught.value.retryable is False
+    with pytest.raises(ContextWindowExceededError):
+        async for _ in upstream_provider.stream(request("lite")):
+            pass
+
+
+async def test_a_client_error_is_final(
+    openai_upstream: OpenAIUpstream, upstream_provider: LiteLLMProvider
+) -> None:
+    openai_upstream.script("status:404")
+    with pytest.raises(ProviderError) as caught:
+        await upstream_provider.complete(request("lite"))
+    assert caught.value.retryable is False
+
+
+async def test_a_refused_key_is_final_and_never_shown() -> None:
+    with OpenAIUpstream(api_key="sk-right-key") as upstream:
+        settings = LiteLLMSettings(
+            models=[
+                LiteLLMModel(
+                    name="lite",
+                    model="openai/gpt-4o-mini",
+                    api_base=upstream.url,
+                    api_key=Secret("sk-wrong-key-123456"),
+                )
+            ]
+        )
+        provider = LiteLLMProvider("litellm", settings)
+        await provider.start()
+        try:
+            with pytest.raises(ProviderError) as caught:
+                await provider.complete(request("lite"))
+        finally:
+            await provider.aclose()
+    assert caught.value.retryable is False
+    assert "refused the key" in str(caught.value)
+    assert "sk-" not in str(caught.value)  # the upstream's 401 message quotes part of the key

@@ -387,9 +387,11 @@ async def test_leaving_a_stream_early_closes_every_layer_innermost_first() -> No
         "exit 0",
         "exit -5",
     ]
+    # Cut short, but still recorded: the provider reported nothing, so the client counted the
+    # prompt ("hi": 1 token and a message's overhead of 4) and the reply so far ("one ").
     assert [event.usage for event in await drain(seen)] == [
-        Usage()
-    ]  # cut short, but still recorded
+        Usage(prompt_tokens=5, completion_tokens=2, total_tokens=7)
+    ]
 
 
 async def test_a_stream_dropped_without_closing_is_still_closed_in_order() -> None:
@@ -402,8 +404,10 @@ async def test_a_stream_dropped_without_closing_is_still_closed_in_order() -> No
     chunks = await client.open_stream(ask(model="test/words"))
     assert (await anext(chunks)).delta == "one "
     del chunks  # a reader that forgets to close: the event loop finalizes the chain
-    for _ in range(5):
-        await asyncio.sleep(0)
+    for _ in range(500):  # finalizing counts the reply's tokens: the loop turns a few times
+        if "exit outer" in log:
+            break
+        await asyncio.sleep(0.01)
     assert log == ["enter outer", "enter inner", "provider closed", "exit inner", "exit outer"]
 
 
@@ -448,10 +452,9 @@ async def test_a_middleware_can_retry_with_a_fallback_model() -> None:
     client = await make_client(Fallback(), provider=Scripted(fail_after=0), events=bus)
     text = await reply(client, ask("hi", model="test/words"), "stream")
     assert text == "[offline echo] You said: hi"
-    assert [event.model for event in await drain(seen)] == [
-        "test/words",
-        "offline/echo",
-    ]  # both calls
+    # Only the model that produced a reply used tokens: the one that failed before its first
+    # chunk (after the client's own retries) produced none.
+    assert [event.model for event in await drain(seen)] == ["offline/echo"]
 
 
 # -- callbacks and the pluggy hooks --------------------------------------------------------------

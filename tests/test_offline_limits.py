@@ -33,15 +33,16 @@ async def both(request: ChatRequest) -> tuple[str, str]:
 @pytest.mark.parametrize(
     ("fields", "text", "finish"),
     [
-        ({"max_tokens": 3}, "[offline echo] You", "length"),
-        ({"max_tokens": 6}, "[offline echo] You said: x y", "length"),
-        ({"max_tokens": 7}, "[offline echo] You said: x y z", "stop"),  # exactly enough
+        # tokens (cl100k_base): "[", "offline", " echo", "]", " You", " said", ":", " x"...
+        ({"max_tokens": 3}, "[offline echo", "length"),
+        ({"max_tokens": 9}, "[offline echo] You said: x y", "length"),
+        ({"max_tokens": 10}, "[offline echo] You said: x y z", "stop"),  # exactly enough
         ({"stop": ["y"]}, "[offline echo] You said: x ", "stop"),
         ({"stop": ["z", " y"]}, "[offline echo] You said: x", "stop"),  # the earliest wins
         ({"stop": ["", "zzz"]}, "[offline echo] You said: x y z", "stop"),  # never found
         ({"stop": ["[offline"]}, "", "stop"),
-        ({"stop": ["z"], "max_tokens": 5}, "[offline echo] You said: x", "length"),
-        ({"stop": ["x"], "max_tokens": 5}, "[offline echo] You said: ", "stop"),
+        ({"stop": ["z"], "max_tokens": 8}, "[offline echo] You said: x", "length"),
+        ({"stop": ["x"], "max_tokens": 8}, "[offline echo] You said: ", "stop"),  # 8 tokens
     ],
 )
 async def test_limits_cut_the_text(fields: dict[str, Any], text: str, finish: str) -> None:
@@ -51,6 +52,9 @@ async def test_limits_cut_the_text(fields: dict[str, Any], text: str, finish: st
 async def test_max_tokens_counts_the_way_usage_does() -> None:
     reply = await PROVIDER.complete(ask("a b c d e f", max_tokens=4))
     assert reply.usage.completion_tokens == 4
+    assert reply.message.content == "[offline echo]"
+    whole = await PROVIDER.complete(ask("a b c d e f"))
+    assert whole.usage.completion_tokens == 13  # the reply's cl100k_base tokens, not 7 words
 
 
 async def test_a_required_tool_call_is_made_after_a_tool_result_too() -> None:

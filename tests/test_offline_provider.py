@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from typing import Any
 
 import pytest
@@ -66,10 +67,13 @@ async def test_echo_streams_deterministically(runtime: Runtime) -> None:
     assert final.finish_reason == "stop"
     assert final.delta == ""
     assert final.usage is not None
-    assert final.usage.prompt_tokens == 4  # words in the prompt
-    assert final.usage.completion_tokens == 6
-    assert final.usage.total_tokens == 10
-    assert final.usage.cost_usd == 0.0
+    # cl100k_base tokens: "ear" "lier", "ok", "hello" " there", each message 4 more; the reply
+    # "[offline echo] You said: hello there" is 9 (6 words)
+    assert final.usage.prompt_tokens == (4 + 2) + (4 + 1) + (4 + 2)
+    assert final.usage.completion_tokens == 9
+    assert final.usage.total_tokens == 26
+    assert final.usage.cost == 0
+    assert isinstance(final.usage.cost, Decimal)
     assert all(chunk.finish_reason is None for chunk in first[:-1])
 
 
@@ -201,9 +205,11 @@ async def test_token_delay_setting_slows_the_stream(make_runtime: Callable[..., 
 async def test_slow_stream_times_out(make_runtime: Callable[..., Runtime]) -> None:
     from hubbub.errors import ProviderTimeoutError
 
-    text = "[plugins.offline_provider]\ntoken_delay = 1.0\n[llm]\nrequest_timeout = 0.1\n"
+    text = (
+        "[plugins.offline_provider]\ntoken_delay = 1.0\n[llm]\nrequest_timeout = 0.1\nretries = 0\n"
+    )
     async with make_runtime(text) as runtime:
-        with pytest.raises(ProviderTimeoutError, match="stopped answering"):
+        with pytest.raises(ProviderTimeoutError, match=r"within 0\.1 s"):
             await stream(runtime, ChatRequest(model="offline/echo", messages=[user("hi")]))
 
 
@@ -411,3 +417,41 @@ async def test_replies_answer_the_newest_message_of_a_long_conversation(
             await runtime.conversations.send(principal, conversation.id, f"message {n}")
         reply = await runtime.conversations.reply(principal, conversation.id)
     assert reply.content == "[offline echo] You said: message 4"
+
+
+# -- usage: real tokens, free -------------------------------------------------------------------
+
+
+def cl100k(text: str) -> int:
+    """``text``'s tokens in cl100k_base, counted here with tiktoken itself."""
+    import tiktoken
+
+    from hubbub.llm.tokens import offline_encodings
+
+    offline_encodings()
+    return len(tiktoken.get_encoding("cl100k_base").encode(text))
+
+
+async def test_usage_counts_the_tools_offered_and_the_call_made(runtime: Runtime) -> None:
+    bare = await runtime.llm.complete(ChatRequest(model="offline/tools", messages=[user(CALL)]))
+    offered = await runtime.llm.complete(
+        ChatRequest(model="offline/tools", messages=[user(CALL)], tools=[CALCULATOR])
+    )
+    assert bare.usage.prompt_tokens == 4 + cl100k(CALL)
+    described = json.dumps(
+        {"name": "calculator", "description": "arithmetic", "parameters": CALCULATOR.parameters},
+        separators=(",", ":"),
+    )
+    assert offered.usage.prompt_tokens == bare.usage.prompt_tokens + cl100k(described)
+    (call,) = offered.message.tool_calls or ()
+    assert offered.usage.completion_tokens == cl100k("calculator") + cl100k(call.arguments)
+    assert offered.usage.cost == 0
+
+
+async def test_the_offline_models_are_priced_free(runtime: Runtime) -> None:
+    from hubbub.llm.pricing import PriceTable
+
+    prices = PriceTable({})  # no table at all: the models' own prices are enough
+    for model in runtime.llm.models():
+        if model.provider == "offline":
+            assert prices.cost(model, 1000, 1000) == Decimal(0)

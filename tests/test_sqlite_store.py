@@ -8,6 +8,7 @@ import asyncio
 import base64
 import sqlite3
 from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
 from pathlib import Path
 
 import msgspec
@@ -86,7 +87,7 @@ async def test_conversation_and_messages_round_trip(store: SQLiteStore) -> None:
         conversation_id=conversation.id,
         tool_calls=[ToolCall(id="call_1", name="calculator", arguments='{"expression": "1"}')],
         model="offline/tools",
-        usage=Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5, cost_usd=0.0),
+        usage=Usage(prompt_tokens=3, completion_tokens=2, total_tokens=5, cost=Decimal("0.000135")),
         metadata={"nested": {"list": [1, 2]}},
     )
     tool = Message(role="tool", content="1", conversation_id=conversation.id, tool_call_id="call_1")

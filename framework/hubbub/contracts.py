@@ -13,7 +13,8 @@ missing methods instead of failing later.
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
-from typing import Any, Protocol, TypeAlias
+from decimal import Decimal
+from typing import Any, Literal, Protocol, TypeAlias
 
 import msgspec
 
@@ -40,6 +41,11 @@ from hubbub.models import (
 __all__ = [
     "AccountStore",
     "AuthMethod",
+    "BudgetCounter",
+    "BudgetLedger",
+    "BudgetRefusal",
+    "BudgetReservation",
+    "BudgetTotals",
     "CacheBackend",
     "CompleteNext",
     "Component",
@@ -411,6 +417,104 @@ class EventLog(Component, Protocol):
     @property
     def last_id(self) -> str | None:
         """The id of the newest event delivered to this process (``None`` before any)."""
+
+
+class BudgetCounter(msgspec.Struct, kw_only=True, frozen=True):
+    """One counter a reservation draws on: a scope's spending in one period, and its limits."""
+
+    key: str
+    """Names the counter where the ledger keeps it, period included: ``user:alice:d20261130``."""
+    scope: str
+    """The budget's scope: ``user``, ``key`` or ``global``."""
+    period: Literal["day", "month"]
+    """The period the counter covers (UTC)."""
+    period_end: float
+    """When the period ends (Unix seconds): the counter is not needed after it."""
+    tokens: int | None = None
+    """Most tokens the period may use; ``None``: tokens are counted, not limited."""
+    cost: Decimal | None = None
+    """Most US dollars the period may cost; ``None``: cost is counted, not limited."""
+
+
+class BudgetReservation(msgspec.Struct, kw_only=True, frozen=True):
+    """What :meth:`BudgetLedger.reserve` granted: a lease on some tokens and cost in every
+    counter it names, until it is settled, released, or it expires."""
+
+    id: str
+    """Unique among the ledger's reservations."""
+    counters: tuple[BudgetCounter, ...]
+    """The counters it draws on."""
+    tokens: int
+    """Tokens held in each counter."""
+    cost: Decimal
+    """US dollars held in each counter."""
+    expires_at: float
+    """When the lease ends (Unix seconds) if nobody settles or releases it: a crashed
+    process's reservation stops counting then."""
+
+
+class BudgetRefusal(msgspec.Struct, kw_only=True, frozen=True):
+    """Why :meth:`BudgetLedger.reserve` granted nothing: the first counter that would be
+    exceeded."""
+
+    counter: BudgetCounter
+    """The counter that has no room."""
+    unit: Literal["tokens", "cost"]
+    """Which of its limits would be exceeded."""
+    used: str
+    """What the period has used and holds in live reservations, in ``unit`` (a decimal string
+    for a cost)."""
+    limit: str
+    """The limit, in ``unit``."""
+
+
+class BudgetTotals(msgspec.Struct, kw_only=True, frozen=True):
+    """One counter as it stands."""
+
+    key: str
+    """The counter's key (:attr:`BudgetCounter.key`)."""
+    tokens: int = 0
+    """Tokens settled (spent) in the period."""
+    cost: Decimal = Decimal(0)
+    """US dollars settled in the period."""
+    reserved_tokens: int = 0
+    """Tokens held by live reservations."""
+    reserved_cost: Decimal = Decimal(0)
+    """US dollars held by live reservations."""
+
+
+class BudgetLedger(Component, Protocol):
+    """Where budgets are counted (``[budgets] backend``): counters of tokens and cost, reserved
+    before an LLM call and settled after it, atomic over several counters at once, shared by
+    every process that shares the ledger.
+
+    A reservation is a lease: it counts against its counters until it is settled, released or
+    expires, so a process that crashed holding one cannot keep the budget it held. Costs are
+    exact :class:`decimal.Decimal` US dollars (a backend that stores integers keeps at least
+    nanodollars, rounding a reservation up)."""
+
+    async def reserve(
+        self,
+        counters: Sequence[BudgetCounter],
+        tokens: int,
+        cost: Decimal,
+        lease_seconds: float,
+    ) -> BudgetReservation | BudgetRefusal:
+        """Hold ``tokens`` and ``cost`` in every counter, all or nothing, in one atomic step:
+        a counter has room when what it settled plus what live reservations hold plus this
+        request stays within each of its limits. Return the reservation, or the refusal of the
+        first counter without room (holding nothing). Expired leases are not counted."""
+
+    async def settle(self, reservation: BudgetReservation, tokens: int, cost: Decimal) -> None:
+        """End ``reservation`` and add what the call really used to every counter it named
+        (also when the lease has expired already: the spending happened)."""
+
+    async def release(self, reservation: BudgetReservation) -> None:
+        """End ``reservation`` without spending anything (the call failed before using any)."""
+
+    async def totals(self, keys: Sequence[str]) -> list[BudgetTotals]:
+        """Each counter in ``keys`` as it stands now, in that order (zeros for a counter never
+        used)."""
 
 
 CompleteNext: TypeAlias = Callable[[ChatRequest], Awaitable[ChatResponse]]

@@ -13,17 +13,20 @@ import msgspec
 
 __all__ = [
     "AuthenticationError",
+    "BudgetExceededError",
     "ComponentError",
     "ConfigError",
     "ConfigIssue",
     "ConflictError",
     "ContentTooLargeError",
+    "ContextWindowExceededError",
     "HubbubError",
     "InvalidRequestError",
     "NotFoundError",
     "PermissionDeniedError",
     "PluginError",
     "ProviderError",
+    "ProviderRateLimitedError",
     "ProviderTimeoutError",
     "QuotaExceededError",
     "TooManyRequestsError",
@@ -195,10 +198,32 @@ class ContentTooLargeError(InvalidRequestError):
 
 
 class ProviderError(HubbubError):
-    """An LLM provider failed to answer."""
+    """An LLM provider failed to answer.
+
+    :param retryable: whether the same request may succeed if sent again (the LLM client's
+        retries follow it); ``None`` lets :func:`hubbub.resilience.is_retryable` decide from the
+        type (a 5xx status is retried).
+    :param upstream_status: the HTTP status the upstream answered with, when there was one.
+    :param retry_after: seconds the upstream asked to wait (its ``Retry-After``).
+    """
 
     status = 502
     code = "provider_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        retryable: bool | None = None,
+        upstream_status: int | None = None,
+        retry_after: float | None = None,
+    ) -> None:
+        super().__init__(message)
+        if retryable is not None:
+            self.retryable = retryable
+        self.upstream_status = upstream_status
+        if retry_after is not None:
+            self.retry_after = retry_after
 
 
 class ProviderTimeoutError(ProviderError):
@@ -206,3 +231,52 @@ class ProviderTimeoutError(ProviderError):
 
     status = 504
     code = "provider_timeout"
+    retryable = True
+
+
+class ProviderRateLimitedError(ProviderError):
+    """The upstream refused the request for now (its 429): retried after its ``Retry-After``;
+    answered as a 429 when every retry and fallback was refused too."""
+
+    status = 429
+    code = "provider_rate_limited"
+    retryable = True
+
+
+class ContextWindowExceededError(ProviderError):
+    """The request does not fit the model's context window. Never retried as it is; a
+    fallback model (which may have a larger window) is tried."""
+
+    status = 400
+    code = "context_length_exceeded"
+    retryable = False
+
+
+class BudgetExceededError(HubbubError):
+    """The request could cost more than what is left of a budget (``[budgets.<scope>]``):
+    refused before any provider is called. ``budget`` names the scope (``user``, ``key`` or
+    ``global``), ``limit`` and ``used`` say where it stands (tokens, or a cost as a decimal
+    string), ``retry_after`` when the period ends."""
+
+    status = 402
+    code = "budget_exceeded"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        budget: str,
+        unit: str,
+        used: str,
+        limit: str,
+        retry_after: float | None = None,
+    ) -> None:
+        self.budget = budget
+        self.unit = unit
+        self.used = used
+        self.limit = limit
+        self.retry_after = retry_after
+        super().__init__(message)
+
+    def extensions(self) -> dict[str, object]:
+        return {"budget": self.budget, "unit": self.unit, "used": self.used, "limit": self.limit}

@@ -109,6 +109,22 @@ def register_llm_providers(register: Registrar) -> None:
 
 
 @hookspec
+def register_budget_ledgers(register: Registrar) -> None:
+    """Register budget ledgers (:class:`hubbub.contracts.BudgetLedger`): where the tokens and
+    cost of LLM calls are reserved before each call and settled after it, for the budgets of
+    ``[budgets.user]``, ``[budgets.key]`` and ``[budgets.global]`` and for ``GET /api/usage``.
+
+    Chosen with ``[budgets] backend = "<name>"``; unset, ``redis`` when ``[cache] backend`` is
+    ``redis``, else ``memory`` (the built-ins). Processes that should share budgets must share
+    the ledger.
+
+    :param register: ``register(name, factory, *, settings=None, description="")``.
+
+    .. versionadded:: 0.2
+    """
+
+
+@hookspec
 def register_llm_middleware(register: Registrar) -> None:
     """Register middleware around every LLM request (:class:`hubbub.contracts.LLMMiddleware`):
     budgets, redaction, tracing, guardrails.

@@ -19,6 +19,7 @@ from typing import Any, Literal, Protocol
 from hubbub.contracts import (
     AccountStore,
     AuthMethod,
+    BudgetLedger,
     CacheBackend,
     EventLog,
     EventSink,
@@ -192,6 +193,14 @@ def _default_auth(config: Any, registered: Sequence[str]) -> list[str]:
     return [name for name in DEFAULT_AUTH_METHODS if name in registered]
 
 
+def _default_budget_ledger(config: Any, registered: Sequence[str]) -> str | None:
+    # Budgets shared like the cache: Redis when the cache is, else this process's memory.
+    for name in ("redis" if config.cache.backend == "redis" else "memory", "memory"):
+        if name in registered:
+            return name
+    return None
+
+
 KINDS: tuple[KindSpec, ...] = (
     KindSpec(
         "event_log",
@@ -265,6 +274,19 @@ KINDS: tuple[KindSpec, ...] = (
         variants=(RedirectAuthMethod,),
         default=_default_auth,
         description="Ways for callers to prove who they are, tried in order.",
+    ),
+    KindSpec(
+        "budget_ledger",
+        "register_budget_ledgers",
+        BudgetLedger,
+        "budget ledger",
+        "one",
+        section="budgets",
+        key="backend",
+        critical=False,
+        stage=44,
+        default=_default_budget_ledger,
+        description="Where token and cost budgets are reserved and counted.",
     ),
     KindSpec(
         "llm_middleware",

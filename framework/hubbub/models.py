@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import time
+from decimal import Decimal
 from typing import Any, Generic, Literal, TypeVar
 
 import msgspec
@@ -103,15 +104,18 @@ class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
     """Tokens consumed by one LLM request, and their cost when known."""
 
     prompt_tokens: int = 0
-    """Tokens the model read (the prompt), as the provider counts them (the offline models
-    count words); 0 when not reported."""
+    """Tokens the model read (the prompt), as the provider counts them; 0 when not
+    reported."""
     completion_tokens: int = 0
     """Tokens the model wrote (text and tool calls); 0 when not reported."""
     total_tokens: int = 0
     """Tokens in all, as the provider reports them (normally the sum of the two); 0 when not
     reported."""
-    cost_usd: float | None = None
-    """Estimated cost in US dollars; ``None`` when the price is unknown (0.0 means free)."""
+    cost: Decimal | None = None
+    """Cost in US dollars, exact (a :class:`~decimal.Decimal`, carried in JSON as a string such
+    as ``"0.000135"``), priced by the LLM client from the price table
+    (:class:`hubbub.llm.pricing.PriceTable`) or the model's own prices; ``None`` when the price
+    is unknown (``Decimal(0)`` means free)."""
 
 
 class Message(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -323,6 +327,25 @@ class ModelInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     supports_tools: bool = False
     """Whether the model can call tools. The engine offers tools either way; the built-in
     providers drop them for a model that cannot."""
+    upstream_model: str | None = None
+    """The model id the provider sends upstream (``gpt-4o-mini`` for a model clients call
+    ``up-gpt``; a litellm id such as ``anthropic/claude-sonnet-4-5``): prices, limits and the
+    tokenizer are looked up by it. ``None``: the same as :attr:`id`."""
+    max_output_tokens: int | None = None
+    """The most tokens the model writes in one reply; ``None``: the price table's figure, if it
+    knows the model."""
+    input_cost_per_token: Decimal | None = None
+    """US dollars per prompt token, overriding the price table (``Decimal(0)``: free); ``None``:
+    the price table's."""
+    output_cost_per_token: Decimal | None = None
+    """US dollars per completion token, overriding the price table; ``None``: the price
+    table's."""
+
+    @property
+    def pricing_id(self) -> str:
+        """The id prices, limits and the tokenizer are looked up by: :attr:`upstream_model`,
+        else :attr:`id`."""
+        return self.upstream_model or self.id
 
 
 class ChatRequest(msgspec.Struct, kw_only=True, omit_defaults=True):

@@ -15,6 +15,19 @@ litellm gives its loggers (``LiteLLM``, ``LiteLLM Router``, ``LiteLLM Proxy``) h
 that print plain text to stdout; they are removed once it is imported, so its records reach the
 log only through hubbub's handler, once, in hubbub's format.
 
+What hubbub does itself is not done twice: litellm's retries are off (``max_retries = 0``
+unless a model's ``options`` say otherwise: the LLM client retries and falls back, within its
+deadline), and the provider reports the upstream's usage without pricing it (the LLM client
+prices every reply, once, from the price table or the model's own prices). litellm's errors
+become hubbub's, with ``retryable`` set: 429 (with the upstream's ``Retry-After``), 5xx,
+timeouts and connection failures are retried; a context window overflow falls back; a refused
+key and other 4xx are final.
+
+litellm's own work per request (a thread hop per call, its response metadata, pricing and
+logging payload, pydantic objects) costs milliseconds and cannot be switched off from outside;
+models on OpenAI-compatible upstreams are much faster through the native ``openai_provider``
+(see the providers page).
+
 For tests and demos without a provider, a model can answer with canned text through litellm's
 ``mock_response`` option (``options = { mock_response = "Hello!" }``): nothing is sent anywhere.
 """
@@ -31,7 +44,13 @@ import msgspec
 
 from hubbub import hookimpl
 from hubbub.config import Secret
-from hubbub.errors import ProviderError, ProviderTimeoutError, UnknownModelError
+from hubbub.errors import (
+    ContextWindowExceededError,
+    ProviderError,
+    ProviderRateLimitedError,
+    ProviderTimeoutError,
+    UnknownModelError,
+)
 from hubbub.llm.tokens import offline_encodings
 from hubbub.models import (
     ChatChunk,
@@ -68,7 +87,8 @@ class LiteLLMModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     supports_tools: bool = True
     """Whether tools are offered to this model."""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
-    """Extra keyword arguments for ``litellm.acompletion`` (``top_p``, ``num_retries``...)."""
+    """Extra keyword arguments for ``litellm.acompletion`` (``top_p``, ``seed``...);
+    ``max_retries`` is 0 unless set here (hubbub's ``[llm] retries`` apply)."""
 
 
 class LiteLLMSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -155,6 +175,7 @@ class LiteLLMProvider:
                 description=m.description,
                 context_window=m.context_window or self._known_window(m.model or m.name),
                 supports_tools=m.supports_tools,
+                upstream_model=m.model,  # prices, limits and the tokenizer follow litellm's id
             )
             for m in self.models.values()
         ]
@@ -181,6 +202,7 @@ class LiteLLMProvider:
             "model": entry.model or entry.name,
             "messages": [_wire(m) for m in request.messages],
             "timeout": self.settings.timeout,
+            "max_retries": 0,  # the LLM client retries and falls back, within its deadline
             **entry.options,
         }
         if entry.api_key is not None:
@@ -208,36 +230,55 @@ class LiteLLMProvider:
         return arguments
 
     def _error(self, request: ChatRequest, exc: Exception) -> Exception:
+        """hubbub's error for litellm's ``exc``, ``retryable`` as the LLM client needs it."""
         litellm = self._litellm
+        model = request.model
         if isinstance(exc, litellm.Timeout | TimeoutError):
-            return ProviderTimeoutError(f"model {request.model!r} timed out")
+            return ProviderTimeoutError(f"model {model!r} timed out", retryable=True)
+        status = getattr(exc, "status_code", None)
+        status = status if isinstance(status, int) else None
+        if isinstance(exc, litellm.AuthenticationError | litellm.PermissionDeniedError) or (
+            status in (401, 403)
+        ):  # the upstream's message may quote part of the key: not shown
+            return ProviderError(
+                f"model {model!r}: the upstream refused the key; check the model's api_key",
+                retryable=False,
+                upstream_status=status,
+            )
         # litellm's messages carry the provider's explanation; no traceback leaves hubbub,
         # nor what the transport's message holds of the process (<ssl.SSLContext object at
         # 0x...>, credentials in an api_base).
         message = public_message(str(exc).split("\n", 1)[0])
-        return ProviderError(f"model {request.model!r} failed: {message}")
-
-    def _cost(self, model: str, usage: Usage) -> float | None:
-        try:
-            prompt, completion = self._litellm.cost_per_token(
-                model=model,
-                prompt_tokens=usage.prompt_tokens,
-                completion_tokens=usage.completion_tokens,
+        if isinstance(exc, litellm.ContextWindowExceededError):
+            return ContextWindowExceededError(
+                f"model {model!r}: the request does not fit the model's context window: {message}",
+                upstream_status=status,
             )
-        except Exception:  # a model without a known price
-            return None
-        return float(prompt + completion)
+        if isinstance(exc, litellm.RateLimitError) or status == 429:
+            return ProviderRateLimitedError(
+                f"model {model!r} is rate limited: {message}",
+                upstream_status=429,
+                retry_after=_retry_after(exc),
+            )
+        if isinstance(exc, litellm.APIConnectionError):
+            retryable: bool | None = True
+        elif status is not None:
+            retryable = status >= 500 or status in (408, 409)
+        else:
+            retryable = None
+        return ProviderError(
+            f"model {model!r} failed: {message}", retryable=retryable, upstream_status=status
+        )
 
-    def _usage(self, model: str, raw: Any) -> Usage:
+    def _usage(self, raw: Any) -> Usage:
+        """The upstream's token counts (never priced here: the LLM client prices replies)."""
         if raw is None:
             return Usage()
-        usage = Usage(
+        return Usage(
             prompt_tokens=raw.prompt_tokens or 0,
             completion_tokens=raw.completion_tokens or 0,
             total_tokens=raw.total_tokens or 0,
         )
-        usage.cost_usd = self._cost(model, usage)
-        return usage
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
         arguments = self._arguments(request)
@@ -250,7 +291,7 @@ class LiteLLMProvider:
             ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
             for c in choice.message.tool_calls or ()
         ]
-        usage = self._usage(arguments["model"], getattr(response, "usage", None))
+        usage = self._usage(getattr(response, "usage", None))
         return ChatResponse.of(
             request.model, choice.message.content or "", calls, usage, choice.finish_reason
         )
@@ -265,7 +306,7 @@ class LiteLLMProvider:
             response = await self._litellm.acompletion(**arguments)
             async for chunk in response:
                 if getattr(chunk, "usage", None):
-                    usage = self._usage(arguments["model"], chunk.usage)
+                    usage = self._usage(chunk.usage)
                 if not chunk.choices:
                     continue
                 choice = chunk.choices[0]
@@ -291,6 +332,25 @@ class LiteLLMProvider:
             )
             finish = "tool_calls"
         yield ChatChunk(finish_reason=finish, usage=usage)
+
+
+def _retry_after(exc: Exception) -> float | None:
+    """Seconds the upstream asked to wait (``retry-after-ms`` or ``Retry-After`` in seconds)
+    on litellm's rate limit error, if it said."""
+    response = getattr(exc, "response", None)
+    headers = getattr(response, "headers", None)
+    if headers is None:
+        return None
+    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
+        value = headers.get(name)
+        if value:
+            try:
+                seconds = float(value) / scale
+            except ValueError:
+                continue
+            if seconds >= 0:
+                return seconds
+    return None
 
 
 @hookimpl

@@ -4,17 +4,21 @@
 * ``offline/tools`` asks for a tool call when the last user message reads
   ``call <tool-name> <json-arguments>``, then answers with the tool's result.
 
-Both say plainly that they are offline. Token counts are words, not a real tokenizer's, and the
-cost is zero. They exist so the whole pipeline (streaming, tools, events, storage) runs anywhere.
+Both say plainly that they are offline. They count tokens as hubbub counts every model's
+(:meth:`hubbub.llm.tokens.TokenCounter.count_prompt` and ``count_completion``, with tiktoken's
+``cl100k_base``, offline), so budgets and usage reports work with them as with a real model; they
+are free (their prices are zero). They exist so the whole pipeline (streaming, tools, events,
+storage, usage) runs anywhere.
 
 They honour the request's limits as OpenAI's models do: ``stop`` cuts the reply before the first
-stop sequence (``finish_reason`` ``stop``), ``max_tokens`` keeps that many words at most
+stop sequence (``finish_reason`` ``stop``), ``max_tokens`` keeps that many tokens at most
 (``finish_reason`` ``length``); both apply to the reply's text, and a tool call is always made
-whole. ``tool_choice`` ``"required"`` (or a named function) makes ``offline/tools`` call a tool
-whatever the message says: the named one, else the one ``call <tool-name>`` names if it is
-offered, else the first tool offered, with the message's JSON arguments when they are for that
-tool and ``{}`` otherwise (every time, after a tool result too: a required tool call is
-required). ``offline/echo`` calls no tools: forcing it to is an invalid request.
+whole. Replies stream word by word. ``tool_choice`` ``"required"`` (or a named function) makes
+``offline/tools`` call a tool whatever the message says: the named one, else the one
+``call <tool-name>`` names if it is offered, else the first tool offered, with the message's JSON
+arguments when they are for that tool and ``{}`` otherwise (every time, after a tool result too:
+a required tool call is required). ``offline/echo`` calls no tools: forcing it to is an invalid
+request.
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import asyncio
 import hashlib
 import re
 from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
 from typing import TYPE_CHECKING
 
 import msgspec
 
 from hubbub import hookimpl
 from hubbub.errors import InvalidRequestError
+from hubbub.llm.tokens import TokenCounter
 from hubbub.models import (
     ChatChunk,
     ChatRequest,
@@ -49,8 +55,9 @@ CONTEXT_WINDOW = 1_000_000
 """Tokens the offline models accept: they have no real limit, so a long message echoes whole
 (a model is never shown more than its window: see :mod:`hubbub.conversation.context`)."""
 _CALL = re.compile(r"^\s*call\s+(?P<name>[A-Za-z0-9_.\-]+)\s*(?P<arguments>.*)$", re.S)
-_WORDS = re.compile(r"\s*\S+")
 _PIECES = re.compile(r"\s*\S+|\s+")  # words, then trailing space: joined, the whole text
+FREE = Decimal(0)
+"""The offline models' price per token, prompt and completion alike."""
 YIELD_EVERY = 64
 """Pieces streamed between two yields to the event loop when there is no ``token_delay``."""
 
@@ -60,11 +67,6 @@ class OfflineSettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
 
     token_delay: float = 0.0
     """Seconds to wait between streamed words, to watch streaming happen (0: no delay)."""
-
-
-def count_tokens(text: str) -> int:
-    """The offline models' token count: the number of words."""
-    return len(_WORDS.findall(text))
 
 
 def _forced_tool(request: ChatRequest) -> str | None:
@@ -85,16 +87,17 @@ def _forced_tool(request: ChatRequest) -> str | None:
     return None
 
 
-def _limit(request: ChatRequest, text: str) -> tuple[str, str]:
-    """The text cut by the request's stop sequences and ``max_tokens``, and the finish reason:
-    ``length`` when ``max_tokens`` cut it, else ``stop``."""
+async def _limit(counter: TokenCounter, request: ChatRequest, text: str) -> tuple[str, str]:
+    """The text cut by the request's stop sequences and ``max_tokens`` (tokens, counted as the
+    usage counts them), and the finish reason: ``length`` when ``max_tokens`` cut it, else
+    ``stop``."""
     cuts = [at for stop in request.stop or () if stop and (at := text.find(stop)) >= 0]
     if cuts:
         text = text[: min(cuts)]
     if request.max_tokens is not None:
-        words = _WORDS.findall(text)
-        if len(words) > request.max_tokens:
-            return "".join(words[: request.max_tokens]), "length"
+        cut = await counter.truncate(request.model, text, request.max_tokens)
+        if cut != text:
+            return cut, "length"
     return text, "stop"
 
 
@@ -113,6 +116,8 @@ class OfflineProvider:
     def __init__(self, name: str, settings: OfflineSettings) -> None:
         self.name = name
         self.settings = settings
+        self.tokens = TokenCounter()
+        """How the models count their tokens (tiktoken's encodings, read offline)."""
 
     async def start(self) -> None:
         """Nothing to acquire."""
@@ -130,6 +135,8 @@ class OfflineProvider:
                 provider=self.name,
                 description="Offline: streams back a reply derived from your message.",
                 context_window=CONTEXT_WINDOW,
+                input_cost_per_token=FREE,
+                output_cost_per_token=FREE,
             ),
             ModelInfo(
                 id=f"{self.name}/{TOOLS}",
@@ -137,15 +144,17 @@ class OfflineProvider:
                 supports_tools=True,
                 description="Offline: 'call <tool> <json-arguments>' calls a tool.",
                 context_window=CONTEXT_WINDOW,
+                input_cost_per_token=FREE,
+                output_cost_per_token=FREE,
             ),
         ]
 
-    def _answer(self, request: ChatRequest) -> tuple[str, list[ToolCall], str]:
+    async def _answer(self, request: ChatRequest) -> tuple[str, list[ToolCall], str]:
         """The reply's text, its tool calls and its finish reason."""
         text, calls = self._reply(request)
         if calls:
             return text, calls, "tool_calls"
-        text, finish = _limit(request, text)
+        text, finish = await _limit(self.tokens, request, text)
         return text, calls, finish
 
     def _reply(self, request: ChatRequest) -> tuple[str, list[ToolCall]]:
@@ -213,26 +222,28 @@ class OfflineProvider:
                 pass
         return _call(request, prompt, name, arguments)
 
-    def _usage(self, request: ChatRequest, text: str, calls: list[ToolCall]) -> Usage:
-        prompt = sum(count_tokens(m.content) for m in request.messages)
-        completion = count_tokens(text) + sum(count_tokens(c.arguments) + 1 for c in calls)
+    async def _usage(self, request: ChatRequest, text: str, calls: list[ToolCall]) -> Usage:
+        """The tokens of the prompt and of the reply, as hubbub counts them; free."""
+        model = request.model
+        prompt = await self.tokens.count_prompt(model, request.messages, request.tools)
+        completion = await self.tokens.count_completion(model, text, calls)
         return Usage(
             prompt_tokens=prompt,
             completion_tokens=completion,
             total_tokens=prompt + completion,
-            cost_usd=0.0,
+            cost=FREE,
         )
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        text, calls, finish = self._answer(request)
-        usage = self._usage(request, text, calls)
+        text, calls, finish = await self._answer(request)
+        usage = await self._usage(request, text, calls)
         return ChatResponse.of(request.model, text, calls, usage, finish)
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         """The reply word by word (waiting ``token_delay`` between words; without a delay,
         yielding to the event loop every :data:`YIELD_EVERY` words), then the tool calls, then
         the finish with the usage."""
-        text, calls, finish = self._answer(request)
+        text, calls, finish = await self._answer(request)
         delay = self.settings.token_delay
         for number, piece in enumerate(_PIECES.findall(text), 1):
             if delay:
@@ -242,7 +253,7 @@ class OfflineProvider:
             yield ChatChunk(delta=piece)
         if calls:
             yield ChatChunk(tool_calls=calls)
-        yield ChatChunk(finish_reason=finish, usage=self._usage(request, text, calls))
+        yield ChatChunk(finish_reason=finish, usage=await self._usage(request, text, calls))
 
 
 def _call(request: ChatRequest, prompt: str, name: str, arguments: str) -> ToolCall:

@@ -110,8 +110,8 @@ class Metrics:
             )
         children[0].inc(usage.prompt_tokens)
         children[1].inc(usage.completion_tokens)
-        if usage.cost_usd:
-            children[2].inc(usage.cost_usd)
+        if usage.cost:  # exact up to here; a float only at the metrics edge
+            children[2].inc(float(usage.cost))
 
     def render(self, health: RuntimeHealth | None = None) -> bytes:
         """The text exposition format, with component health refreshed from ``health``."""

@@ -12,12 +12,15 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from hubbub.errors import InvalidRequestError
+from hubbub.llm.caller import caller_metadata
+from hubbub.log import current_context
 from hubbub.models import (
     ChatChunk,
     ChatRequest,
     ChatResponse,
     Message,
     ModelInfo,
+    Principal,
     ToolCall,
     ToolSpec,
     Usage,
@@ -132,8 +135,8 @@ def _text(message: WireMessage, index: int) -> str:
     return "".join(texts)
 
 
-def to_chat_request(body: ChatCompletionRequest, user: str) -> ChatRequest:
-    """Validate what msgspec cannot and build the provider-neutral request."""
+def to_chat_request(body: ChatCompletionRequest, principal: Principal) -> ChatRequest:
+    """Validate what msgspec cannot and build the provider-neutral request for ``principal``."""
     if not body.messages:
         raise InvalidRequestError("messages must not be empty", field="messages")
     if body.n != 1:
@@ -183,7 +186,8 @@ def to_chat_request(body: ChatCompletionRequest, user: str) -> ChatRequest:
         temperature=body.temperature,
         max_tokens=body.max_completion_tokens or body.max_tokens,
         stop=stop,
-        user=user,
+        user=principal.id,
+        metadata=caller_metadata(principal, request_id=current_context().get("request_id")),
     )
 
 

@@ -329,13 +329,14 @@ def test_models_retrieve_with_the_openai_client(client: openai.OpenAI) -> None:
 
 def test_max_tokens_cuts_the_reply_with_finish_reason_length(client: openai.OpenAI) -> None:
     messages: Any = [{"role": "user", "content": "one two three four five"}]
-    cut = client.chat.completions.create(model="offline/echo", messages=messages, max_tokens=4)
+    # tokens (cl100k_base): "[", "offline", " echo", "]", " You", " said", ":", " one"...
+    cut = client.chat.completions.create(model="offline/echo", messages=messages, max_tokens=7)
     assert cut.choices[0].message.content == "[offline echo] You said:"
     assert cut.choices[0].finish_reason == "length"
     assert cut.usage is not None
-    assert cut.usage.completion_tokens == 4
+    assert cut.usage.completion_tokens == 7
     stream = client.chat.completions.create(
-        model="offline/echo", messages=messages, max_completion_tokens=5, stream=True
+        model="offline/echo", messages=messages, max_completion_tokens=8, stream=True
     )
     chunks = [chunk for chunk in stream if chunk.choices]
     assert "".join(c.choices[0].delta.content or "" for c in chunks) == ECHO_PREFIX + "one"

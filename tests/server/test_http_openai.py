@@ -213,7 +213,11 @@ async def test_async_stream_with_usage(aclient: openai.AsyncOpenAI) -> None:
     assert "tell me about async streams" in "".join(contents)
     assert chunks[-1].choices == []
     assert chunks[-1].usage is not None
-    assert chunks[-1].usage.completion_tokens == len("".join(contents).split())  # words
+    # tiktoken's cl100k_base tokens of the reply and of the prompt (its 5 tokens, and 4 for
+    # the message), not words (7 and 5)
+    assert "".join(contents) == "[offline echo] You said: tell me about async streams"
+    assert chunks[-1].usage.completion_tokens == 12
+    assert chunks[-1].usage.prompt_tokens == 4 + 5
 
 
 async def test_async_models_list(aclient: openai.AsyncOpenAI) -> None:

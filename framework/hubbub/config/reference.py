@@ -82,6 +82,15 @@ def _sections() -> tuple[list[mi.Field], list[tuple[str, type[msgspec.Struct]]]]
     return keys, tables
 
 
+def _subtable(field: mi.Field) -> type[msgspec.Struct] | None:
+    """The struct of an optional table inside a section (``[budgets.user]``), else ``None``."""
+    t = field.type
+    if isinstance(t, mi.UnionType):
+        members = [m for m in t.types if not isinstance(m, mi.NoneType)]
+        t = members[0] if len(members) == 1 else t
+    return t.cls if isinstance(t, mi.StructType) else None
+
+
 def _item_struct(t: mi.Type) -> type[msgspec.Struct] | None:
     """The struct of each entry when ``t`` is an array of tables (``list[SomeStruct]``)."""
     if isinstance(t, mi.ListType | mi.VarTupleType) and isinstance(t.item_type, mi.StructType):
@@ -197,11 +206,14 @@ def _table(struct_type: type[msgspec.Struct], fields: list[mi.Field]) -> list[st
     docs = field_docs(struct_type)
     lines = ["| Key | Type | Default | Description |", "| --- | --- | --- | --- |"]
     for field in fields:
+        if _subtable(field) is not None:
+            continue  # a table of its own, after this one
         value = _default(field)
         default = "unset" if value is None else f"`{toml_value(value)}`"
         description = _cell(_text(docs.get(field.name, "")))
         lines.append(
-            f"| `{field.name}` | {_type_name(field.type)} | {_cell(default)} | {description} |"
+            f"| `{field.encode_name}` | {_type_name(field.type)} | {_cell(default)} | "
+            f"{description} |"
         )
     return lines
 
@@ -230,6 +242,12 @@ def render_markdown(plugin_settings: Mapping[str, type[msgspec.Struct]] | None =
     for name, struct_type in tables:
         out += [f"## `[{name}]`", "", _text(inspect.getdoc(struct_type) or ""), ""]
         out += [*_table(struct_type, _fields(struct_type)), ""]
+        docs = field_docs(struct_type)
+        for field in _fields(struct_type):
+            inner = _subtable(field)
+            if inner is not None:
+                out += [f"### `[{name}.{field.encode_name}]`", "", _text(docs.get(field.name, ""))]
+                out += ["", *_table(inner, _fields(inner)), ""]
         out += [f"Environment: `HUBBUB_{name.upper()}__<KEY>`.", ""]
         if struct_type is PluginsConfig:
             out += [
@@ -283,12 +301,30 @@ def _keys(struct_type: type[msgspec.Struct], fields: list[mi.Field]) -> list[str
     docs = field_docs(struct_type)
     out: list[str] = []
     for field in fields:
+        if _subtable(field) is not None:
+            continue  # a table of its own, after these keys
         value = _default(field)
         out += ["", *_comment(docs.get(field.name, ""))]
         if value is None:
-            out.append(f"# {field.name} = {_placeholder(field.type)}")
+            out.append(f"# {field.encode_name} = {_placeholder(field.type)}")
         else:
-            out.append(f"{field.name} = {toml_value(value)}")
+            out.append(f"{field.encode_name} = {toml_value(value)}")
+    return out
+
+
+def _subtables(table: str, struct_type: type[msgspec.Struct]) -> list[str]:
+    """Each optional table inside ``struct_type`` (``[budgets.user]``) with its keys, commented
+    out (unset by default)."""
+    docs = field_docs(struct_type)
+    out: list[str] = []
+    for field in _fields(struct_type):
+        inner = _subtable(field)
+        if inner is not None:
+            out += ["", *_comment(docs.get(field.name, "")), f"# [{table}.{field.encode_name}]"]
+            out += [
+                line if line.startswith("#") or not line else f"# {line}"
+                for line in _keys(inner, _fields(inner))
+            ]
     return out
 
 
@@ -315,6 +351,7 @@ def render_example_toml(plugin_settings: Mapping[str, type[msgspec.Struct]] | No
     for name, struct_type in tables:
         out += ["", "", *_comment(inspect.getdoc(struct_type) or ""), f"[{name}]"]
         out += _keys(struct_type, _fields(struct_type))
+        out += _subtables(name, struct_type)
         if struct_type is PluginsConfig:
             out += ["", *_TOML_PLUGINS.splitlines()]
     for plugin, struct_type in sorted((plugin_settings or {}).items()):

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
+from decimal import Decimal
 from pathlib import Path
 from types import MappingProxyType
 from typing import Annotated, Any, Literal
@@ -23,6 +24,8 @@ from hubbub.redaction import REDACTED
 __all__ = [
     "AccountsConfig",
     "AuthConfig",
+    "BudgetConfig",
+    "BudgetsConfig",
     "CacheConfig",
     "Config",
     "ConfigOrigin",
@@ -391,13 +394,80 @@ class LLMConfig(_Section, frozen=True):
     providers: list[str] | None = None
     """Providers to start, by registered name; all registered ones when unset."""
     request_timeout: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 60.0
-    """Seconds to wait for a whole reply, or between two streamed chunks (more than 0, at most
-    86400)."""
+    """Seconds one try may take for a whole reply, or until a stream's first chunk and then
+    between two chunks (more than 0, at most 86400)."""
+    deadline: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 120.0
+    """Seconds a request may take in all, retries and fallbacks included (for a stream: until
+    its first chunk); more than 0, at most 86400."""
+    retries: Annotated[int, msgspec.Meta(ge=0, le=10)] = 2
+    """Tries of a model after its first, on retryable failures only (timeouts, connection
+    errors, 429, 5xx); 0 to 10."""
+    retry_delay: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
+    """The longest wait, in seconds, before the first retry; it doubles for each next one and
+    the actual wait is a random share of it (more than 0, at most 60)."""
+    retry_max_delay: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    """The longest wait between two tries; an upstream asking (``Retry-After``) for longer is
+    not waited for: the next model of the chain is tried (more than 0, at most 600)."""
+    fallbacks: dict[str, list[str]] = msgspec.field(default_factory=dict)
+    """Models to try, in order, when a model fails: ``{ "up-gpt" = ["model-b",
+    "offline/echo"] }``. Every name must be served by a provider; a fallback's own fallbacks
+    are not followed."""
+    breaker_failures: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 5
+    """Consecutive failures of a model's upstream that open its circuit breaker: the model is
+    then skipped (its fallbacks serve) and reported ``degraded`` in health (1 to 1000)."""
+    breaker_reset: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    """Seconds an open breaker waits before letting one probe request through (more than 0,
+    at most 3600)."""
     max_tool_rounds: Annotated[int, msgspec.Meta(ge=0, le=100)] = 5
     """Most times one reply may call tools before it must answer (0: tools are never offered;
     at most 100)."""
     history_messages: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 200
     """How many of a conversation's latest messages a model is shown (1 to 100,000)."""
+
+
+class BudgetConfig(_Section, frozen=True):
+    """One budget (``[budgets.user]``, ``[budgets.key]`` or ``[budgets.global]``): the most
+    tokens and/or US dollars its scope may use in a period."""
+
+    tokens: Annotated[int, msgspec.Meta(ge=1)] | None = None
+    """Most tokens (prompt and reply) in a period; unset: not limited."""
+    cost: Decimal | None = None
+    """Most US dollars in a period, as a decimal string (``"5.00"``); unset: not limited."""
+    period: Literal["day", "month"] = "day"
+    """``day`` or ``month``, in UTC: the budget starts again at midnight (UTC) or on the
+    first of the month."""
+
+    def __post_init__(self) -> None:
+        if self.tokens is None and self.cost is None:
+            raise ValueError("a budget needs tokens, cost or both")
+        if self.cost is not None and (not self.cost.is_finite() or self.cost < 0):
+            raise ValueError('cost must be a non-negative number of US dollars, like "5.00"')
+
+
+class BudgetsConfig(_Section, frozen=True):
+    """Budgets of tokens and cost for LLM calls, and per-key rate limits. A call that could
+    exceed a budget is refused (402) before any provider is called; see the budgets page."""
+
+    backend: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    """The budget ledger: ``memory`` (this process only) or ``redis`` (shared by every process
+    on ``[redis] url``); unset: ``redis`` when ``[cache] backend`` is ``redis``, else
+    ``memory``."""
+    user: BudgetConfig | None = None
+    """Each user's budget (``[budgets.user]``); unset: none."""
+    key: BudgetConfig | None = None
+    """Each API key's budget (``[budgets.key]``), for calls made with a key; unset: none."""
+    global_: BudgetConfig | None = msgspec.field(default=None, name="global")
+    """One budget for every call of the deployment (``[budgets.global]``); unset: none."""
+    key_requests_per_minute: Annotated[int, msgspec.Meta(ge=0, le=1_000_000)] = 0
+    """LLM calls one API key may make per minute (0 to 1,000,000; 0: no limit); past it, 429
+    with ``Retry-After``. Counted in the cache, so shared when the cache is."""
+    key_tokens_per_minute: Annotated[int, msgspec.Meta(ge=0, le=1_000_000_000)] = 0
+    """Tokens one API key may use per minute (0 to 1,000,000,000; 0: no limit), counted as
+    reserved before each call and corrected to its real use after; past it, 429 with
+    ``Retry-After``."""
+    lease_seconds: Annotated[float, msgspec.Meta(ge=1, le=86400)] = 900.0
+    """Seconds a call's reservation holds its budget (1 to 86400) unless settled first: a
+    process that crashed holding one frees it then. Keep it above the longest reply."""
 
 
 class ToolsConfig(_Section, frozen=True):
@@ -499,6 +569,8 @@ class Config(_Section, frozen=True):
     """The ``[passwords]`` table."""
     llm: LLMConfig = msgspec.field(default_factory=LLMConfig)
     """The ``[llm]`` table."""
+    budgets: BudgetsConfig = msgspec.field(default_factory=BudgetsConfig)
+    """The ``[budgets]`` table and its ``[budgets.user|key|global]`` tables."""
     tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
     """The ``[tools]`` table."""
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)

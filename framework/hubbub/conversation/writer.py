@@ -34,6 +34,7 @@ from hubbub.events import (
     ToolStarted,
 )
 from hubbub.llm import LLMClient
+from hubbub.llm.caller import caller_metadata
 from hubbub.llm.coalesce import TextBuffer
 from hubbub.models import (
     ChatRequest,
@@ -120,7 +121,9 @@ class ReplyWriter:
             messages=list(history),
             tools=tools,
             user=self.owner.id,
-            metadata={"conversation_id": self.conversation.id, "request_id": self.request_id},
+            metadata=caller_metadata(
+                self.owner, conversation_id=self.conversation.id, request_id=self.request_id
+            ),
         )
         parts = self.progress.streaming(message)
         calls: list[ToolCall] = []

@@ -96,13 +96,16 @@ class Typing(Event, tag="typing", frozen=True):
 
 
 class Status(Event, tag="status", frozen=True):
-    """Progress of a reply: ``thinking``, ``calling_tool``, ``idle``..."""
+    """Progress of a reply: ``thinking``, ``calling_tool``, ``retrying``, ``fallback``,
+    ``idle``."""
 
     state: str
-    """``thinking`` (waiting for the model), ``calling_tool`` (running a tool) or ``idle``
-    (the reply ended, however it ended)."""
+    """``thinking`` (waiting for the model), ``calling_tool`` (running a tool), ``retrying``
+    (a model failed and is tried again), ``fallback`` (a model failed for good and the next
+    of its ``[llm.fallbacks]`` is tried) or ``idle`` (the reply ended, however it ended)."""
     detail: str = ""
-    """The model (``thinking``) or the tool (``calling_tool``); empty otherwise."""
+    """The model (``thinking``), the tool (``calling_tool``), what failed and what comes next
+    (``retrying``, ``fallback``); empty otherwise."""
 
 
 class ToolStarted(Event, tag="tool.started", frozen=True):
@@ -136,7 +139,17 @@ class UsageRecorded(Event, tag="usage", frozen=True):
     model: str
     """The model the request went to (after the LLM middleware, which may change it)."""
     usage: Usage
-    """What the provider reported; for a stream cut short, what it reported before the end."""
+    """What the provider reported (tokens it did not report are counted by the LLM client), and
+    its :attr:`~hubbub.models.Usage.cost`; for a stream cut short, what was used before the
+    end."""
+    provider: str | None = None
+    """The registered LLM provider that served the request; ``None`` when unknown."""
+    key_id: str | None = None
+    """The API key the caller used (``request.metadata["key_id"]``); ``None`` for a login
+    session or an in-process caller."""
+    request_id: str | None = None
+    """The request it was made for (the server's request id, or a conversation reply's id), to
+    match usage to logs; ``None`` when the caller gave none."""
 
 
 class ErrorEvent(Event, tag="error", frozen=True):

@@ -2,19 +2,24 @@
 
 A request goes through the LLM middleware (:mod:`hubbub.middleware`, lowest ``priority``
 outermost; the ``before_llm_request`` and ``after_llm_response`` hooks are one of them), then to
-the client's own handler, innermost: it routes the request to the provider that serves its model
-(after every middleware, which may have changed the model), turns a provider that is too slow
-into :class:`hubbub.errors.ProviderTimeoutError` (for a stream: too slow between chunks) and any
-other provider failure into :class:`hubbub.errors.ProviderError`, and publishes a ``usage``
-event for every reply a provider produced (also one cut short: a reader that leaves mid-stream
-still used tokens). A provider that streams without ever waiting cannot hold the event loop:
-the client yields to it every :data:`YIELD_EVERY` chunks (readers that publish or send every
-chunk merge them first with :func:`hubbub.llm.coalesce.coalesce`).
+the client's own handler, innermost: the router (:mod:`hubbub.llm.routing`) tries the models of
+the request's chain (after every middleware, which may have changed the model) with retries,
+breakers and deadlines, turning a provider that is too slow into
+:class:`hubbub.errors.ProviderTimeoutError` (for a stream: too slow between chunks) and any other
+provider failure into :class:`hubbub.errors.ProviderError`. Every reply a provider produced
+(also one cut short: a reader that leaves mid-stream still used tokens) is accounted for: the
+tokens the provider did not report are counted, the cost comes from the price table
+(:mod:`hubbub.llm.pricing`), and a ``usage`` event is published.
+
+A provider that streams without ever waiting cannot hold the event loop: the client yields to it
+every :data:`YIELD_EVERY` chunks (readers that publish or send every chunk merge them first with
+:func:`hubbub.llm.coalesce.coalesce`).
 """
 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from collections.abc import AsyncGenerator, AsyncIterator, Mapping, Sequence
 from typing import Any
@@ -31,9 +36,12 @@ from hubbub.errors import (
     UnknownModelError,
 )
 from hubbub.events import EventBus, UsageRecorded
+from hubbub.llm.pricing import PriceTable
+from hubbub.llm.routing import RoutePolicy, Router
 from hubbub.llm.streams import prime
-from hubbub.middleware import StreamedReply, chain_complete, chain_stream
-from hubbub.models import ChatChunk, ChatRequest, ChatResponse, Health, ModelInfo
+from hubbub.llm.tokens import TokenCounter
+from hubbub.middleware import StreamedReply, chain_complete, chain_stream, close_stream
+from hubbub.models import ChatChunk, ChatRequest, ChatResponse, Health, ModelInfo, Usage
 from hubbub.redaction import public_message
 
 __all__ = ["LLMClient"]
@@ -66,10 +74,20 @@ class LLMClient:
         timeout: float,
         middleware: Sequence[LLMMiddleware] = (),
         events: EventBus | None = None,
+        policy: RoutePolicy | None = None,
+        fallbacks: Mapping[str, Sequence[str]] | None = None,
+        counter: TokenCounter | None = None,
+        prices: PriceTable | None = None,
     ) -> None:
         self.providers = dict(providers)
         self.default_model = default_model
-        self.timeout = timeout
+        self.policy = policy or RoutePolicy(attempt_timeout=timeout, deadline=max(timeout, 120.0))
+        """Retries, deadlines and breakers (``[llm]``)."""
+        self._fallbacks = dict(fallbacks or {})
+        self.counter = counter or TokenCounter()
+        """Counts the tokens of replies whose provider reported none."""
+        self.prices = prices
+        """Prices every reply; the bundled price table is loaded at start when ``None``."""
         self.middleware: tuple[LLMMiddleware, ...] = tuple(
             sorted(middleware, key=lambda m: m.priority)
         )
@@ -77,11 +95,27 @@ class LLMClient:
         self.events = events
         """Where a ``usage`` event is published for every reply (budgets, metrics, clients)."""
         self._models: dict[str, tuple[LLMProvider, ModelInfo]] = {}
+        self.router = Router(self._models, self._fallbacks, self.policy, events=events)
+        """Tries the models of a request's chain (see :mod:`hubbub.llm.routing`)."""
         self._complete = chain_complete(self.middleware, self._provider_complete)
         self._stream = chain_stream(self.middleware, self._provider_stream)
 
+    @property
+    def timeout(self) -> float:
+        """Seconds one try may take (for a stream: until its first chunk, then between
+        chunks)."""
+        return self.policy.attempt_timeout
+
+    @timeout.setter
+    def timeout(self, seconds: float) -> None:
+        self.policy = dataclasses.replace(self.policy, attempt_timeout=seconds)
+        self.router.policy = self.policy
+
     async def start(self) -> None:
-        """Ask every provider for its models; the first provider to claim an id serves it."""
+        """Ask every provider for its models (the first provider to claim an id serves it) and
+        load the price table."""
+        if self.prices is None:
+            self.prices = await PriceTable.load()
         for name, provider in self.providers.items():
             for info in await provider.list_models():
                 if info.id in self._models:
@@ -103,8 +137,14 @@ class LLMClient:
                     )
                 ]
             )
+        self.router = Router(self._models, self._fallbacks, self.policy, events=self.events)
+        self.router.check()
 
     async def health(self) -> Health:
+        """``degraded`` while a model's upstream keeps failing (its breaker is open)."""
+        health = self.router.health()
+        if health.status != "ok":
+            return health
         return Health(detail=f"{len(self._models)} models from {len(self.providers)} providers")
 
     async def aclose(self) -> None:
@@ -132,17 +172,52 @@ class LLMClient:
             )
         return found
 
-    def _record(self, request: ChatRequest, response: ChatResponse) -> None:
-        """Account for one reply a provider produced, whole or not: a ``usage`` event."""
+    async def _record(self, request: ChatRequest, response: ChatResponse) -> None:
+        """Account for one reply a provider produced, whole or not: fill in the tokens the
+        provider did not report (counted here), price it, and publish a ``usage`` event."""
+        found = self._models.get(request.model)
+        info = found[1] if found is not None else None
+        usage = response.usage
+        if info is not None:
+            usage = await self._accounted(request, response, info)
+            response.usage = response.message.usage = usage
         if self.events is not None:
             self.events.publish(
                 UsageRecorded(
                     model=request.model,
-                    usage=response.usage,
+                    usage=usage,
                     owner=request.user,
                     conversation_id=request.metadata.get("conversation_id"),
+                    provider=info.provider if info is not None else None,
+                    key_id=request.metadata.get("key_id"),
+                    request_id=request.metadata.get("request_id"),
                 )
             )
+
+    async def _accounted(
+        self, request: ChatRequest, response: ChatResponse, info: ModelInfo
+    ) -> Usage:
+        """``response``'s usage with its tokens counted when the provider reported none (a
+        stream cut short, a provider that never says) and its cost from the price table."""
+        usage = response.usage
+        if not usage.prompt_tokens and not usage.completion_tokens and self.counter is not None:
+            model = info.pricing_id
+            message = response.message
+            prompt = await self.counter.count_prompt(model, request.messages, request.tools)
+            completion = await self.counter.count_completion(
+                model, message.content, message.tool_calls
+            )
+            usage = Usage(
+                prompt_tokens=prompt,
+                completion_tokens=completion,
+                total_tokens=prompt + completion,
+                cost=usage.cost,
+            )
+        if self.prices is not None:
+            cost = self.prices.cost(info, usage)
+            if cost is not None:
+                usage = msgspec.structs.replace(usage, cost=cost)
+        return usage
 
     def _own(self, request: ChatRequest) -> ChatRequest:
         """Fill in the default model and, when middleware may change the request in place, give
@@ -178,46 +253,65 @@ class LLMClient:
             if closer is not None:
                 await closer()
 
-    # -- innermost: the provider -----------------------------------------------------------
+    # -- innermost: the provider, through the router -----------------------------------------
 
     async def _provider_complete(self, request: ChatRequest) -> ChatResponse:
-        provider, _ = self.resolve(request.model)  # after the middleware: they may change it
-        try:
-            async with asyncio.timeout(self.timeout):
-                response = await provider.complete(request)
-        except TimeoutError:
-            raise ProviderTimeoutError(
-                f"model {request.model!r} did not answer within {self.timeout:g} s"
-            ) from None
-        except HubbubError:
-            raise
-        except Exception as exc:
-            raise ProviderError(f"model {request.model!r} failed: {public_message(exc)}") from exc
-        self._record(request, response)
+        self.resolve(request.model)  # after the middleware: they may have changed it
+        return await self.router.run(request, self._attempt_complete)
+
+    async def _attempt_complete(
+        self, provider: LLMProvider, request: ChatRequest, seconds: float
+    ) -> ChatResponse:
+        async with asyncio.timeout(seconds):
+            response = await provider.complete(request)
+        await self._record(request, response)
         return response
 
+    async def _attempt_open(
+        self, provider: LLMProvider, request: ChatRequest, seconds: float
+    ) -> tuple[ChatRequest, ChatChunk | None, AsyncIterator[ChatChunk]]:
+        """Open a stream and wait for its first chunk: until then a failure can still be
+        retried or fall back."""
+        iterator = aiter(provider.stream(request))
+        try:
+            async with asyncio.timeout(seconds):
+                first: ChatChunk | None = await anext(iterator)
+        except StopAsyncIteration:
+            first = None
+        except BaseException:
+            await close_stream(iterator)
+            raise
+        return request, first, iterator
+
     async def _provider_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        provider, _ = self.resolve(request.model)  # after the middleware: they may change it
+        self.resolve(request.model)  # after the middleware: they may have changed it
+        routed, first, iterator = await self.router.run(request, self._attempt_open)
         reply = StreamedReply()
         outcome = "cancelled"  # until the stream ends one way or the other
-        iterator = aiter(provider.stream(request))
         count = 0
         try:
-            while True:
+            if first is not None:
+                reply.add(first)
+                yield first
+            while first is not None:
                 try:
                     async with asyncio.timeout(self.timeout):
                         chunk = await anext(iterator)
                 except StopAsyncIteration:
                     break
                 except TimeoutError:
-                    raise ProviderTimeoutError(
-                        f"model {request.model!r} stopped answering for {self.timeout:g} s"
+                    raise self._failed(
+                        routed,
+                        ProviderTimeoutError(
+                            f"model {routed.model!r} stopped answering for {self.timeout:g} s"
+                        ),
                     ) from None
-                except HubbubError:
-                    raise
+                except HubbubError as exc:
+                    raise self._failed(routed, exc) from None
                 except Exception as exc:
-                    raise ProviderError(
-                        f"model {request.model!r} failed: {public_message(exc)}"
+                    raise self._failed(
+                        routed,
+                        ProviderError(f"model {routed.model!r} failed: {public_message(exc)}"),
                     ) from exc
                 reply.add(chunk)
                 yield chunk
@@ -229,8 +323,16 @@ class LLMClient:
             outcome = "error"
             raise
         finally:
-            closer: Any = getattr(iterator, "aclose", None)
-            if closer is not None:
-                await closer()
-            # Recorded however the stream ended (a reader that leaves still used tokens).
-            self._record(request, reply.response(request.model, outcome))
+            # Closing the provider's stream closes its connection: the upstream stops working
+            # (and billing) for a reader that left.
+            await close_stream(iterator)
+            # Recorded however the stream ended (a reader that leaves still used tokens), and
+            # shielded: a cancelled reader does not cancel its own accounting.
+            await asyncio.shield(self._record(routed, reply.response(routed.model, outcome)))
+
+    def _failed(self, request: ChatRequest, exc: HubbubError) -> HubbubError:
+        """A stream that failed after its first chunk: counted against its upstream."""
+        breaker = self.router.breakers.get(request.model)
+        if breaker is not None:
+            breaker.record(exc)
+        return exc

@@ -1,14 +1,16 @@
-"""Priming a stream: wait for its first chunk before handing it on, so whatever stops it before
-it starts is raised while an HTTP layer can still answer with a plain error."""
+"""Priming a stream (wait for its first chunk before handing it on, so whatever stops it before
+it starts is raised while an HTTP layer can still answer with a plain error) and closing it once,
+whoever asks first."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Awaitable
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable
 
 from hubbub.middleware import close_stream
 from hubbub.models import ChatChunk
 
-__all__ = ["prime"]
+__all__ = ["close_once", "prime"]
 
 
 class _Primed(AsyncIterator[ChatChunk]):
@@ -50,3 +52,22 @@ async def prime(chunks: AsyncIterator[ChatChunk]) -> AsyncIterator[ChatChunk]:
     except StopAsyncIteration:
         return _Primed(None, chunks)
     return _Primed(first, chunks)
+
+
+def close_once(chunks: AsyncIterator[ChatChunk]) -> Callable[[], Awaitable[None]]:
+    """A closer for ``chunks`` that may be called any number of times, also concurrently (the
+    response that sent the stream, the generator that read it, a finalizer): the first call
+    closes the stream (every layer of its chain, in order) in a task of its own, and every call
+    waits for that one close. A cancelled caller does not stop it.
+
+    An HTTP response whose client left before its body was read never starts the generator
+    that would have closed the stream: the response closes it too, through this."""
+    closing: asyncio.Future[None] | None = None
+
+    async def close() -> None:
+        nonlocal closing
+        if closing is None:
+            closing = asyncio.ensure_future(close_stream(chunks))
+        await asyncio.shield(closing)
+
+    return close

@@ -1,13 +1,22 @@
 """Counting tokens the way a model does, offline.
 
 OpenAI-family models are counted exactly with tiktoken: ``o200k_base`` for the GPT-4o, 4.1, 5
-and o-series models, ``cl100k_base`` for GPT-4 and 3.5. Any other model is counted with
-``cl100k_base`` too, which is close for most modern tokenizers (within about 10-20%): budgets
-built on it keep a margin (``[context] reply_tokens``).
+and o-series models, ``cl100k_base`` for GPT-4 and 3.5. Other models follow litellm's tokenizer
+mapping as far as it works offline: DeepSeek's chat models (V3, V4, ``deepseek-chat``,
+``deepseek-reasoner``) are counted exactly with the DeepSeek tokenizer litellm ships (read with
+HuggingFace ``tokenizers``); any other model is counted with ``cl100k_base``, as litellm does
+offline, which is close for most modern tokenizers (within about 10-20%): budgets built on it
+keep a margin (``[context] reply_tokens``).
 
 The encodings are read from files installed with litellm (its package ships them), never
 downloaded: :func:`offline_encodings` points tiktoken there before its first use. If they cannot
 be read, counting falls back to an estimate of one token per four bytes, logged once.
+
+Count a model by its upstream id (:attr:`hubbub.models.ModelInfo.pricing_id`): a model clients
+call ``up-gpt`` may be ``gpt-4o-mini`` upstream, which counts with ``o200k_base``.
+:meth:`TokenCounter.count_prompt` and :meth:`TokenCounter.count_completion` are the one way
+hubbub counts a request and a reply (the offline models report exactly these counts, and budgets
+reserve by them); :func:`counting_rate` measures the throughput.
 """
 
 from __future__ import annotations
@@ -16,14 +25,18 @@ import asyncio
 import importlib.util
 import logging
 import os
+import re
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from hubbub.models import Message
+import msgspec
 
-__all__ = ["TokenCounter", "encoding_for", "offline_encodings"]
+from hubbub.models import Message, ToolCall, ToolSpec
+
+__all__ = ["DEEPSEEK", "TokenCounter", "counting_rate", "encoding_for", "offline_encodings"]
 
 logger = logging.getLogger("hubbub.llm.tokens")
 
@@ -34,6 +47,21 @@ OFF_LOOP_CHARS = 16_384
 """Texts longer than this are counted on a worker thread, never on the event loop."""
 
 _O200K_PREFIXES = ("gpt-4o", "chatgpt-4o", "gpt-4.1", "gpt-4.5", "gpt-5", "o1", "o3", "o4")
+_DEEPSEEK = re.compile(  # litellm's own test for the models its DeepSeek tokenizer counts
+    r"deepseek[-_.](?:chat[-_.])?v[34]|(?:^|/)deepseek-(?:chat|reasoner|flash)(?::free)?$",
+    re.IGNORECASE,
+)
+DEEPSEEK = "deepseek"
+"""The encoding name of DeepSeek's tokenizer (a HuggingFace ``tokenizers`` file litellm ships)."""
+_TOKENIZER_FILES = {DEEPSEEK: "deepseek_tokenizer.json"}
+
+
+def _litellm_tokenizers() -> Path | None:
+    """The directory of tokenizer files in litellm's package; ``None`` without litellm."""
+    spec = importlib.util.find_spec("litellm")
+    if spec is None or not spec.origin:
+        return None
+    return Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
 
 
 def offline_encodings() -> Path | None:
@@ -42,17 +70,18 @@ def offline_encodings() -> Path | None:
     configured = os.environ.get("TIKTOKEN_CACHE_DIR")
     if configured:
         return Path(configured)
-    spec = importlib.util.find_spec("litellm")
-    if spec is None or not spec.origin:
+    directory = _litellm_tokenizers()
+    if directory is None:
         return None
-    directory = Path(spec.origin).parent / "litellm_core_utils" / "tokenizers"
     os.environ["TIKTOKEN_CACHE_DIR"] = str(directory)
     return directory
 
 
 def encoding_for(model: str) -> str:
-    """The tiktoken encoding used to count ``model``'s tokens (a provider prefix such as
-    ``openai/`` is ignored)."""
+    """The encoding used to count ``model``'s tokens: a tiktoken encoding name, or
+    :data:`DEEPSEEK` (a provider prefix such as ``openai/`` is ignored)."""
+    if _DEEPSEEK.search(model):
+        return DEEPSEEK
     name = model.rsplit("/", 1)[-1].lower()
     return "o200k_base" if name.startswith(_O200K_PREFIXES) else "cl100k_base"
 
@@ -72,7 +101,8 @@ class TokenCounter:
         self._warned = False
 
     async def encoding(self, model: str) -> Any:
-        """The tiktoken encoding for ``model`` (``None`` when it cannot be loaded)."""
+        """The encoding for ``model`` (tiktoken's, or DeepSeek's tokenizer); ``None`` when it
+        cannot be loaded."""
         name = encoding_for(model)
         if name in self._encodings:
             return self._encodings[name]
@@ -124,6 +154,27 @@ class TokenCounter:
             counts.append(remembered)
         return counts
 
+    async def count_prompt(
+        self, model: str, messages: Sequence[Message], tools: Sequence[ToolSpec] | None = None
+    ) -> int:
+        """Tokens a request's prompt takes for ``model``: its messages (overhead included) and
+        the tools offered (their name, description and parameters schema as JSON)."""
+        total = sum(await self.count_messages(model, messages))
+        if tools:
+            described = "\n".join(_describe(tool) for tool in tools)
+            total += await self.count(model, described)
+        return total
+
+    async def count_completion(
+        self, model: str, text: str, tool_calls: Sequence[ToolCall] | None = None
+    ) -> int:
+        """Tokens a reply takes for ``model``: its text and its tool calls (name and
+        arguments)."""
+        total = await self.count(model, text)
+        for call in tool_calls or ():
+            total += await self.count(model, call.name) + await self.count(model, call.arguments)
+        return total
+
     async def truncate(self, model: str, text: str, tokens: int) -> str:
         """The longest start of ``text`` that takes at most ``tokens`` tokens."""
         encoding = await self.encoding(model)
@@ -134,7 +185,68 @@ class TokenCounter:
         return _truncate(encoding, text, tokens)
 
 
+def counting_rate(encoding: str, text: str, *, seconds: float = 0.5) -> float:
+    """Tokens per second one thread counts of ``text`` with ``encoding`` (``cl100k_base``,
+    ``o200k_base``, :data:`DEEPSEEK`), encoding it again and again for at least ``seconds``
+    after a first encoding that loads the encoding and is not timed. For benchmarks
+    (``bench/llm.py``): it blocks the calling thread; a text of a few kilobytes of prose gives
+    the steady rate, a short message the cost of one call.
+
+    :raises ValueError: ``text`` is empty, or the encoding cannot be loaded offline.
+    """
+    if not text:
+        raise ValueError("counting_rate needs a text to count")
+    loaded = _load(encoding)
+    if loaded is None:
+        raise ValueError(f"tiktoken encoding {encoding!r} is not available offline")
+    _count(loaded, text)  # warm: the first encoding of a text builds tiktoken's caches
+    counted = 0
+    began = time.perf_counter()
+    elapsed = 0.0
+    while elapsed < seconds:
+        counted += _count(loaded, text)
+        elapsed = time.perf_counter() - began
+    return counted / elapsed
+
+
+def _describe(tool: ToolSpec) -> str:
+    return msgspec.json.encode(
+        {"name": tool.name, "description": tool.description, "parameters": tool.parameters}
+    ).decode()
+
+
+class _HuggingFaceEncoding:
+    """A HuggingFace ``tokenizers`` tokenizer with the two methods of a tiktoken encoding that
+    counting uses."""
+
+    def __init__(self, name: str, tokenizer: Any) -> None:
+        self.name = name
+        """The encoding's name (as tiktoken's encodings have one)."""
+        self._tokenizer = tokenizer
+
+    def encode(self, text: str, disallowed_special: Any = ()) -> list[int]:
+        ids: list[int] = self._tokenizer.encode(text, add_special_tokens=False).ids
+        return ids
+
+    def decode(self, ids: list[int]) -> str:
+        return str(self._tokenizer.decode(ids, skip_special_tokens=False))
+
+
 def _load(name: str) -> Any:
+    if name in _TOKENIZER_FILES:
+        directory = _litellm_tokenizers()
+        try:
+            from tokenizers import Tokenizer
+
+            if directory is None:
+                raise FileNotFoundError("litellm (which ships the file) is not installed")
+            path = directory / _TOKENIZER_FILES[name]
+            return _HuggingFaceEncoding(name, Tokenizer.from_file(str(path)))
+        except Exception as exc:  # no tokenizers package, or no file: the nearest we have
+            logger.warning(
+                "cannot load the %s tokenizer (%s): counting with cl100k_base", name, exc
+            )
+            return _load("cl100k_base")
     offline_encodings()
     try:
         import tiktoken

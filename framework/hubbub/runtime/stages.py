@@ -42,6 +42,7 @@ from hubbub.conversation.context import ContextBuilder
 from hubbub.events.sinks import SinkRunner
 from hubbub.kinds import KindSpec
 from hubbub.llm import LLMClient
+from hubbub.llm.routing import RoutePolicy
 from hubbub.llm.tokens import TokenCounter
 from hubbub.memory import LongTermMemory, Quotas, Sweeper
 from hubbub.registry import ComponentContext
@@ -147,6 +148,16 @@ async def _llm_client(runtime: Runtime) -> None:
         timeout=config.llm.request_timeout,
         middleware=middleware,
         events=runtime.events,
+        policy=RoutePolicy(
+            attempt_timeout=config.llm.request_timeout,
+            deadline=config.llm.deadline,
+            retries=config.llm.retries,
+            retry_delay=config.llm.retry_delay,
+            retry_max_delay=config.llm.retry_max_delay,
+            breaker_failures=config.llm.breaker_failures,
+            breaker_reset=config.llm.breaker_reset,
+        ),
+        fallbacks=config.llm.fallbacks,
     )
     await runtime.start_core("llm", "client", client)
 

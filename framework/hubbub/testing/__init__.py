@@ -41,8 +41,10 @@ import contextlib
 import importlib.metadata
 import inspect
 import re
+import tomllib
 from collections import deque
 from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from decimal import Decimal
 from pathlib import Path
 from typing import Any, TypeAlias
 
@@ -107,8 +109,14 @@ def fixture_needs(fixture: str, *plugins: str) -> None:
 
 def config_for(home: Path, toml: str = "", env: Mapping[str, str] | None = None) -> Config:
     """A configuration from ``toml`` text with its data directory at ``home``; environment
-    overrides come from ``env`` only (never from the real environment)."""
-    return load_config(text=toml, env={"HUBBUB_HOME": str(home), **(env or {})})
+    overrides come from ``env`` only (never from the real environment).
+
+    Unless ``toml`` sets ``[llm] retries``, failed LLM calls are not retried (``retries =
+    0``), so that each step of a :class:`FakeLLM` script answers exactly one call."""
+    defaults = {"HUBBUB_HOME": str(home)}
+    if "retries" not in tomllib.loads(toml).get("llm", {}):
+        defaults["HUBBUB_LLM__RETRIES"] = "0"
+    return load_config(text=toml, env={**defaults, **(env or {})})
 
 
 def context_for(
@@ -483,7 +491,7 @@ class FakeLLM:
             prompt_tokens=prompt,
             completion_tokens=completion,
             total_tokens=prompt + completion,
-            cost_usd=0.0,
+            cost=Decimal(0),
         )
 
 

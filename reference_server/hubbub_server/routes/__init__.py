@@ -12,6 +12,7 @@ from hubbub_server.routes.memory import MemoryController
 from hubbub_server.routes.metrics import metrics_endpoint
 from hubbub_server.routes.openai import OpenAIController
 from hubbub_server.routes.tools import list_tools
+from hubbub_server.routes.usage import get_usage
 
 ROUTES: list[Any] = [
     HealthController,
@@ -24,6 +25,7 @@ ROUTES: list[Any] = [
     MemoryController,
     KeysController,
     list_tools,
+    get_usage,
     metrics_endpoint,
 ]
 

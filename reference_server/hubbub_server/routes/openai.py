@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
 import msgspec
 from litestar import Controller, Request, get, post
+from litestar.background_tasks import BackgroundTask
 from litestar.params import FromPath, JSONBody
 from litestar.response.base import ASGIResponse
 from litestar.response.sse import ServerSentEventMessage
@@ -24,6 +25,7 @@ from litestar.response.sse import ServerSentEventMessage
 from hubbub.auth.scopes import check_model, visible_models
 from hubbub.errors import HubbubError, UnknownModelError
 from hubbub.llm.coalesce import coalesce
+from hubbub.llm.streams import close_once
 from hubbub.models import ChatChunk, ChatRequest, Usage, new_id
 from hubbub_server.openai_format import (
     ChatCompletionRequest,
@@ -86,7 +88,7 @@ class OpenAIController(Controller):
     ) -> ASGIResponse:
         # Ready-made ASGI responses: this is the hottest route, and Litestar's response
         # conversion is work the handler can skip.
-        chat = to_chat_request(data, principal.id)
+        chat = to_chat_request(data, principal)
         check_model(principal, chat.model)  # a key restricted to models: 403 for others
         if not data.stream:
             response = await runtime.llm.complete(chat)
@@ -96,13 +98,22 @@ class OpenAIController(Controller):
         # Hooks run and the model is resolved here: refusals and unknown models are errors,
         # not a 200 stream.
         chunks = coalesce(await runtime.llm.open_stream(chat))
+        close = close_once(chunks)
         shutdown: Shutdown = request.app.state.shutdown
-        stream = sse_response(_stream(chunks, chat, include_usage, shutdown), request.app.state)
-        return stream.to_asgi_response(None, request)
+        frames = _stream(chunks, close, chat, include_usage, shutdown)
+        streamed = sse_response(frames, request.app.state).to_asgi_response(None, request)
+        # A client that leaves before the body starts: Litestar never starts ``frames``, whose
+        # ``finally`` would have closed the stream; the response closes it after its body.
+        streamed.background = BackgroundTask(close)
+        return streamed
 
 
 async def _stream(
-    chunks: AsyncIterator[ChatChunk], chat: ChatRequest, include_usage: bool, shutdown: Shutdown
+    chunks: AsyncIterator[ChatChunk],
+    close: Callable[[], Awaitable[None]],
+    chat: ChatRequest,
+    include_usage: bool,
+    shutdown: Shutdown,
 ) -> AsyncIterator[ServerSentEventMessage]:
     completion_id, created = new_id("chatcmpl-"), int(time.time())
     usage: Usage | None = None
@@ -126,9 +137,7 @@ async def _stream(
         yield frame({"error": {"message": str(exc), "type": exc.code, "code": exc.status}})
         return
     finally:  # a client that leaves closes the middleware chain now, not when collected
-        closer = getattr(chunks, "aclose", None)
-        if closer is not None:
-            await closer()
+        await close()
     if interrupted is not None:
         finish = ChatChunk(finish_reason="stop")
         yield frame(

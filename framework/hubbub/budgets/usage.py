@@ -1,0 +1,148 @@
+"""The caller's spending and budgets, as ``GET /api/usage`` reports them.
+
+``total_tokens`` and ``cost`` are the caller's spending this month (UTC), settled calls only;
+``budgets`` lists every budget that applies to the caller (their user budget, their API key's
+when they called with a key, the global one), with what is used, what live reservations hold,
+the limits and when the period starts again.
+"""
+
+from __future__ import annotations
+
+import time
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+
+from hubbub.budgets.periods import USAGE_PERIOD, Scope, budget_for, counter
+from hubbub.config.schema import BudgetsConfig
+from hubbub.contracts import BudgetCounter, BudgetLedger, BudgetTotals
+from hubbub.llm.caller import caller_metadata
+from hubbub.models import Principal
+
+__all__ = [
+    "BudgetUsage",
+    "CostAmount",
+    "TokenAmount",
+    "UsageReport",
+    "budget_ledger",
+    "caller_key",
+    "usage_report",
+]
+
+
+class TokenAmount(msgspec.Struct, kw_only=True):
+    """Where a token limit stands."""
+
+    used: int
+    """Tokens spent in the period (settled calls)."""
+    reserved: int
+    """Tokens held by calls still running."""
+    limit: int | None
+    """The limit; ``null`` when tokens are not limited."""
+
+
+class CostAmount(msgspec.Struct, kw_only=True):
+    """Where a cost limit stands, in US dollars (decimal strings)."""
+
+    used: Decimal
+    """Spent in the period (settled calls)."""
+    reserved: Decimal
+    """Held by calls still running."""
+    limit: Decimal | None
+    """The limit; ``null`` when cost is not limited."""
+
+
+class BudgetUsage(msgspec.Struct, kw_only=True):
+    """One budget that applies to the caller."""
+
+    scope: str
+    """``user``, ``key`` or ``global``."""
+    period: str
+    """``day`` or ``month`` (UTC)."""
+    tokens: TokenAmount
+    """Tokens."""
+    cost: CostAmount
+    """US dollars, as decimal strings."""
+    resets_at: float
+    """When the period starts again (Unix seconds)."""
+
+
+class UsageReport(msgspec.Struct, kw_only=True):
+    """Body of ``GET /api/usage``."""
+
+    total_tokens: int
+    """Tokens the caller used this month (UTC)."""
+    cost: Decimal
+    """What they cost, in US dollars (a decimal string)."""
+    period: str
+    """The period of ``total_tokens`` and ``cost``: ``month``."""
+    resets_at: float
+    """When that period ends (Unix seconds)."""
+    budgets: list[BudgetUsage]
+    """The budgets that apply to the caller."""
+
+
+def caller_key(principal: Principal) -> str | None:
+    """The id of the API key ``principal`` called with, if it called with one (what the
+    server puts in a request's ``metadata["key_id"]``)."""
+    key_id = caller_metadata(principal).get("key_id")
+    return key_id if isinstance(key_id, str) else None
+
+
+def budget_ledger(runtime: Any) -> BudgetLedger | None:
+    """The runtime's budget ledger (``[budgets] backend``); ``None`` when none serves."""
+    ledgers = runtime.components("budget_ledger")
+    return next(iter(ledgers.values()), None)
+
+
+async def usage_report(
+    ledger: BudgetLedger | None,
+    config: BudgetsConfig,
+    principal: Principal,
+    *,
+    now: float | None = None,
+) -> UsageReport:
+    """What ``principal`` spent this month and where their budgets stand."""
+    now = time.time() if now is None else now
+    spending = counter("user", principal.id, USAGE_PERIOD, now)
+    key_id = caller_key(principal)
+    budgets: list[BudgetCounter] = []
+    whose: list[tuple[Scope, str | None]] = [
+        ("user", principal.id),
+        ("key", key_id),
+        ("global", ""),
+    ]
+    for scope, who in whose:
+        budget = budget_for(config, scope)
+        if budget is not None and who is not None:
+            budgets.append(counter(scope, who, budget.period, now, budget))
+    keys = [spending.key, *(c.key for c in budgets)]
+    found = await ledger.totals(keys) if ledger is not None else []
+    totals = {t.key: t for t in found}
+    zero = BudgetTotals(key="")
+    mine = totals.get(spending.key, zero)
+    return UsageReport(
+        total_tokens=mine.tokens,
+        cost=mine.cost,
+        period=USAGE_PERIOD,
+        resets_at=spending.period_end,
+        budgets=[
+            BudgetUsage(
+                scope=c.scope,
+                period=c.period,
+                tokens=TokenAmount(
+                    used=totals.get(c.key, zero).tokens,
+                    reserved=totals.get(c.key, zero).reserved_tokens,
+                    limit=c.tokens,
+                ),
+                cost=CostAmount(
+                    used=totals.get(c.key, zero).cost,
+                    reserved=totals.get(c.key, zero).reserved_cost,
+                    limit=c.cost,
+                ),
+                resets_at=c.period_end,
+            )
+            for c in budgets
+        ],
+    )
