@@ -14,7 +14,12 @@ import pytest
 
 from hubbub.budgets import counter
 from hubbub.contracts import BudgetLedger, BudgetReservation, BudgetTotals
-from hubbub.errors import BudgetExceededError, ProviderError, TooManyRequestsError
+from hubbub.errors import (
+    BudgetExceededError,
+    InvalidRequestError,
+    ProviderError,
+    TooManyRequestsError,
+)
 from hubbub.llm.tokens import TokenCounter
 from hubbub.models import ChatRequest, Message, ModelInfo, Usage
 from hubbub.runtime import Runtime
@@ -199,13 +204,13 @@ async def test_a_cost_budget_reserves_at_the_models_prices(tmp_path: Path) -> No
     fake = PricedFake(
         *(reply("ok", usage=used(prompt + 50, str(each), prompt=prompt)) for _ in range(3))
     )
-    toml = f'[budgets.global]\ncost = "{budget}"\nperiod = "month"\n'
+    toml = f'[budgets.user]\ncost = "{budget}"\nperiod = "month"\n'
     async with runtime_for(config(tmp_path, toml), [fake]) as rt:
-        for user in ("a", "b", "c"):
-            await rt.llm.complete(ask(user))
+        for _ in range(3):
+            await rt.llm.complete(ask())
         with pytest.raises(BudgetExceededError) as refused:
-            await rt.llm.complete(ask("d"))
-    assert (refused.value.budget, refused.value.unit) == ("global", "cost")
+            await rt.llm.complete(ask())
+    assert (refused.value.budget, refused.value.unit) == ("user", "cost")
     assert Decimal(refused.value.used) == budget  # exact: three times the price, no float error
     assert len(fake.requests) == 3
 
@@ -236,9 +241,26 @@ async def test_per_key_tokens_per_minute_count_what_was_used(tmp_path: Path) -> 
         await first
         # each used prompt + 1 tokens: corrected down, so a third fits in the same minute
         await rt.llm.complete(ask(key_id="k1"))
-        with pytest.raises(TooManyRequestsError):
-            await rt.llm.complete(ask(key_id="k1", max_tokens=limit))  # alone past the limit
     assert len(fake.requests) == 3
+
+
+async def test_a_call_alone_past_the_keys_tokens_per_minute_is_invalid(tmp_path: Path) -> None:
+    """Waiting would never let it through: a 422 saying why, not a 429 forever."""
+    prompt = await prompt_tokens()
+    fake = FakeLLM(reply("ok", usage=used(prompt + 1)))
+    limit = prompt + 50
+    toml = f"[budgets]\nkey_tokens_per_minute = {limit}\nkey_requests_per_minute = 2\n"
+    async with runtime_for(config(tmp_path, toml), [fake]) as rt:
+        for _ in range(3):  # refused each time, and never counted as a call of the minute
+            with pytest.raises(InvalidRequestError) as refused:
+                await rt.llm.complete(ask(key_id="k1", max_tokens=limit))
+        await rt.llm.complete(ask(key_id="k1"))  # prompt + 50: fits
+    assert refused.value.status == 422
+    message = str(refused.value)
+    assert f"may use up to {prompt + limit} tokens" in message
+    assert f"limit of {limit} tokens per minute" in message
+    assert "smaller max_tokens" in message
+    assert len(fake.requests) == 1
 
 
 async def test_a_slow_call_holds_its_reservation_until_it_ends(tmp_path: Path) -> None:

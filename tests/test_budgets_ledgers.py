@@ -5,13 +5,16 @@ leases that expire, exact decimal costs, settle and release."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import socket
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
+import redis
 from redis_support import RedisServer
 
 from hubbub import hookimpl
@@ -19,7 +22,7 @@ from hubbub.budgets import counter
 from hubbub.budgets.money import from_nanos, to_nanos
 from hubbub.config.schema import BudgetConfig
 from hubbub.contracts import BudgetCounter, BudgetLedger, BudgetRefusal, BudgetReservation
-from hubbub.errors import ConfigError
+from hubbub.errors import ComponentError, ConfigError
 from hubbub.kinds import kinds_by_name
 from hubbub.models import ChatRequest, Message
 from hubbub.registry import Registrar
@@ -219,3 +222,148 @@ def test_the_default_ledger_follows_the_cache(tmp_path: Path) -> None:
     assert spec.selected(config_for(tmp_path, ""), ["memory", "redis"]) == ["memory"]
     shared = config_for(tmp_path, '[cache]\nbackend = "redis"\n')
     assert spec.selected(shared, ["memory", "redis"]) == ["redis"]
+
+
+async def test_counters_past_1e14_are_read_exactly(ledger: BudgetLedger) -> None:
+    """Past 10^14 Lua's tostring writes 2e+14: the refusal must still carry the exact figure
+    (it was a ValueError, a 500, before)."""
+    tokens = 200_000_000_000_001
+    cost = Decimal("200000.000000001")  # 2 * 10^14 + 1 nanodollars
+    by_tokens = limited("big-tokens", tokens=tokens)
+    by_cost = limited("big-cost", cost="300000")
+    for spec, count, dollars in ((by_tokens, tokens, Decimal(0)), (by_cost, 0, cost)):
+        held = await ledger.reserve([spec], 0, Decimal(0), 60)
+        assert isinstance(held, BudgetReservation)
+        await ledger.settle(held, count, dollars)
+    refused = await ledger.reserve([by_tokens], 1, Decimal(0), 60)
+    assert isinstance(refused, BudgetRefusal)
+    assert (refused.unit, refused.used) == ("tokens", str(tokens))
+    refused = await ledger.reserve([by_cost], 0, Decimal("100000"), 60)
+    assert isinstance(refused, BudgetRefusal)
+    assert (refused.unit, Decimal(refused.used)) == ("cost", cost)
+    [t, c] = await ledger.totals([by_tokens.key, by_cost.key])
+    assert (t.tokens, c.cost) == (tokens, cost)
+
+
+@pytest.fixture
+def debug_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` that accepts ``DEBUG`` from loopback (``DEBUG SLEEP``)."""
+    server = RedisServer(tmp_path / "debug-redis")
+    server.extra = ["--enable-debug-command", "local"]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def asleep(server: RedisServer) -> bool:
+    """Whether Redis fails to answer a PING within 0.1 s (a raw socket: no client retries)."""
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as sock:
+            sock.settimeout(0.1)
+            sock.sendall(b"PING\r\n")
+            return not sock.recv(16).startswith(b"+PONG")
+    except OSError:  # timed out
+        return True
+
+
+@contextlib.asynccontextmanager
+async def sleeping(server: RedisServer, seconds: float) -> AsyncIterator[None]:
+    """Redis asleep (``DEBUG SLEEP``) inside the block; awake again after it."""
+    sleeper = redis.Redis(port=server.port)
+    slept = asyncio.create_task(
+        asyncio.to_thread(sleeper.execute_command, "DEBUG", "SLEEP", seconds)
+    )
+    while not asleep(server):
+        assert not slept.done(), "DEBUG SLEEP returned before Redis was seen asleep"
+        await asyncio.sleep(0.02)
+    try:
+        yield
+    finally:
+        await slept
+        sleeper.close()
+
+
+async def holds_nothing_soon(ledger: BudgetLedger, key: str) -> bool:
+    """Whether the counter soon holds nothing (within 15 s: a release may be retrying) and
+    then keeps holding nothing for a second (the scripts Redis had waiting have run)."""
+    deadline = time.monotonic() + 15
+    while (await ledger.totals([key]))[0].reserved_tokens:
+        if time.monotonic() > deadline:
+            return False
+        await asyncio.sleep(0.1)
+    for _ in range(5):
+        await asyncio.sleep(0.2)
+        if (await ledger.totals([key]))[0].reserved_tokens:
+            return False
+    return True
+
+
+async def test_a_reserve_cancelled_mid_flight_holds_nothing(
+    tmp_path: Path, debug_redis: RedisServer
+) -> None:
+    """The caller leaves while Redis has the reserve script waiting: the script runs when Redis
+    wakes, and nothing must hold for the lease (10 minutes) that no settlement will end."""
+    toml = f'[redis]\nurl = "{debug_redis.url}"\ntimeout = 10\n[budgets]\nbackend = "redis"\n'
+    async with runtime_for(config_for(tmp_path / "home", toml)) as runtime:
+        ledger: BudgetLedger = runtime.components("budget_ledger")["redis"]
+        spec = limited("left-mid-flight", tokens=100)
+        warm = await ledger.reserve([spec], 1, Decimal(0), 600)  # the scripts are loaded
+        assert isinstance(warm, BudgetReservation)
+        await ledger.release(warm)
+        async with sleeping(debug_redis, 1.5):
+            attempt = asyncio.create_task(ledger.reserve([spec], 100, Decimal(0), 600))
+            await asyncio.sleep(0.2)  # sent: Redis has it, asleep
+            assert not attempt.done()
+            attempt.cancel()
+            with pytest.raises(asyncio.CancelledError):
+                await attempt
+        assert await holds_nothing_soon(ledger, spec.key)
+        whole = await ledger.reserve([spec], 100, Decimal(0), 600)
+        assert isinstance(whole, BudgetReservation)  # the whole budget is free
+
+
+async def test_a_reserve_the_redis_client_retried_holds_once(
+    tmp_path: Path, debug_redis: RedisServer
+) -> None:
+    """Redis answers slower than ``[redis] timeout``: the Redis client sends the script again
+    on a new connection, and each copy runs once Redis wakes. The reservation must hold once
+    (its release then frees it all), or, if every try timed out, not at all."""
+    toml = f'[redis]\nurl = "{debug_redis.url}"\ntimeout = 0.3\n[budgets]\nbackend = "redis"\n'
+    async with runtime_for(config_for(tmp_path / "home", toml)) as runtime:
+        ledger: BudgetLedger = runtime.components("budget_ledger")["redis"]
+        spec = limited("retried", tokens=1000)
+        warm = await ledger.reserve([spec], 1, Decimal(0), 600)
+        assert isinstance(warm, BudgetReservation)
+        await ledger.release(warm)
+        async with sleeping(debug_redis, 1.5):
+            try:
+                held = await ledger.reserve([spec], 100, Decimal(0), 600)
+            except ComponentError:
+                held = None
+        if held is not None:
+            assert isinstance(held, BudgetReservation)
+            [totals] = await ledger.totals([spec.key])
+            assert totals.reserved_tokens == 100  # once, however many times the script ran
+            await ledger.release(held)
+        assert await holds_nothing_soon(ledger, spec.key)
+
+
+async def test_settling_twice_counts_once(tmp_path: Path) -> None:
+    """A settle script run again (the Redis client retrying it) counts nothing more."""
+    server = RedisServer(tmp_path / "redis").start()
+    try:
+        toml = f'[redis]\nurl = "{server.url}"\n[budgets]\nbackend = "redis"\n'
+        async with runtime_for(config_for(tmp_path / "home", toml)) as runtime:
+            ledger: BudgetLedger = runtime.components("budget_ledger")["redis"]
+            spec = limited("twice", tokens=1000)
+            held = await ledger.reserve([spec], 100, Decimal("0.1"), 600)
+            assert isinstance(held, BudgetReservation)
+            await ledger.settle(held, 40, Decimal("0.04"))
+            await ledger.settle(held, 40, Decimal("0.04"))
+            await ledger.release(held)
+            [totals] = await ledger.totals([spec.key])
+    finally:
+        server.stop()
+    assert (totals.tokens, totals.cost, totals.reserved_tokens) == (40, Decimal("0.04"), 0)

@@ -408,6 +408,29 @@ def test_reused_connection_closed_before_answering_is_retried_on_a_fresh_one(run
     run(scenario())
 
 
+def test_a_request_that_must_not_be_sent_twice_is_not_retried_on_a_fresh_one(run: Any) -> None:
+    async def scenario() -> None:
+        async def handler(
+            request: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter
+        ) -> bool:
+            if request.conn.index == 0 and request.conn.requests == 2:
+                return False  # the keep-alive race: close as the request arrives, no answer
+            w.write(response(body=b"answer %d" % len(up.requests)))
+            return True
+
+        up = await Upstream(handler).start()
+        async with HttpClient(up.url()) as client:
+            assert (await client.request("POST", "/x", body=b"1")).body == b"answer 1"
+            with pytest.raises(ConnectionClosedError, match="before answering"):
+                await client.request("POST", "/x", body=b"2", retry_stale=False)
+            async with client.stream("POST", "/x", body=b"3", retry_stale=False) as stream:
+                assert await stream.read() == b"answer 3"  # a fresh connection: no race
+        assert [(r.conn.index, r.body) for r in up.requests] == [(0, b"1"), (0, b"2"), (1, b"3")]
+        await up.close()
+
+    run(scenario())
+
+
 def test_fresh_connection_closed_before_answering_is_not_retried(run: Any) -> None:
     async def scenario() -> None:
         async def handler(
@@ -599,10 +622,44 @@ def test_a_stream_that_is_not_read_stops_the_upstream(run: Any) -> None:
             # the client stopped reading near the high-water mark: only what the kernel's
             # socket buffers hold went out besides
             assert sent < total - 8 * 2**20
+            assert stream._conn is not None
+            assert stream._conn.pauses == 1
             piece = await stream.__anext__()
             assert len(piece) <= HIGH_WATER + 2**20
             size += len(piece) + sum([len(p) async for p in stream])
             assert size == total
+        await up.close()
+
+    run(scenario())
+
+
+def test_a_long_stream_read_steadily_never_pauses_reading(run: Any) -> None:
+    total = 8 * 2**20  # 32 times the high-water mark
+
+    async def scenario() -> None:
+        async def handler(
+            request: Request, r: asyncio.StreamReader, w: asyncio.StreamWriter
+        ) -> bool:
+            w.write(CHUNKED_HEAD)
+            piece = chunk(b"z" * 16384)
+            for n in range(total // 16384):
+                w.write(piece)
+                if n % 4 == 3:
+                    await w.drain()
+                    await asyncio.sleep(0)  # 64 KiB at a time: a steady upstream
+            w.write(b"0\r\n\r\n")
+            return True
+
+        up = await Upstream(handler).start()
+        async with HttpClient(up.url()) as client, client.stream("GET", "/long") as stream:
+            conn = stream._conn
+            assert conn is not None
+            size = 0
+            async for piece in stream:  # read as it comes: never HIGH_WATER behind
+                size += len(piece)
+                assert conn.buffered == 0
+            assert size == total
+            assert conn.pauses == 0  # bytes buffered unread, not bytes so far, pause reading
         await up.close()
 
     run(scenario())

@@ -5,10 +5,14 @@ real: a closed loopback port, and a loopback server that accepts and never answe
 from __future__ import annotations
 
 import asyncio
+import email.utils
+import hashlib
 import subprocess
 import sys
+import time
 from collections.abc import AsyncIterator, Callable
 
+import httpx
 import pytest
 from openai_upstream import REPLY, OpenAIUpstream
 
@@ -21,7 +25,12 @@ from hubbub.errors import (
 )
 from hubbub.models import ChatRequest, Message
 from hubbub.runtime import Runtime
-from hubbub_plugins.litellm_provider import LiteLLMModel, LiteLLMProvider, LiteLLMSettings
+from hubbub_plugins.litellm_provider import (
+    LiteLLMModel,
+    LiteLLMProvider,
+    LiteLLMSettings,
+    _retry_after,
+)
 
 MOCKED = """
 [llm]
@@ -215,6 +224,54 @@ async def test_a_429_is_rate_limited_with_the_upstreams_retry_after(
         await upstream_provider.complete(request("lite"))
     assert caught.value.retry_after == 3
     assert caught.value.retryable is True
+
+
+def test_retry_after_is_read_in_milliseconds_seconds_or_as_a_date() -> None:
+    def failure(headers: dict[str, str]) -> Exception:
+        exc = Exception("rate limited")
+        exc.response = httpx.Response(429, headers=headers)  # type: ignore[attr-defined]
+        return exc
+
+    assert _retry_after(failure({"retry-after-ms": "1500", "retry-after": "9"})) == 1.5
+    assert _retry_after(failure({"retry-after": "4"})) == 4
+    later = email.utils.formatdate(time.time() + 120, usegmt=True)
+    waited = _retry_after(failure({"retry-after": later}))
+    assert waited is not None
+    assert 100 < waited <= 121
+    assert _retry_after(failure({"retry-after": "soon"})) is None
+    assert _retry_after(failure({})) is None
+    assert _retry_after(Exception("no response")) is None
+
+
+async def test_the_user_is_not_sent_unless_asked_and_then_only_hashed(
+    openai_upstream: OpenAIUpstream,
+) -> None:
+    settings = LiteLLMSettings(
+        models=[
+            LiteLLMModel(
+                name=name,
+                model="openai/gpt-4o-mini",
+                api_base=openai_upstream.url,
+                api_key=Secret("sk-upstream"),
+                send_user=name == "told",
+            )
+            for name in ("quiet", "told")
+        ]
+    )
+    provider = LiteLLMProvider("litellm", settings)
+    await provider.start()
+    try:
+        for name in ("quiet", "told"):
+            asked = ChatRequest(
+                model=name, messages=[Message(role="user", content="hi")], user="alice"
+            )
+            await provider.complete(asked)
+    finally:
+        await provider.aclose()
+    quiet, told = openai_upstream.chat_requests()
+    assert "user" not in quiet.body
+    assert told.body["user"] == hashlib.sha256(b"alice").hexdigest()[:32]
+    assert b"alice" not in told.raw
 
 
 async def test_a_context_overflow_is_its_own_error(

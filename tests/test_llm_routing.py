@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Sequence
+from decimal import Decimal
 
 import pytest
 
@@ -15,6 +16,7 @@ from hubbub.errors import (
     InvalidRequestError,
     ProviderError,
     ProviderRateLimitedError,
+    ProviderRequestError,
     ProviderTimeoutError,
 )
 from hubbub.events import EventBus, Status, Subscription
@@ -310,3 +312,45 @@ async def _pending(subscription: Subscription) -> AsyncIterator[Status]:
     async for event in subscription:
         if isinstance(event, Status):
             yield event
+
+
+@MODES
+async def test_a_request_the_upstream_refuses_as_such_is_a_400_without_fallback(mode: str) -> None:
+    provider = Script({"a": [upstream(400)], "b": ["never"]})
+    client = client_for(provider, fallbacks={"a": ["b"]}, breaker_failures=1)
+    await client.start()
+    for _ in range(3):
+        with pytest.raises(ProviderRequestError) as caught:
+            await answer(client, "a", mode)
+        assert caught.value.status == 400
+        assert caught.value.upstream_status == 400
+    assert provider.calls == ["a"] * 3  # never retried, never sent to the fallback
+    assert client.router.breaker_state("a") == "closed"  # the upstream answered: not its fault
+
+
+async def test_a_streamed_reply_is_priced_at_the_model_that_answered() -> None:
+    class Priced(Script):
+        async def list_models(self) -> Sequence[ModelInfo]:
+            return [
+                ModelInfo(
+                    id=name,
+                    provider="script",
+                    input_cost_per_token=Decimal(price),
+                    output_cost_per_token=Decimal(price),
+                )
+                for name, price in (("cheap", "0.000001"), ("dear", "0.0001"))
+            ]
+
+        async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
+            await self._step(request.model)
+            yield ChatChunk(delta="hello")
+            yield ChatChunk(
+                finish_reason="stop", usage=Usage(prompt_tokens=10, completion_tokens=5)
+            )
+
+    provider = Priced({"cheap": [upstream(500)], "dear": ["ok"]})
+    client = client_for(provider, fallbacks={"cheap": ["dear"]}, retries=0)
+    await client.start()
+    chunks = [chunk async for chunk in client.stream(ask("cheap"))]
+    assert chunks[-1].usage is not None
+    assert chunks[-1].usage.cost == Decimal("0.0015")  # 15 tokens at dear's price, exactly

@@ -6,6 +6,7 @@ that reaches the upstream, Azure OpenAI, embeddings, and its configuration."""
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import socket
 import time
 from collections.abc import AsyncIterator, Callable
@@ -24,6 +25,7 @@ from hubbub.errors import (
     ProviderError,
     ProviderRateLimitedError,
     ProviderTimeoutError,
+    TooManyRequestsError,
     UnknownModelError,
 )
 from hubbub.models import ChatChunk, ChatRequest, Message, ToolCall, ToolSpec
@@ -45,10 +47,16 @@ def ask(model: str = "up", text: str = "hello there", **fields: Any) -> ChatRequ
 
 @asynccontextmanager
 async def serving(
-    *models: OpenAIModel, upstream_timeout: float = 10.0, max_connections: int = 100
+    *models: OpenAIModel,
+    upstream_timeout: float = 10.0,
+    max_connections: int = 100,
+    max_waiters: int = 1000,
 ) -> AsyncIterator[OpenAIProvider]:
     settings = OpenAISettings(
-        models=list(models), timeout=upstream_timeout, max_connections=max_connections
+        models=list(models),
+        timeout=upstream_timeout,
+        max_connections=max_connections,
+        max_waiters=max_waiters,
     )
     provider = OpenAIProvider("openai", settings)
     await provider.start()
@@ -108,6 +116,60 @@ def test_sse_an_unfinished_event_waits() -> None:
     assert parser.feed(b'data: {"a":1}\n\ndata: {"b"') == [b'{"a":1}']
     assert parser.pending
     assert parser.feed(b":2}\n\n") == [b'{"b":2}']
+
+
+def _feed_all(parser: SSEParser, pieces: list[bytes]) -> tuple[list[bytes], float]:
+    began = time.perf_counter()
+    found = []
+    for piece in pieces:
+        found.extend(parser.feed(piece))
+    return found, time.perf_counter() - began
+
+
+def test_sse_an_event_in_many_small_pieces_parses_in_linear_time() -> None:
+    # the same number of feeds, of the same size: whole small events (the baseline), then one
+    # event of 10,000 pieces; a parser that re-scans or re-copies what it holds for every piece
+    # does quadratic work on the second (about 5 GB of copying here), a linear one the same
+    count, size = 10_000, 100
+    small = b"data: " + b"x" * (size - 8) + b"\n\n"
+    baseline_found, baseline = _feed_all(SSEParser(), [small] * count)
+    assert len(baseline_found) == count
+    body = [b"data: "] + [b"y" * size] * count + [b"\n\n"]
+    found, elapsed = _feed_all(SSEParser(), body)
+    assert found == [b"y" * (size * count)]
+    assert elapsed < 20 * baseline + 0.05, (elapsed, baseline)
+
+
+def _feed_lines(parser: SSEParser, line: bytes, times: int) -> int:
+    for _ in range(times):
+        parser.feed(line)
+    return times
+
+
+@pytest.mark.parametrize("ending", [b"\n\n", b"\r\n\r\n", b"\r\r"])
+def test_sse_an_event_larger_than_the_limit_fails_cleanly(ending: bytes) -> None:
+    parser = SSEParser(max_event_bytes=1000)
+    assert parser.feed(b"data: " + b"a" * 900 + ending) == [b"a" * 900]
+    fed = 0
+    with pytest.raises(ValueError, match="larger than 1000 bytes"):  # never ended
+        fed = _feed_lines(parser, b"data: " + b"b" * 50 + ending[:1], 100)
+    assert fed == 0  # refused once past the limit, not held on to
+    assert not parser.pending  # what it held is dropped
+    with pytest.raises(ValueError, match="larger than 1000 bytes"):  # whole, in one piece
+        SSEParser(max_event_bytes=1000).feed(b"data: " + b"c" * 2000 + ending + b"data: 1")
+
+
+async def test_a_stream_event_over_the_limit_is_a_clear_final_error(
+    openai_upstream: OpenAIUpstream, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from hubbub_plugins.openai_provider import provider as module
+
+    monkeypatch.setattr(module, "MAX_EVENT", 20)  # every event of the reply is longer
+    async with serving(model(openai_upstream)) as provider:
+        with pytest.raises(ProviderError) as caught:
+            await collect(provider, ask())
+    assert "the upstream sent an event larger than 20 bytes" in str(caught.value)
+    assert caught.value.retryable is False
 
 
 # -- what is sent --------------------------------------------------------------------------
@@ -178,7 +240,6 @@ async def test_the_body_and_headers_sent_upstream(
         "temperature": 0.7,
         "max_tokens": 99,
         "stop": ["END"],
-        "user": "user-1",
         "top_p": 0.5,
         "seed": 7,
     }
@@ -200,6 +261,25 @@ async def test_a_models_headers_replace_the_providers(openai_upstream: OpenAIUps
     (seen,) = openai_upstream.chat_requests()
     assert seen.headers["authorization"] == "Token other"  # one header, not two
     assert seen.headers["user-agent"] == "mine/1"
+
+
+async def test_the_user_is_not_sent_unless_asked_and_then_only_hashed(
+    openai_upstream: OpenAIUpstream,
+) -> None:
+    quiet = model(openai_upstream, name="quiet")
+    told = model(openai_upstream, name="told", send_user=True)
+    async with serving(quiet, told) as provider:
+        await provider.complete(ask("quiet", user="alice"))
+        await provider.complete(ask("told", user="alice"))
+        await collect(provider, ask("told", user="alice"))
+        await provider.complete(ask("told"))  # no principal: nothing to send
+    first, second, third, fourth = openai_upstream.chat_requests()
+    assert "user" not in first.body
+    digest = hashlib.sha256(b"alice").hexdigest()[:32]
+    assert second.body["user"] == digest
+    assert third.body["user"] == digest  # stable: the same for every request of the principal
+    assert "alice" not in second.raw.decode()
+    assert "user" not in fourth.body
 
 
 async def test_a_stream_asks_for_usage_and_tools_stay_home_when_unsupported(
@@ -470,6 +550,36 @@ async def test_leaving_a_stream_early_reaches_the_upstream_at_once(
     assert seen.disconnected_at - left < 1.0
 
 
+async def test_a_full_pool_is_a_local_429_not_the_upstreams_failure(
+    openai_upstream: OpenAIUpstream,
+) -> None:
+    openai_upstream.script("hang", "hang", "hang")
+    async with serving(model(openai_upstream), max_connections=1, max_waiters=1) as provider:
+        holding = asyncio.create_task(provider.complete(ask()))  # the one connection, hung
+        await openai_upstream.await_until(lambda: openai_upstream.chat_requests(), within=5)
+        waiting = asyncio.create_task(provider.complete(ask()))  # the one waiter
+        client = next(iter(provider.clients.values()))
+        await asyncio.sleep(0)  # its first step reaches the queue
+        assert client.stats.waiting == 1
+        with pytest.raises(TooManyRequestsError) as caught:
+            await provider.complete(ask())
+        with pytest.raises(TooManyRequestsError):
+            await collect(provider, ask())
+        for task in (holding, waiting):
+            task.cancel()
+        await asyncio.gather(holding, waiting, return_exceptions=True)
+    assert not isinstance(caught.value, ProviderError)  # no retry, no fallback, no breaker
+    assert caught.value.status == 429
+    assert caught.value.retry_after == 1
+    assert "waiting for a connection to the upstream" in str(caught.value)
+    assert len(openai_upstream.chat_requests()) == 1  # the refused ones never left
+
+
+def test_max_waiters_must_not_be_negative() -> None:
+    with pytest.raises(ValueError, match="max_waiters"):
+        OpenAISettings(max_waiters=-1)
+
+
 async def test_a_cancelled_request_reaches_the_upstream(openai_upstream: OpenAIUpstream) -> None:
     openai_upstream.script("hang")
     async with serving(model(openai_upstream)) as provider:
@@ -595,6 +705,37 @@ async def test_through_the_runtime_with_a_key_from_the_environment(
     assert [r.headers["authorization"] for r in upstream.chat_requests()] == [
         "Bearer sk-from-env"
     ] * 2
+
+
+async def test_a_full_pool_through_the_runtime_is_refused_at_once_and_blames_no_upstream(
+    make_config: Callable[..., Any], openai_upstream: OpenAIUpstream
+) -> None:
+    from hubbub.plugins import load_plugins
+
+    openai_upstream.script("hang", "hang", "hang", "hang")
+    toml = "[plugins.openai_provider]\nmax_connections = 1\nmax_waiters = 1\n" + runtime_toml(
+        openai_upstream
+    )
+    config = make_config(toml, env={"UPSTREAM_KEY": "k"})
+    async with Runtime.from_config(config, plugins=load_plugins(env={})) as runtime:
+        holding = asyncio.create_task(runtime.llm.complete(ask("up-gpt")))
+        await openai_upstream.await_until(lambda: openai_upstream.chat_requests(), within=5)
+        waiting = asyncio.create_task(runtime.llm.complete(ask("up-gpt")))
+        provider = runtime.llm.providers["openai"]
+        client = next(iter(provider.clients.values()))  # type: ignore[attr-defined]
+        for _ in range(100):  # the router's steps before the provider queues it
+            if client.stats.waiting:
+                break
+            await asyncio.sleep(0)
+        assert client.stats.waiting == 1
+        with pytest.raises(TooManyRequestsError):
+            await runtime.llm.complete(ask("up-gpt"))
+        breaker = runtime.llm.router.breakers["up-gpt"]
+        assert breaker.failures == 0  # the upstream is not blamed for hubbub's own queue
+        for task in (holding, waiting):
+            task.cancel()
+        await asyncio.gather(holding, waiting, return_exceptions=True)
+    assert len(openai_upstream.chat_requests()) == 1  # not retried: refused at once
 
 
 @pytest.mark.parametrize(

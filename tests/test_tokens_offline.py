@@ -3,15 +3,19 @@ it counts what tiktoken (and litellm) count, for cl100k_base and o200k_base mode
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 
+from hubbub.llm import tokens
 from hubbub.llm.tokens import TokenCounter, counting_rate, offline_encodings
 from hubbub.models import Message, ToolCall, ToolSpec
 
@@ -175,6 +179,40 @@ async def test_a_prompt_counts_its_messages_and_tools() -> None:
         "gpt-4o", '{"zone": "UTC"}'
     )
     assert await counter.count_completion("gpt-4o", "") == 0
+
+
+async def test_long_tool_calls_and_schemas_are_counted_off_the_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    counter = TokenCounter()
+    await counter.encoding("gpt-4o")  # loaded (on a thread) before the threads are watched
+    on_threads: list[str] = []
+    to_thread = asyncio.to_thread
+
+    async def watched(func: Callable[..., Any], /, *args: Any, **kwargs: Any) -> Any:
+        on_threads.append(func.__name__)
+        return await to_thread(func, *args, **kwargs)
+
+    monkeypatch.setattr(tokens.asyncio, "to_thread", watched)
+    arguments = json.dumps({"rows": ["a value"] * 4_000})  # ~44,000 characters; no text
+    assert len(arguments) > tokens.OFF_LOOP_CHARS
+    call = ToolCall(id="c1", name="store", arguments=arguments)
+    big = Message(role="assistant", content="", tool_calls=[call])
+    short = [Message(role="user", content="Hello, world!")]
+
+    counted = await counter.count_messages("gpt-4o", [big])
+    assert on_threads == ["_count_messages"]
+    on_threads.clear()
+    assert await counter.count_completion("gpt-4o", "", [call]) == counted[0] - 4
+    assert on_threads == ["_count_completion"]
+    on_threads.clear()
+    schema = ToolSpec(name="store", parameters={"type": "object", "description": arguments})
+    await counter.count_prompt("gpt-4o", short, [schema])  # the short message goes with it
+    assert sorted(on_threads) == ["_count", "_count_messages"]
+    on_threads.clear()
+    assert await counter.count_prompt("gpt-4o", short) == 8  # remembered: nothing to count
+    assert await counter.count_completion("gpt-4o", "short") == 1
+    assert on_threads == []  # short work stays on the loop
 
 
 async def test_a_model_is_counted_by_its_upstream_encoding() -> None:

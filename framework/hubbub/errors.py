@@ -27,6 +27,7 @@ __all__ = [
     "PluginError",
     "ProviderError",
     "ProviderRateLimitedError",
+    "ProviderRequestError",
     "ProviderTimeoutError",
     "QuotaExceededError",
     "TooManyRequestsError",
@@ -249,6 +250,17 @@ class ContextWindowExceededError(ProviderError):
 
     status = 400
     code = "context_length_exceeded"
+    retryable = False
+
+
+class ProviderRequestError(ProviderError):
+    """The upstream refused the request itself (its 400 or 422: an invalid parameter, a tool
+    schema it does not accept): the same request would fail on any model, so it is answered as
+    a 400 at once, never retried, never sent to a fallback, and never held against the
+    upstream's circuit breaker."""
+
+    status = 400
+    code = "invalid_request"
     retryable = False
 
 

@@ -9,11 +9,14 @@ closed after the last component that used it has stopped::
 
 from __future__ import annotations
 
+import asyncio
+import time
 from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit, urlunsplit
 
 from hubbub.config.issues import make_issue
 from hubbub.errors import ConfigError
+from hubbub.models import Health
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -21,7 +24,7 @@ if TYPE_CHECKING:
     from hubbub.config import Config
     from hubbub.services import Resources
 
-__all__ = ["redacted_url", "redis_url", "shared_redis"]
+__all__ = ["ping_health", "redacted_url", "redis_url", "shared_redis"]
 
 
 def redis_url(config: Config, needed_by: str) -> str:
@@ -86,3 +89,28 @@ async def shared_redis(
         close=lambda c: c.aclose(),
     )
     return client
+
+
+async def ping_health(
+    client: redis.asyncio.Redis | None,
+    where: str,
+    failures: tuple[type[BaseException], ...],
+    within: float | None,
+) -> Health:
+    """A Redis-backed component's health: ``ok`` with the PING time while Redis at ``where``
+    (a redacted URL) answers, within ``within`` seconds unless that is ``None``; ``down`` with
+    the reason when it does not (``failures``: the errors that mean it does not), or when
+    ``client`` is ``None`` (not started)."""
+    if client is None:
+        return Health(status="down", detail="not started")
+    began = time.perf_counter()
+    try:
+        async with asyncio.timeout(within):
+            await client.ping()
+    except TimeoutError:
+        return Health(status="down", detail=f"Redis at {where} does not answer within {within} s")
+    except failures as exc:
+        why = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
+        return Health(status="down", detail=f"Redis at {where} does not answer: {why}")
+    latency = (time.perf_counter() - began) * 1000
+    return Health(detail=f"Redis at {where}, PING {latency:.1f} ms")

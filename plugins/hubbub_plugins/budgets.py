@@ -29,7 +29,7 @@ __all__ = ["RuntimeBudgets"]
 class RuntimeBudgets(BudgetMiddleware):
     """:class:`~hubbub.budgets.BudgetMiddleware` over a runtime's services: its budget ledger
     and cache (started before the middleware), the price table, and the LLM client's models
-    (read per request: the client starts after its middleware)."""
+    with their fallbacks (read per request: the client starts after its middleware)."""
 
     def __init__(self, context: ComponentContext[None]) -> None:
         runtime = context.runtime
@@ -37,12 +37,12 @@ class RuntimeBudgets(BudgetMiddleware):
         budgets = config.budgets
         self._runtime = runtime
 
-        def model_info(model: str) -> ModelInfo | None:
+        def chain(model: str) -> list[ModelInfo]:
             try:
-                info: ModelInfo = runtime.llm.resolve(model)[1]
+                found: list[ModelInfo] = runtime.llm.chain(model)
             except (UnknownModelError, RuntimeError):
-                return None
-            return info
+                return []
+            return found
 
         def cache() -> CacheBackend:
             found: CacheBackend = runtime.cache
@@ -55,7 +55,7 @@ class RuntimeBudgets(BudgetMiddleware):
                 TokenCounter(),
                 None,
                 config.context.reply_tokens,
-                model_info,
+                chain,
                 warn_unpriced=any(
                     budget is not None and budget.cost is not None
                     for budget in (budgets.user, budgets.key, budgets.global_)

@@ -63,6 +63,8 @@ from hubbub.models import (
     Usage,
 )
 from hubbub.redaction import public_message
+from hubbub.resilience import parse_retry_after
+from hubbub_plugins.openai_provider.wire import upstream_user
 
 if TYPE_CHECKING:
     from hubbub.registry import ComponentContext, Registrar
@@ -86,6 +88,9 @@ class LiteLLMModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     ``model`` (conversations keep what a model is shown within it, see ``[context]``)."""
     supports_tools: bool = True
     """Whether tools are offered to this model."""
+    send_user: bool = False
+    """Send the upstream an opaque, stable id of who asks (``user``): the first 32 hex digits of
+    the SHA-256 of the principal's id, never the id itself. Off by default."""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     """Extra keyword arguments for ``litellm.acompletion`` (``top_p``, ``seed``...);
     ``max_retries`` is 0 unless set here (hubbub's ``[llm] retries`` apply)."""
@@ -223,10 +228,12 @@ class LiteLLMProvider:
             ]
             if request.tool_choice is not None:
                 arguments["tool_choice"] = request.tool_choice
-        for key in ("temperature", "max_tokens", "stop", "user"):
+        for key in ("temperature", "max_tokens", "stop"):
             value = getattr(request, key)
             if value is not None:
                 arguments[key] = value
+        if entry.send_user and request.user:
+            arguments["user"] = upstream_user(request.user)
         return arguments
 
     def _error(self, request: ChatRequest, exc: Exception) -> Exception:
@@ -335,22 +342,17 @@ class LiteLLMProvider:
 
 
 def _retry_after(exc: Exception) -> float | None:
-    """Seconds the upstream asked to wait (``retry-after-ms`` or ``Retry-After`` in seconds)
-    on litellm's rate limit error, if it said."""
+    """Seconds the upstream asked to wait (``retry-after-ms``, or ``Retry-After`` in seconds or
+    as an HTTP date, read by :func:`hubbub.resilience.parse_retry_after`) on litellm's rate
+    limit error, if it said."""
     response = getattr(exc, "response", None)
     headers = getattr(response, "headers", None)
     if headers is None:
         return None
-    for name, scale in (("retry-after-ms", 1000.0), ("retry-after", 1.0)):
-        value = headers.get(name)
-        if value:
-            try:
-                seconds = float(value) / scale
-            except ValueError:
-                continue
-            if seconds >= 0:
-                return seconds
-    return None
+    millis = parse_retry_after(headers.get("retry-after-ms"))
+    if millis is not None:
+        return millis / 1000
+    return parse_retry_after(headers.get("retry-after"))
 
 
 @hookimpl

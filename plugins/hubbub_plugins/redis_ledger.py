@@ -12,6 +12,15 @@ integers of nanodollars (``HINCRBY`` stays exact). Every key carries the hash ta
 ``{budgets}``, so in a Redis Cluster they live on one slot and the scripts may touch them
 together. Counters expire a day after their period ends.
 
+Each script may run more than once or late: the Redis client retries a call that timed out
+or lost its connection, and a reservation whose caller gave up (cancelled, timed out) may
+still reach Redis. So a reservation's end (settled or released) is remembered for
+:data:`ENDED_SECONDS` or more in a key of its own: settling or releasing it again counts
+nothing, and a reservation that arrives after its end holds nothing; reserving again under the
+same id holds once. A reserve that fails or is cancelled after its script may have run
+releases its id (shielded from the cancellation, retried a few times): a hold nobody will
+settle never lingers until its lease ends.
+
 ::
 
     [budgets]
@@ -25,8 +34,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
 import math
-import time
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any, NoReturn
@@ -38,7 +47,7 @@ from hubbub.budgets.money import from_nanos, to_nanos
 from hubbub.contracts import BudgetCounter, BudgetRefusal, BudgetReservation, BudgetTotals
 from hubbub.errors import ComponentError
 from hubbub.models import Health, new_id
-from hubbub.redis import redacted_url, redis_url, shared_redis
+from hubbub.redis import ping_health, redacted_url, redis_url, shared_redis
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -47,8 +56,18 @@ if TYPE_CHECKING:
 
 __all__ = ["RedisLedger", "RedisLedgerSettings"]
 
+logger = logging.getLogger("hubbub.budgets")
+
 KEEP_AFTER_PERIOD = 86_400.0
 """Seconds a counter is kept after its period ended (for late settlements and reports)."""
+
+ENDED_SECONDS = 120.0
+"""The least seconds Redis remembers that a reservation ended (settled, released or given up);
+more when ``[redis] timeout`` is long: it must outlast the Redis client's retries of one
+script (11 tries, each of at most the timeout and a back-off of up to a second)."""
+
+GIVE_UP_TRIES = 4
+"""Tries at releasing a reservation whose reserve failed or was cancelled."""
 
 # Shared by the scripts: take expired leases out of counter hash h (zset z) at now (ms).
 _PURGE = """
@@ -73,13 +92,20 @@ local clock = redis.call('TIME')
 local now = tonumber(clock[1]) * 1000 + math.floor(tonumber(clock[2]) / 1000)
 """
 
-# KEYS: hash, zset for each counter. ARGV[1] id, [2] tokens, [3] nanodollars, [4] lease ms,
-# then per counter: token limit (-1: none), nanodollar limit (-1: none), expire-at ms.
-# Returns {1} when held everywhere, else {0, counter index (1-based), unit, used}.
+# KEYS: hash, zset for each counter, then the reservation's end marker. ARGV[1] id, [2] tokens,
+# [3] nanodollars, [4] lease ms, then per counter: token limit (-1: none), nanodollar limit
+# (-1: none), expire-at ms. Returns {1, expires} when held everywhere (already, when run again),
+# {2} when the reservation has ended already (its caller gave up), else {0, counter index
+# (1-based), unit, used}. Numbers go back as '%d' text: tostring gives 1.5e+14 past 1e14.
 _RESERVE = (
     _PURGE
     + """
-local n = #KEYS / 2
+local n = (#KEYS - 1) / 2
+if redis.call('EXISTS', KEYS[#KEYS]) == 1 then return {2} end
+local again = n > 0 and redis.call('ZSCORE', KEYS[2], ARGV[1])
+if again and redis.call('HEXISTS', KEYS[1], 'L:' .. ARGV[1]) == 1 then
+  return {1, again}
+end
 local tokens, nanos = tonumber(ARGV[2]), tonumber(ARGV[3])
 for i = 1, n do
   local h, z = KEYS[2 * i - 1], KEYS[2 * i]
@@ -87,9 +113,13 @@ for i = 1, n do
   local v = redis.call('HMGET', h, 't', 'c', 'rt', 'rc')
   local tl, cl = tonumber(ARGV[5 + 3 * (i - 1)]), tonumber(ARGV[6 + 3 * (i - 1)])
   local used = (tonumber(v[1]) or 0) + (tonumber(v[3]) or 0)
-  if tl >= 0 and used + tokens > tl then return {0, i, 'tokens', tostring(used)} end
+  if tl >= 0 and used + tokens > tl then
+    return {0, i, 'tokens', string.format('%d', used)}
+  end
   local spent = (tonumber(v[2]) or 0) + (tonumber(v[4]) or 0)
-  if cl >= 0 and spent + nanos > cl then return {0, i, 'cost', tostring(spent)} end
+  if cl >= 0 and spent + nanos > cl then
+    return {0, i, 'cost', string.format('%d', spent)}
+  end
 end
 local expires = now + tonumber(ARGV[4])
 for i = 1, n do
@@ -102,16 +132,18 @@ for i = 1, n do
   redis.call('PEXPIREAT', h, at)
   redis.call('PEXPIREAT', z, at)
 end
-return {1, expires}
+return {1, string.format('%d', expires)}
 """
 )
 
-# KEYS: hash, zset for each counter. ARGV[1] id, [2] tokens, [3] nanodollars (0 0: release),
-# then per counter: expire-at ms.
+# KEYS: hash, zset for each counter, then the reservation's end marker. ARGV[1] id, [2] tokens,
+# [3] nanodollars (0 0: release), [4] ms to remember the end, then per counter: expire-at ms.
+# Returns 0 (counting nothing) when the reservation had ended already.
 _SETTLE = (
     _PURGE
     + """
-local n = #KEYS / 2
+if not redis.call('SET', KEYS[#KEYS], '1', 'NX', 'PX', ARGV[4]) then return 0 end
+local n = (#KEYS - 1) / 2
 for i = 1, n do
   local h, z = KEYS[2 * i - 1], KEYS[2 * i]
   if unhold(h, ARGV[1]) then redis.call('ZREM', z, ARGV[1]) end
@@ -119,7 +151,7 @@ for i = 1, n do
   if ARGV[2] ~= '0' then redis.call('HINCRBY', h, 't', ARGV[2]) end
   if ARGV[3] ~= '0' then redis.call('HINCRBY', h, 'c', ARGV[3]) end
   if ARGV[2] ~= '0' or ARGV[3] ~= '0' then
-    local at = tonumber(ARGV[3 + i])
+    local at = tonumber(ARGV[4 + i])
     if redis.call('PTTL', h) < at - now then redis.call('PEXPIREAT', h, at) end
   end
 end
@@ -173,6 +205,7 @@ class RedisLedger:
         self._settle: Any = None
         self._totals: Any = None
         self._failures: tuple[type[BaseException], ...] = (OSError, TimeoutError)
+        self._giving_up: set[asyncio.Task[None]] = set()
 
     async def start(self) -> None:
         """Connect to ``[redis] url`` and check that Redis answers (a failure names it)."""
@@ -192,26 +225,26 @@ class RedisLedger:
             self._fail("reach", exc)
 
     async def health(self) -> Health:
-        """``ok`` with the PING time while Redis answers, ``down`` with the reason when not."""
-        if self._client is None:
-            return Health(status="down", detail="not started")
-        began = time.perf_counter()
-        limit = self._context.config.cache.timeout  # the same Redis: the same patience
-        try:
-            async with asyncio.timeout(limit):
-                await self._client.ping()
-        except TimeoutError:
-            return Health(
-                status="down", detail=f"Redis at {self.where} did not answer within {limit:g} s"
-            )
-        except self._failures as exc:
-            return Health(status="down", detail=f"Redis at {self.where} does not answer: {exc}")
-        latency = (time.perf_counter() - began) * 1000
-        return Health(detail=f"Redis at {self.where}, PING {latency:.1f} ms")
+        """``ok`` with the PING time while Redis answers within ``[cache] timeout`` (the same
+        Redis: the same patience), ``down`` with the reason when not."""
+        return await ping_health(
+            self._client, self.where, self._failures, self._context.config.cache.timeout
+        )
 
     async def aclose(self) -> None:
-        """The shared client is closed by the runtime after its last user stops."""
+        """Wait (a little) for releases of given-up reservations still running; the shared
+        client is closed by the runtime after its last user stops."""
+        if self._giving_up:
+            await asyncio.wait(set(self._giving_up), timeout=self._patience())
         self._client = None
+
+    def _patience(self) -> float:
+        """Seconds to wait for one call to Redis: ``[redis] timeout``."""
+        return float(self._context.config.redis.timeout)
+
+    def _ended_seconds(self) -> float:
+        """How long a reservation's end is remembered (see :data:`ENDED_SECONDS`)."""
+        return max(ENDED_SECONDS, 12 * (self._patience() + 1.0))
 
     def _fail(self, doing: str, exc: BaseException) -> NoReturn:
         raise ComponentError(
@@ -233,10 +266,12 @@ class RedisLedger:
                     await pool.disconnect(inuse_connections=False)
             self._fail(doing, exc)
 
-    def _keys(self, keys: Sequence[str]) -> list[str]:
+    def _keys(self, keys: Sequence[str], reservation_id: str) -> list[str]:
+        """The counters' hashes and sorted sets, then the reservation's end marker."""
         out = []
         for key in keys:
             out += [f"{self.prefix}{key}", f"{self.prefix}{key}:leases"]
+        out.append(f"{self.prefix}ended:{reservation_id}")
         return out
 
     async def reserve(
@@ -255,16 +290,27 @@ class RedisLedger:
                 -1 if spec.cost is None else to_nanos(spec.cost),
                 _ms(spec.period_end + KEEP_AFTER_PERIOD),
             ]
-        answer = await self._run(
-            self._reserve, "reserve", self._keys([c.key for c in counters]), args
-        )
-        if int(answer[0]) == 1:
+        keys = self._keys([c.key for c in counters], reservation_id)
+        try:
+            answer = await self._run(self._reserve, "reserve", keys, args)
+        except BaseException:
+            # The script may have run, or may still run (it was sent): end the reservation,
+            # so that it holds nothing nobody will settle.
+            await self._give_up(reservation_id, counters)
+            raise
+        outcome = int(answer[0])
+        if outcome == 1:
             return BudgetReservation(
                 id=reservation_id,
                 counters=tuple(counters),
                 tokens=tokens,
                 cost=cost,
-                expires_at=int(answer[1]) / 1000,
+                expires_at=int(float(_text(answer[1]))) / 1000,
+            )
+        if outcome == 2:  # cannot happen to a fresh id: only a given-up reservation ends first
+            raise ComponentError(
+                f"the Redis budget ledger at {self.where} found reservation {reservation_id} "
+                "ended before it was made"
             )
         spec = counters[int(answer[1]) - 1]
         unit = _text(answer[2])
@@ -277,12 +323,42 @@ class RedisLedger:
             counter=spec, unit="cost", used=str(from_nanos(used)), limit=str(spec.cost)
         )
 
+    async def _give_up(self, reservation_id: str, counters: Sequence[BudgetCounter]) -> None:
+        """Release ``reservation_id`` after its reserve failed or was cancelled: in a task of
+        its own (a cancelled caller cannot stop it), waited for at most ``[redis] timeout``."""
+        reservation = BudgetReservation(
+            id=reservation_id, counters=tuple(counters), tokens=0, cost=Decimal(0), expires_at=0.0
+        )
+        task = asyncio.ensure_future(self._release_given_up(reservation))
+        self._giving_up.add(task)
+        task.add_done_callback(self._giving_up.discard)
+        await asyncio.wait({task}, timeout=self._patience())
+
+    async def _release_given_up(self, reservation: BudgetReservation) -> None:
+        """Release ``reservation``, trying :data:`GIVE_UP_TRIES` times (Redis may be slow or
+        reconnecting); when every try fails, its lease ends it."""
+        for attempt in range(GIVE_UP_TRIES):
+            try:
+                await self.release(reservation)
+                return
+            except Exception as exc:
+                if attempt + 1 == GIVE_UP_TRIES:
+                    logger.warning(
+                        "could not release budget reservation %s after its reserve failed "
+                        "(it holds until its lease ends): %s",
+                        reservation.id,
+                        exc,
+                        extra={"reservation": reservation.id},
+                    )
+                    return
+                await asyncio.sleep(0.25 * 2**attempt)
+
     async def _end(
         self, reservation: BudgetReservation, tokens: int, nanos: int, doing: str
     ) -> None:
-        args: list[Any] = [reservation.id, tokens, nanos]
+        args: list[Any] = [reservation.id, tokens, nanos, _ms(self._ended_seconds())]
         args += [_ms(c.period_end + KEEP_AFTER_PERIOD) for c in reservation.counters]
-        keys = self._keys([c.key for c in reservation.counters])
+        keys = self._keys([c.key for c in reservation.counters], reservation.id)
         await self._run(self._settle, doing, keys, args)
 
     async def settle(self, reservation: BudgetReservation, tokens: int, cost: Decimal) -> None:
@@ -297,7 +373,7 @@ class RedisLedger:
         """Each counter as it stands (expired leases taken out first)."""
         if not keys:
             return []
-        values = await self._run(self._totals, "read totals", self._keys(keys), [])
+        values = await self._run(self._totals, "read totals", self._keys(keys, "")[:-1], [])
         result = []
         for index, key in enumerate(keys):
             t, c, rt, rc = (int(_text(v)) for v in values[4 * index : 4 * index + 4])

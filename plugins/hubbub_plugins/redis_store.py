@@ -65,7 +65,6 @@ from __future__ import annotations
 import asyncio
 import re
 import struct
-import time
 from collections.abc import Awaitable, Sequence
 from typing import TYPE_CHECKING, Annotated, Any, NoReturn, TypeVar
 
@@ -75,7 +74,7 @@ from hubbub import hookimpl
 from hubbub.errors import ComponentError, ConflictError, InvalidRequestError, NotFoundError
 from hubbub.models import Conversation, Health, MemoryItem, Message, Page, StoreUsage, Summary, now
 from hubbub.pagination import decode_cursor, encode_cursor
-from hubbub.redis import redacted_url, redis_url, shared_redis
+from hubbub.redis import ping_health, redacted_url, redis_url, shared_redis
 
 if TYPE_CHECKING:
     import redis.asyncio
@@ -561,18 +560,7 @@ class RedisBacked:
     async def health(self) -> Health:
         """``ok`` with the PING time while Redis answers within ``[redis] timeout``, ``down``
         with the reason when not."""
-        if self._client is None:
-            return Health(status="down", detail="not started")
-        began = time.perf_counter()
-        try:
-            async with asyncio.timeout(self.timeout):
-                await self._client.ping()
-        except self._failures as exc:
-            return Health(
-                status="down", detail=f"Redis at {self.where} does not answer: {_why(exc)}"
-            )
-        latency = (time.perf_counter() - began) * 1000
-        return Health(detail=f"Redis at {self.where}, PING {latency:.1f} ms")
+        return await ping_health(self._client, self.where, self._failures, self.timeout)
 
     async def aclose(self) -> None:
         """The shared client is closed by the runtime after its last user stops."""

@@ -14,7 +14,7 @@ backend``): the built-in plugins ``memory_ledger`` and ``redis_ledger`` provide 
 """
 
 from hubbub.budgets.estimate import Estimate, Estimator, Spent
-from hubbub.budgets.middleware import PRIORITY, BudgetMiddleware
+from hubbub.budgets.middleware import PRIORITY, BudgetMiddleware, UndisclosedBudgetExceededError
 from hubbub.budgets.periods import counter, counters_for, period_bounds
 from hubbub.budgets.ratelimit import KeyMinuteLimits
 from hubbub.budgets.usage import UsageReport, budget_ledger, caller_key, usage_report
@@ -26,6 +26,7 @@ __all__ = [
     "Estimator",
     "KeyMinuteLimits",
     "Spent",
+    "UndisclosedBudgetExceededError",
     "UsageReport",
     "budget_ledger",
     "caller_key",

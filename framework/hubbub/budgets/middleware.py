@@ -8,8 +8,14 @@ all or nothing; a request that does not fit is refused with
 :class:`~hubbub.errors.BudgetExceededError` (402) before any provider is called. After the
 call it settles the reservation to what was really used (a stream cut short: what it used
 before the end), shielded from cancellation so a client that leaves cannot skip it; a call that
-failed before producing anything releases it. A request without ``max_tokens`` gets the limit
-that was reserved for, so no reply can cost more than its reservation.
+failed before producing anything releases it.
+
+The reservation covers every model that may answer (the request's model and its
+``[llm.fallbacks]``, :meth:`hubbub.llm.client.LLMClient.chain`): the dearest of them. A request
+without ``max_tokens`` is reserved for the most its models can write (their output limit, or
+what their context window leaves after the prompt) and goes upstream unchanged; only when a
+model that may answer has neither limit known does it get ``[context] reply_tokens`` as
+``max_tokens``, so no reply can cost more than its reservation.
 
 Per-key rate limits (:mod:`hubbub.budgets.ratelimit`) are checked first.
 """
@@ -41,7 +47,7 @@ from hubbub.errors import BudgetExceededError
 from hubbub.middleware import LLMMiddlewareBase, StreamedReply
 from hubbub.models import ChatChunk, ChatRequest, ChatResponse, ToolCall, Usage, new_id
 
-__all__ = ["PRIORITY", "BudgetMiddleware"]
+__all__ = ["PRIORITY", "BudgetMiddleware", "UndisclosedBudgetExceededError"]
 
 logger = logging.getLogger("hubbub.budgets")
 
@@ -70,19 +76,55 @@ def _limited(counters: list[BudgetCounter]) -> bool:
     return any(c.tokens is not None or c.cost is not None for c in counters)
 
 
-def _refusal_error(refusal: BudgetRefusal, now: float) -> BudgetExceededError:
+class UndisclosedBudgetExceededError(BudgetExceededError):
+    """A refusal by the global budget: it says that the budget has no room and when it starts
+    again, never what it has used nor its limit (those are the whole deployment's spending,
+    for admins only: ``GET /api/usage``)."""
+
+    def extensions(self) -> dict[str, object]:
+        """``budget`` and ``unit`` only."""
+        return {"budget": self.budget, "unit": self.unit}
+
+
+def _needs(estimate: Estimate | None, unit: str) -> str:
+    """What the request asked to reserve, for the refusal's message."""
+    if estimate is None:
+        return ""
+    amount = f"{estimate.tokens} tokens" if unit == "tokens" else f"{estimate.cost} US dollars"
+    return (
+        f" (this request may use up to {amount}: its prompt, plus its max_tokens or else the "
+        "model's output limit; sending a smaller max_tokens reserves less)"
+    )
+
+
+def _refusal_error(
+    refusal: BudgetRefusal, now: float, estimate: Estimate | None = None
+) -> BudgetExceededError:
+    """The 402 for ``refusal``: the global budget's figures are not disclosed."""
     counter = refusal.counter
     resets = datetime.fromtimestamp(counter.period_end, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
     what = "tokens" if refusal.unit == "tokens" else "US dollars"
+    smaller = _needs(estimate, refusal.unit)
+    retry_after = max(1.0, counter.period_end - now)
+    if counter.scope == "global":
+        return UndisclosedBudgetExceededError(
+            f"the global budget has no room for this request this {counter.period}{smaller}; "
+            f"it starts again at {resets}",
+            budget=counter.scope,
+            unit=refusal.unit,
+            used="",
+            limit="",
+            retry_after=retry_after,
+        )
     return BudgetExceededError(
         f"the {counter.scope} budget has no room for this request: {refusal.used} of "
-        f"{refusal.limit} {what} used or held this {counter.period}; it starts again at "
-        f"{resets}",
+        f"{refusal.limit} {what} used or held this {counter.period}{smaller}; it starts again "
+        f"at {resets}",
         budget=counter.scope,
         unit=refusal.unit,
         used=refusal.used,
         limit=refusal.limit,
-        retry_after=max(1.0, counter.period_end - now),
+        retry_after=retry_after,
     )
 
 
@@ -134,8 +176,8 @@ class BudgetMiddleware(LLMMiddlewareBase):
         estimate = hold.estimate = await self.estimator.estimate(request)
         if self.limits is not None and key_id is not None:
             hold.admission = await self.limits.admit(key_id, estimate.tokens)
-        if request.max_tokens is None:
-            request.max_tokens = estimate.reply_tokens  # what was reserved bounds the reply
+        if request.max_tokens is None and estimate.max_tokens is not None:
+            request.max_tokens = estimate.max_tokens  # no model limit known: this bounds it
         if not limited:
             return hold
         try:
@@ -156,7 +198,7 @@ class BudgetMiddleware(LLMMiddlewareBase):
                 granted.unit,
                 extra={"budget": granted.counter.scope, "user": request.user, "key_id": key_id},
             )
-            raise _refusal_error(granted, now)
+            raise _refusal_error(granted, now, estimate)
         hold.reservation = granted
         return hold
 
@@ -165,13 +207,19 @@ class BudgetMiddleware(LLMMiddlewareBase):
             await self.limits.correct(hold.admission, 0)
 
     async def _settle(
-        self, hold: _Hold, usage: Usage | None, text: str, calls: Sequence[ToolCall]
+        self,
+        hold: _Hold,
+        usage: Usage | None,
+        text: str,
+        calls: Sequence[ToolCall],
+        answered: str | None = None,
     ) -> None:
-        """Record what the request used (its reservation ends)."""
+        """Record what the request used (its reservation ends); ``answered`` is the model
+        that answered, when known."""
         if not hold.counters and hold.admission is None:
             return  # nobody to count it for (no user, no key, no global budget)
         try:
-            spent = await self.estimator.spent(hold.request, usage, text, calls)
+            spent = await self.estimator.spent(hold.request, usage, text, calls, answered=answered)
             if self.limits is not None:
                 await self.limits.correct(hold.admission, spent.tokens)
             reservation = hold.reservation
@@ -234,7 +282,9 @@ class BudgetMiddleware(LLMMiddlewareBase):
             raise
         message = response.message
         await self._shielded(
-            self._settle(hold, response.usage, message.content, message.tool_calls or ()),
+            self._settle(
+                hold, response.usage, message.content, message.tool_calls or (), response.model
+            ),
             wait=self._settle_wait(hold),
         )
         return response

@@ -4,7 +4,9 @@
 Counted in the cache (shared by every process when it is Redis) in fixed windows of one
 minute, like :mod:`hubbub.auth.keylimits`. Tokens are counted as reserved (the most the call can
 use) when it starts and corrected to what it used when it ends. A key past a limit is refused
-with 429 and ``Retry-After`` (the end of the window). When the cache cannot count, calls go
+with 429 and ``Retry-After`` (the end of the window); a call that alone may use more tokens than
+the key's per-minute limit could never pass, so it is refused at once as an invalid request
+(422), saying so. When the cache cannot count, calls go
 through (logged): refusing every key because the cache is down would be worse.
 """
 
@@ -16,7 +18,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from hubbub.contracts import CacheBackend
-from hubbub.errors import TooManyRequestsError
+from hubbub.errors import InvalidRequestError, TooManyRequestsError
 
 __all__ = ["Admission", "KeyMinuteLimits"]
 
@@ -84,7 +86,24 @@ class KeyMinuteLimits:
 
     async def admit(self, key_id: str, tokens: int) -> Admission | None:
         """Count one call of ``key_id`` that may use ``tokens``; raise
-        :class:`TooManyRequestsError` (with ``retry_after``) when it would pass a limit."""
+        :class:`TooManyRequestsError` (with ``retry_after``) when it would pass a limit, and
+        :class:`InvalidRequestError` when the call alone may use more tokens than a minute
+        allows (waiting would not help)."""
+        if self.tokens and tokens > self.tokens:
+            logger.info(
+                "API key %s refused: a call of %d tokens, over its %d per minute",
+                key_id,
+                tokens,
+                self.tokens,
+                extra={"key_id": key_id, "reason": "key LLM token limit"},
+            )
+            raise InvalidRequestError(
+                f"this request alone may use up to {tokens} tokens (its prompt, plus its "
+                f"max_tokens or else the model's output limit), more than this API key's limit "
+                f"of {self.tokens} tokens per minute: send a smaller max_tokens or a shorter "
+                "prompt",
+                field="max_tokens",
+            )
         moment = self._clock()
         bucket = int(moment // WINDOW)
         cache = self._cache()

@@ -3,7 +3,9 @@
 ``total_tokens`` and ``cost`` are the caller's spending this month (UTC), settled calls only;
 ``budgets`` lists every budget that applies to the caller (their user budget, their API key's
 when they called with a key, the global one), with what is used, what live reservations hold,
-the limits and when the period starts again.
+the limits, whether it is exhausted and when the period starts again. The global budget's
+figures are the whole deployment's spending: only admins (the ``admin`` role) see them; other
+callers see whether it is exhausted and when it starts again.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from typing import Any
 
 import msgspec
 
+from hubbub.auth.roles import ADMIN
 from hubbub.budgets.periods import USAGE_PERIOD, Scope, budget_for, counter
 from hubbub.config.schema import BudgetsConfig
 from hubbub.contracts import BudgetCounter, BudgetLedger, BudgetTotals
@@ -60,10 +63,14 @@ class BudgetUsage(msgspec.Struct, kw_only=True):
     """``user``, ``key`` or ``global``."""
     period: str
     """``day`` or ``month`` (UTC)."""
-    tokens: TokenAmount
-    """Tokens."""
-    cost: CostAmount
-    """US dollars, as decimal strings."""
+    tokens: TokenAmount | None
+    """Tokens; ``null`` for the global budget unless the caller is an admin."""
+    cost: CostAmount | None
+    """US dollars, as decimal strings; ``null`` for the global budget unless the caller is an
+    admin."""
+    exhausted: bool
+    """Whether what is used and held has reached a limit: no call fits until the period
+    starts again (or running calls end)."""
     resets_at: float
     """When the period starts again (Unix seconds)."""
 
@@ -122,27 +129,38 @@ async def usage_report(
     totals = {t.key: t for t in found}
     zero = BudgetTotals(key="")
     mine = totals.get(spending.key, zero)
+    admin = ADMIN in principal.roles
     return UsageReport(
         total_tokens=mine.tokens,
         cost=mine.cost,
         period=USAGE_PERIOD,
         resets_at=spending.period_end,
-        budgets=[
-            BudgetUsage(
-                scope=c.scope,
-                period=c.period,
-                tokens=TokenAmount(
-                    used=totals.get(c.key, zero).tokens,
-                    reserved=totals.get(c.key, zero).reserved_tokens,
-                    limit=c.tokens,
-                ),
-                cost=CostAmount(
-                    used=totals.get(c.key, zero).cost,
-                    reserved=totals.get(c.key, zero).reserved_cost,
-                    limit=c.cost,
-                ),
-                resets_at=c.period_end,
-            )
-            for c in budgets
-        ],
+        budgets=[_budget(c, totals.get(c.key, zero), admin) for c in budgets],
+    )
+
+
+def _exhausted(spec: BudgetCounter, totals: BudgetTotals) -> bool:
+    """Whether ``spec``'s counter has reached a limit."""
+    tokens = totals.tokens + totals.reserved_tokens
+    cost = totals.cost + totals.reserved_cost
+    return (spec.tokens is not None and tokens >= spec.tokens) or (
+        spec.cost is not None and cost >= spec.cost
+    )
+
+
+def _budget(spec: BudgetCounter, totals: BudgetTotals, admin: bool) -> BudgetUsage:
+    """Where one budget stands, as ``GET /api/usage`` shows it (the global budget's figures to
+    admins only)."""
+    shown = admin or spec.scope != "global"
+    return BudgetUsage(
+        scope=spec.scope,
+        period=spec.period,
+        tokens=TokenAmount(used=totals.tokens, reserved=totals.reserved_tokens, limit=spec.tokens)
+        if shown
+        else None,
+        cost=CostAmount(used=totals.cost, reserved=totals.reserved_cost, limit=spec.cost)
+        if shown
+        else None,
+        exhausted=_exhausted(spec, totals),
+        resets_at=spec.period_end,
     )

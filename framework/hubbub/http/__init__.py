@@ -21,6 +21,14 @@ decompression, no cookies, no HTTP/2: a provider that needs one of those uses an
 
 See :mod:`hubbub.http.client` for the semantics (pooling, retries on stale connections,
 cancellation) and :mod:`hubbub.http.errors` for the errors.
+
+One retry happens inside the client, for every method: when a *reused* keep-alive connection
+turns out closed before any byte of the response arrived (the upstream closed it as it was
+being reused: the keep-alive race), the request is sent again, once, on a fresh connection.
+Almost always the upstream never read it; in the rare case it had accepted the request and then
+closed without answering, a ``POST`` is processed twice: for an LLM, one generation billed
+twice. Pass ``retry_stale=False`` to :meth:`HttpClient.request` or :meth:`HttpClient.stream`
+to get the :class:`ConnectionClosedError` instead.
 """
 
 from __future__ import annotations

@@ -11,8 +11,13 @@ Semantics a gateway relies on:
   cancellation while a response is in flight aborts the transport at once, so the upstream sees
   the connection end (this is how a cancelled request stops the upstream's work);
 * a request that fails on a *reused* connection before any byte of the response arrived (the
-  upstream closed the idle connection as it was being reused) is retried once on a fresh
-  connection; nothing else is retried here (see :mod:`hubbub.resilience` for retries);
+  upstream closed the idle connection as it was being reused: the keep-alive race) is sent
+  again, once, on a fresh connection, whatever its method; nothing else is retried here (see
+  :mod:`hubbub.resilience` for retries). The upstream almost always closed the connection
+  without reading the request, but if it had accepted it and then closed without answering
+  (it crashed, say), a ``POST`` is processed twice: for an LLM, one generation billed twice.
+  A caller that must never send a request twice passes ``retry_stale=False`` and gets the
+  :class:`~hubbub.http.ConnectionClosedError` instead;
 * the client adds ``Host``, ``Content-Length``, ``Accept-Encoding: identity`` and
   ``User-Agent: hubbub/<version>`` (the caller may give its own ``User-Agent``); credentials and
   every other header are the caller's;
@@ -182,18 +187,23 @@ class HttpClient:
         *,
         body: Body | None = None,
         headers: RequestHeaders = (),
+        retry_stale: bool = True,
     ) -> Response:
         """Send a request and read the whole response (at most ``max_response_bytes``).
 
         ``path`` (``"/chat/completions"``, query string included) is appended to the base
         path. ``headers`` are the caller's (see :func:`~hubbub.http.headers.encode_request_headers`
-        for what is refused). Any status is returned as a :class:`Response`; failures to get one
-        raise an :class:`~hubbub.http.HttpError`.
+        for what is refused). ``retry_stale``: send the request again on a fresh connection when
+        a reused one was closed before any byte of the response (see the module docstring).
+        Any status is returned as a :class:`Response`; failures to get one raise an
+        :class:`~hubbub.http.HttpError`.
         """
         data, label, is_head = self._encode(method, path, body, headers)
         await self._acquire_slot(label)
         try:
-            conn = await self._send(data, label, streaming=False, is_head=is_head)
+            conn = await self._send(
+                data, label, streaming=False, is_head=is_head, retry_stale=retry_stale
+            )
             try:
                 while not conn.done:
                     exc = conn.exc
@@ -221,15 +231,17 @@ class HttpClient:
         *,
         body: Body | None = None,
         headers: RequestHeaders = (),
+        retry_stale: bool = True,
     ) -> AbstractAsyncContextManager[StreamingResponse]:
         """Send a request; the ``async with`` block gets the response once its head arrived
-        and reads the body as it comes (see :class:`StreamingResponse`).
+        and reads the body as it comes (see :class:`StreamingResponse`). ``retry_stale`` as
+        for :meth:`request`.
 
         Leaving the block before the body ended, or with an error or a cancellation while it is
         still arriving, closes the connection at once.
         """
         data, label, is_head = self._encode(method, path, body, headers)
-        return _StreamContext(self, data, label, is_head)
+        return _StreamContext(self, data, label, is_head, retry_stale)
 
     @property
     def stats(self) -> PoolStats:
@@ -381,6 +393,7 @@ class HttpClient:
         """Back to the pool if the finished response allows it, else closed."""
         conn.in_flight = False
         conn.pieces = []
+        conn.buffered = 0
         if (
             conn.keep_alive
             and not conn.closed
@@ -448,9 +461,11 @@ class HttpClient:
             )
         return conn
 
-    async def _send(self, data: bytes, label: str, *, streaming: bool, is_head: bool) -> Connection:
+    async def _send(
+        self, data: bytes, label: str, *, streaming: bool, is_head: bool, retry_stale: bool
+    ) -> Connection:
         """Write the request and wait for the response head, retrying once on a fresh
-        connection when a reused one turns out closed before answering."""
+        connection when a reused one turns out closed before answering (if ``retry_stale``)."""
         conn = self._pick_idle()
         reused = conn is not None
         if conn is None:
@@ -470,7 +485,7 @@ class HttpClient:
                 return conn
             except ConnectionClosedError:
                 conn.abort()
-                if not reused or conn.progress:
+                if not reused or conn.progress or not retry_stale:
                     raise
             except BaseException:
                 conn.abort()
@@ -486,13 +501,16 @@ class HttpClient:
 class _StreamContext(AbstractAsyncContextManager[StreamingResponse]):
     """What :meth:`HttpClient.stream` returns: sends on entry, closes or pools on exit."""
 
-    __slots__ = ("_client", "_data", "_is_head", "_label", "_response")
+    __slots__ = ("_client", "_data", "_is_head", "_label", "_response", "_retry_stale")
 
-    def __init__(self, client: HttpClient, data: bytes, label: str, is_head: bool) -> None:
+    def __init__(
+        self, client: HttpClient, data: bytes, label: str, is_head: bool, retry_stale: bool
+    ) -> None:
         self._client = client
         self._data = data
         self._label = label
         self._is_head = is_head
+        self._retry_stale = retry_stale
         self._response: StreamingResponse | None = None
 
     async def __aenter__(self) -> StreamingResponse:
@@ -502,7 +520,11 @@ class _StreamContext(AbstractAsyncContextManager[StreamingResponse]):
         await client._acquire_slot(self._label)
         try:
             conn = await client._send(
-                self._data, self._label, streaming=True, is_head=self._is_head
+                self._data,
+                self._label,
+                streaming=True,
+                is_head=self._is_head,
+                retry_stale=self._retry_stale,
             )
         except BaseException:
             client._release_slot()

@@ -51,6 +51,7 @@ class Connection(asyncio.Protocol):
 
     __slots__ = (
         "body_limit",
+        "buffered",
         "closed",
         "content_length",
         "done",
@@ -70,6 +71,7 @@ class Connection(asyncio.Protocol):
         "max_header_bytes",
         "parser",
         "paused",
+        "pauses",
         "pieces",
         "progress",
         "read_timeout",
@@ -103,6 +105,8 @@ class Connection(asyncio.Protocol):
         self.waiter: asyncio.Future[None] | None = None
         self.timer: asyncio.TimerHandle | None = None
         self.paused = False
+        self.pauses = 0
+        """How many times reading was paused because a streamed body's reader fell behind."""
         self.label = ""
         """``METHOD origin/path`` of the current request, for error messages."""
         self.status = 0
@@ -111,7 +115,10 @@ class Connection(asyncio.Protocol):
         """The response's headers, names lower-cased."""
         self.pieces: list[bytes] = []
         """Body bytes received and not yet taken by the reader."""
+        self.buffered = 0
+        """Bytes in :attr:`pieces` (reading pauses past :data:`HIGH_WATER` when streaming)."""
         self.received = 0
+        """Body bytes received for the current response (checked against ``body_limit``)."""
         self.body_limit = 0
         self.streaming = False
         self.is_head = False
@@ -147,6 +154,7 @@ class Connection(asyncio.Protocol):
         self.status = 0
         self.headers = []
         self.pieces = []
+        self.buffered = 0
         self.received = 0
         self.headers_done = False
         self.done = False
@@ -191,6 +199,7 @@ class Connection(asyncio.Protocol):
         """The body bytes received since the last call, as one piece (resumes reading)."""
         pieces = self.pieces
         self.pieces = []
+        self.buffered = 0
         if self.paused:
             self.paused = False
             if self.transport is not None and not self.closed:
@@ -339,9 +348,12 @@ class Connection(asyncio.Protocol):
             return
         self.pieces.append(body)
         if self.streaming:
-            self.received += len(body)
-            if self.received > HIGH_WATER and not self.paused and self.transport is not None:
+            # bytes buffered and unread, not all bytes so far: a reader that keeps up never
+            # pauses the socket, however long the stream
+            self.buffered += len(body)
+            if self.buffered > HIGH_WATER and not self.paused and self.transport is not None:
                 self.paused = True
+                self.pauses += 1
                 self.transport.pause_reading()
             self._wake()
             return

@@ -161,6 +161,13 @@ class LLMClient:
             raise UnknownModelError("a model id is required", field="model")
         return self.resolve(model_id)[1]
 
+    def chain(self, model: str | None) -> list[ModelInfo]:
+        """The models that may answer a request naming ``model`` (the default model when
+        ``None``), in the order they are tried: itself, then its ``[llm.fallbacks]``. Budgets
+        reserve for the dearest of them."""
+        first = self.resolve(model)[1]
+        return [first, *(self._models[name][1] for name in self.router.chain(first.id)[1:])]
+
     def resolve(self, model: str | None) -> tuple[LLMProvider, ModelInfo]:
         """The provider and model info for ``model`` (the default model when ``None``)."""
         model_id = model or self.default_model
@@ -213,10 +220,14 @@ class LLMClient:
                 total_tokens=prompt + completion,
                 cost=usage.cost,
             )
+        return self._priced(info, usage)
+
+    def _priced(self, info: ModelInfo, usage: Usage) -> Usage:
+        """``usage`` with its cost at ``info``'s prices (unchanged when they are unknown)."""
         if self.prices is not None:
             cost = self.prices.cost(info, usage)
             if cost is not None:
-                usage = msgspec.structs.replace(usage, cost=cost)
+                return msgspec.structs.replace(usage, cost=cost)
         return usage
 
     def _own(self, request: ChatRequest) -> ChatRequest:
@@ -286,11 +297,14 @@ class LLMClient:
     async def _provider_stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
         self.resolve(request.model)  # after the middleware: they may have changed it
         routed, first, iterator = await self.router.run(request, self._attempt_open)
+        info = self._models[routed.model][1]
         reply = StreamedReply()
         outcome = "cancelled"  # until the stream ends one way or the other
         count = 0
         try:
             if first is not None:
+                if first.usage is not None:
+                    first.usage = self._priced(info, first.usage)
                 reply.add(first)
                 yield first
             while first is not None:
@@ -313,6 +327,8 @@ class LLMClient:
                         routed,
                         ProviderError(f"model {routed.model!r} failed: {public_message(exc)}"),
                     ) from exc
+                if chunk.usage is not None:  # priced at the model that answered
+                    chunk.usage = self._priced(info, chunk.usage)
                 reply.add(chunk)
                 yield chunk
                 count += 1

@@ -10,7 +10,12 @@ fails. For each model of the chain in turn, the router:
   asked (``Retry-After``), but only after a retryable failure (a timeout, a connection error,
   a 429, a 5xx);
 * moves on to the next model after any provider failure the retries did not cure (a context
-  window overflow is never retried: a fallback may have a larger window).
+  window overflow is never retried: a fallback may have a larger window);
+* but answers at once, as a 400, a request the upstream refused as such (its 400 or 422 for an
+  invalid parameter: :class:`~hubbub.errors.ProviderRequestError`), which no other model would
+  take either and which says nothing against the upstream's breaker; so does any other
+  refusal (a :class:`~hubbub.errors.HubbubError` that is not a provider failure, such as a
+  provider's own pool being full).
 
 The whole, fallbacks included, is bounded by ``[llm] deadline`` (for a stream: until its first
 chunk). Each retry and fallback is logged and published as a ``status`` event for the request's
@@ -31,7 +36,15 @@ from typing import TypeVar
 import msgspec
 
 from hubbub.contracts import LLMProvider
-from hubbub.errors import ConfigError, ConfigIssue, HubbubError, ProviderError, ProviderTimeoutError
+from hubbub.errors import (
+    ConfigError,
+    ConfigIssue,
+    ContextWindowExceededError,
+    HubbubError,
+    ProviderError,
+    ProviderRequestError,
+    ProviderTimeoutError,
+)
 from hubbub.events import EventBus, Status
 from hubbub.models import ChatRequest, Health, ModelInfo
 from hubbub.redaction import public_message
@@ -177,7 +190,15 @@ class Router:
                         f"model {model_id!r} did not answer within "
                         f"{min(policy.attempt_timeout, left):g} s"
                     )
+                except ProviderRequestError as error:
+                    breaker.record(None)  # the upstream answered: the request was at fault
+                    raise error
                 except ProviderError as error:
+                    if _request_at_fault(error):
+                        breaker.record(None)
+                        raise ProviderRequestError(
+                            str(error), upstream_status=error.upstream_status
+                        ) from error
                     exc = error
                 except HubbubError as error:
                     breaker.record(None)  # refused by a layer: the upstream is not to blame
@@ -243,6 +264,19 @@ class Router:
                     conversation_id=request.metadata.get("conversation_id"),
                 )
             )
+
+
+REQUEST_FAULTS = frozenset({400, 413, 422})
+"""Upstream statuses that blame the request itself (unless the context window is what it
+exceeds: a fallback may have a larger one)."""
+
+
+def _request_at_fault(error: ProviderError) -> bool:
+    """Whether ``error`` is the upstream refusing the request as such (see
+    :class:`ProviderRequestError`)."""
+    return error.upstream_status in REQUEST_FAULTS and not isinstance(
+        error, ContextWindowExceededError
+    )
 
 
 def _for_model(request: ChatRequest, model_id: str) -> ChatRequest:

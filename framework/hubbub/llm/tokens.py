@@ -134,12 +134,19 @@ class TokenCounter:
         """Tokens each message takes for ``model``, its overhead included."""
         encoding = await self.encoding(model)
         key = encoding_for(model)
+        size = sum(_size(m) for m in messages if (key, m.id) not in self._counted)
+        return await self._message_counts(encoding, key, messages, size > OFF_LOOP_CHARS)
+
+    async def _message_counts(
+        self, encoding: Any, key: str, messages: Sequence[Message], off_loop: bool
+    ) -> list[int]:
+        """The counts of ``messages`` (those not remembered counted now, on a worker thread
+        when ``off_loop``), remembering the new ones."""
         new = [m for m in messages if (key, m.id) not in self._counted]
         if new:
-            size = sum(len(m.content) for m in new)
             counted = (
                 await asyncio.to_thread(_count_messages, encoding, new)
-                if size > OFF_LOOP_CHARS
+                if off_loop
                 else _count_messages(encoding, new)
             )
             for message, tokens in zip(new, counted, strict=True):
@@ -158,22 +165,37 @@ class TokenCounter:
         self, model: str, messages: Sequence[Message], tools: Sequence[ToolSpec] | None = None
     ) -> int:
         """Tokens a request's prompt takes for ``model``: its messages (overhead included) and
-        the tools offered (their name, description and parameters schema as JSON)."""
-        total = sum(await self.count_messages(model, messages))
-        if tools:
-            described = "\n".join(_describe(tool) for tool in tools)
-            total += await self.count(model, described)
+        the tools offered (their name, description and parameters schema as JSON).
+
+        What is still to count (messages not remembered: their text, names and tool calls; the
+        tools' schemas) is counted on a worker thread when it is longer than
+        :data:`OFF_LOOP_CHARS` altogether."""
+        encoding = await self.encoding(model)
+        key = encoding_for(model)
+        described = "\n".join(_describe(tool) for tool in tools) if tools else ""
+        size = len(described) + sum(_size(m) for m in messages if (key, m.id) not in self._counted)
+        off_loop = size > OFF_LOOP_CHARS
+        total = sum(await self._message_counts(encoding, key, messages, off_loop))
+        if described:
+            total += (
+                await asyncio.to_thread(_count, encoding, described)
+                if off_loop
+                else _count(encoding, described)
+            )
         return total
 
     async def count_completion(
         self, model: str, text: str, tool_calls: Sequence[ToolCall] | None = None
     ) -> int:
         """Tokens a reply takes for ``model``: its text and its tool calls (name and
-        arguments)."""
-        total = await self.count(model, text)
-        for call in tool_calls or ():
-            total += await self.count(model, call.name) + await self.count(model, call.arguments)
-        return total
+        arguments); on a worker thread when they are longer than :data:`OFF_LOOP_CHARS`
+        altogether."""
+        encoding = await self.encoding(model)
+        calls = tool_calls or ()
+        size = len(text) + sum(len(c.name) + len(c.arguments) for c in calls)
+        if size > OFF_LOOP_CHARS:
+            return await asyncio.to_thread(_count_completion, encoding, text, calls)
+        return _count_completion(encoding, text, calls)
 
     async def truncate(self, model: str, text: str, tokens: int) -> str:
         """The longest start of ``text`` that takes at most ``tokens`` tokens."""
@@ -255,6 +277,22 @@ def _load(name: str) -> Any:
     except Exception as exc:  # missing files (and then a refused download): estimate instead
         logger.debug("cannot load tiktoken encoding %s: %s", name, exc)
         return None
+
+
+def _size(message: Message) -> int:
+    """Characters counting ``message`` reads: its text and its tool calls (whose arguments may
+    be far longer than its text)."""
+    size = len(message.content)
+    for call in message.tool_calls or ():
+        size += len(call.name) + len(call.arguments)
+    return size
+
+
+def _count_completion(encoding: Any, text: str, calls: Sequence[ToolCall]) -> int:
+    total = _count(encoding, text)
+    for call in calls:
+        total += _count(encoding, call.name) + _count(encoding, call.arguments)
+    return total
 
 
 def _count_messages(encoding: Any, messages: Sequence[Message]) -> list[int]:

@@ -9,7 +9,10 @@ need it.
   key (and shows nothing of the upstream's message, which may quote the key);
 * 408, 409 and 5xx -> a retryable :class:`ProviderError`; other 4xx -> not retryable;
 * no connection, a connection closed early, a malformed response -> retryable; no byte in time
-  -> :class:`ProviderTimeoutError`.
+  -> :class:`ProviderTimeoutError`;
+* too many requests already waiting for a connection to the upstream (the pool's
+  ``max_waiters``) -> :class:`TooManyRequestsError` (429, ``Retry-After: 1``): the overload is
+  local, not the upstream's fault, so it is neither retried nor counted by the model's breaker.
 
 Only the upstream's own ``error.message`` is shown, one line, through
 :func:`hubbub.redaction.public_message`, and never the upstream's address.
@@ -17,27 +20,29 @@ Only the upstream's own ``error.message`` is shown, one line, through
 
 from __future__ import annotations
 
-import email.utils
 import re
-import time
 
 import msgspec
 
 from hubbub.errors import (
     ContextWindowExceededError,
+    HubbubError,
     ProviderError,
     ProviderRateLimitedError,
     ProviderTimeoutError,
+    TooManyRequestsError,
 )
 from hubbub.http import (
     ConnectError,
     ConnectionClosedError,
     HttpError,
+    PoolFullError,
     ProtocolError,
     ReadTimeoutError,
     ResponseTooLargeError,
 )
 from hubbub.redaction import public_message
+from hubbub.resilience import parse_retry_after
 from hubbub_plugins.openai_provider.wire import ERROR, ErrorDetail
 
 __all__ = [
@@ -94,25 +99,17 @@ def shown(message: str) -> str:
 
 def retry_after(ms: str | None, seconds: str | None, *, now: float | None = None) -> float | None:
     """Seconds to wait from ``retry-after-ms`` (Azure, OpenAI) or ``Retry-After`` (seconds or
-    an HTTP date); ``None`` when neither says."""
+    an HTTP date, read by :func:`hubbub.resilience.parse_retry_after`); ``None`` when neither
+    says."""
     if ms:
-        try:
-            value = float(ms) / 1000
-        except ValueError:
-            value = -1
-        if value >= 0:
-            return value
-    if not seconds:
-        return None
-    try:
-        value = float(seconds)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(seconds)
-        except (TypeError, ValueError):
-            return None
-        value = when.timestamp() - (time.time() if now is None else now)
-    return max(value, 0.0) if value == value else None  # NaN says nothing
+        millis = parse_retry_after(ms)
+        if millis is not None:
+            return millis / 1000
+    return parse_retry_after(seconds, now=now) if seconds else None
+
+
+POOL_FULL_RETRY_AFTER = 1.0
+"""Seconds a client is told to wait when the pool to the upstream has too many waiters."""
 
 
 def status_error(
@@ -154,9 +151,18 @@ def status_error(
     )
 
 
-def transport_error(model: str, exc: HttpError, timeout: float) -> ProviderError:
+def transport_error(model: str, exc: HttpError, timeout: float) -> HubbubError:
     """The error for a request that got no whole answer (the upstream's address stays out of
-    it: operators find it in the log)."""
+    it: operators find it in the log): a :class:`ProviderError`, except for a local overload
+    (:class:`~hubbub.http.PoolFullError`), which is a :class:`TooManyRequestsError` the LLM
+    client neither retries nor blames on the upstream."""
+    if isinstance(exc, PoolFullError):
+        overloaded = TooManyRequestsError(
+            f"model {model!r}: too many requests are already waiting for a connection to the"
+            " upstream; retry later"
+        )
+        overloaded.retry_after = POOL_FULL_RETRY_AFTER
+        return overloaded
     if isinstance(exc, ReadTimeoutError):
         return ProviderTimeoutError(
             f"model {model!r}: the upstream sent nothing for {timeout:g} s", retryable=True

@@ -10,7 +10,7 @@ from urllib.parse import quote
 
 import msgspec
 
-from hubbub.errors import ProviderError, UnknownModelError
+from hubbub.errors import HubbubError, ProviderError, UnknownModelError
 from hubbub.http import HttpClient, HttpError, StreamingResponse
 from hubbub.llm.pricing import PriceTable
 from hubbub.models import (
@@ -33,7 +33,7 @@ from hubbub_plugins.openai_provider.settings import (
     OpenAIModel,
     OpenAISettings,
 )
-from hubbub_plugins.openai_provider.sse import SSEParser
+from hubbub_plugins.openai_provider.sse import MAX_EVENT_BYTES, EventTooLargeError, SSEParser
 from hubbub_plugins.openai_provider.wire import (
     CHUNK,
     COMPLETION,
@@ -51,6 +51,8 @@ __all__ = ["OpenAIProvider", "Route"]
 
 CONNECT_TIMEOUT = 10.0
 """Seconds connecting (TCP and TLS) may take at most."""
+MAX_EVENT = MAX_EVENT_BYTES
+"""The largest event of a stream accepted from an upstream (bytes)."""
 DONE = b"[DONE]"
 
 
@@ -66,6 +68,7 @@ class Route:
         "extra",
         "headers",
         "name",
+        "send_user",
         "stream_headers",
         "supports_tools",
         "upstream_model",
@@ -80,6 +83,8 @@ class Route:
         """The pool of the model's ``api_base``."""
         self.supports_tools = entry.supports_tools
         """Whether tools are sent."""
+        self.send_user = entry.send_user
+        """Whether a hash of the request's ``user`` is sent."""
         if entry.azure:
             base = f"/openai/deployments/{quote(entry.upstream_model, safe='')}"
             query = f"?api-version={quote(entry.api_version or '', safe='')}"
@@ -119,6 +124,7 @@ class Route:
             self.defaults,
             tools=self.supports_tools,
             stream=stream,
+            send_user=self.send_user,
         )
         encoded = ENCODER.encode(wire)
         if self.extra:
@@ -214,6 +220,7 @@ class OpenAIProvider:
                 client = self.clients[base] = HttpClient(
                     base,
                     max_connections=self.settings.max_connections,
+                    max_waiters=self.settings.max_waiters,
                     connect_timeout=min(CONNECT_TIMEOUT, self.settings.timeout),
                     read_timeout=self.settings.timeout,
                 )
@@ -266,9 +273,18 @@ class OpenAIProvider:
             )
         return route
 
-    def _transport(self, route: Route, exc: HttpError) -> ProviderError:
+    def _transport(self, route: Route, exc: HttpError) -> HubbubError:
         self.logger.warning("model %s: request to the upstream failed: %s", route.name, exc)
         return transport_error(route.name, exc, self.settings.timeout)
+
+    def _oversize(self, route: Route, exc: EventTooLargeError) -> ProviderError:
+        self.logger.warning("model %s: %s", route.name, exc)
+        limit = exc.limit
+        size = f"{limit // 2**20} MiB" if limit % 2**20 == 0 else f"{limit} bytes"
+        return ProviderError(
+            f"model {route.name!r}: the upstream sent an event larger than {size}",
+            retryable=False,
+        )
 
     def _undecodable(self, route: Route, exc: Exception) -> ProviderError:
         self.logger.warning(
@@ -347,7 +363,7 @@ class OpenAIProvider:
                         retry_after_ms=response.headers.get("retry-after-ms"),
                         retry_after_header=response.headers.get("retry-after"),
                     )
-                parser = SSEParser()
+                parser = SSEParser(max_event_bytes=MAX_EVENT)
                 calls: _Assembly | None = None
                 finish: str | None = None
                 usage: Usage | None = None
@@ -361,7 +377,10 @@ class OpenAIProvider:
                         ended = True
                         events = parser.finish()
                     else:
-                        events = parser.feed(piece)
+                        try:
+                            events = parser.feed(piece)
+                        except EventTooLargeError as exc:
+                            raise self._oversize(route, exc) from None
                     if done:
                         continue
                     for data in events:

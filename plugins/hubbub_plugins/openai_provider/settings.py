@@ -64,6 +64,12 @@ class OpenAIModel(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     price table (a self-hosted model: ``"0"``)."""
     output_cost_per_token: Decimal | None = None
     """US dollars per completion token as a decimal string, overriding the price table."""
+    send_user: bool = False
+    """Send the upstream an opaque, stable id of who asks (OpenAI's ``user`` field, which
+    providers use for abuse monitoring): the first 32 hex digits of the SHA-256 of the
+    principal's id, never the id itself (for local accounts, a username). Off by default: the
+    upstream then learns nothing of who asks (``options = { user = "..." }`` still sends a fixed
+    value)."""
     options: dict[str, Any] = msgspec.field(default_factory=dict)
     """Extra fields of the JSON body (``top_p``, ``seed``, ``reasoning_effort``...).
     ``temperature``, ``max_tokens``, ``stop``, ``user`` and ``tool_choice`` here are defaults a
@@ -119,12 +125,18 @@ class OpenAISettings(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     max_connections: int = 100
     """Connections kept open to one upstream (``api_base``) at most; further requests wait for
     one (0: no limit)."""
+    max_waiters: int = 1000
+    """Requests that may wait for one of an upstream's ``max_connections`` at once (0: no
+    limit); one more is refused at once with 429 Too Many Requests (``Retry-After: 1``), a local
+    overload that is neither retried nor counted against the upstream's breaker."""
 
     def __post_init__(self) -> None:
         if not self.timeout > 0:
             raise ValueError("timeout must be more than 0 seconds")
         if self.max_connections < 0:
             raise ValueError("max_connections must be 0 (no limit) or more")
+        if self.max_waiters < 0:
+            raise ValueError("max_waiters must be 0 (no limit) or more")
         names = [m.name for m in self.models]
         doubled = sorted({n for n in names if names.count(n) > 1})
         if doubled:

@@ -8,6 +8,7 @@ built). Fields that some OpenAI-compatible servers send as ``null`` are optional
 
 from __future__ import annotations
 
+import hashlib
 from typing import Any
 
 import msgspec
@@ -22,6 +23,7 @@ __all__ = [
     "ERROR",
     "WireRequest",
     "body_fragment",
+    "upstream_user",
     "wire_messages",
     "wire_tools",
 ]
@@ -142,6 +144,15 @@ def body_fragment(options: dict[str, Any]) -> bytes:
     return b"," + encoded[1:-1]
 
 
+def upstream_user(user: str | None) -> str | None:
+    """What an upstream is told of who asks (OpenAI's ``user``) when a model's ``send_user``
+    is on: the first 32 hex digits of the SHA-256 of the principal's id ``user``, stable and
+    opaque (never the id, which may be a username); ``None`` without one."""
+    if not user:
+        return None
+    return hashlib.sha256(user.encode()).hexdigest()[:32]
+
+
 def request_of(
     request: ChatRequest,
     model: str,
@@ -149,9 +160,11 @@ def request_of(
     *,
     tools: bool,
     stream: bool,
+    send_user: bool = False,
 ) -> WireRequest:
     """The body for ``request`` sent to ``model``: its own values first, then ``defaults`` (the
-    model's defaultable ``options``); tools only when ``tools`` (the model supports them)."""
+    model's defaultable ``options``); tools only when ``tools`` (the model supports them); the
+    request's ``user`` only when ``send_user``, and then hashed (:func:`upstream_user`)."""
     offered = request.tools if tools else None
     wire = WireRequest(
         model,
@@ -163,7 +176,7 @@ def request_of(
         request.temperature,
         request.max_tokens,
         request.stop,
-        request.user,
+        upstream_user(request.user) if send_user else None,
     )
     if defaults:
         for key, value in defaults.items():
