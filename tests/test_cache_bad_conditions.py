@@ -191,8 +191,19 @@ async def test_redis_restarted_empty_is_a_miss_never_an_error(
         await asyncio.gather(*(cache.get(f"k{i}", int) for i in range(64)))
         workers = [asyncio.create_task(load()) for _ in range(16)]
         await asyncio.sleep(0.3)
+        fallback = runtime.cache
+        assert isinstance(fallback, FallbackCache)
+        served = fallback.served_by_fallback
         redis_server.kill()
-        await asyncio.sleep(0.3)
+        # Until memory serves, the calls that were in flight when Redis died have not all
+        # failed yet: restarting before would let their late failures open the breaker after
+        # the restart (a race a slower machine loses).
+        waited = 0.0
+        while fallback.served_by_fallback == served:
+            assert waited < 15, "memory never took over"
+            await asyncio.sleep(0.02)
+            waited += 0.02
+        await asyncio.sleep(0.1)
         redis_server.start()  # on the same port, empty
         await wait_for_status(runtime, "ok", within=15)
         await asyncio.gather(*(cache.get(f"k{i}", int) for i in range(64)))  # every connection
