@@ -175,3 +175,15 @@ def openai_upstream() -> Iterator[OpenAIUpstream]:
     a thread of the test process on a free port; its base URL is ``openai_upstream.url``."""
     with OpenAIUpstream() as upstream:
         yield upstream
+
+
+@pytest.fixture
+def debug_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    """A ``redis-server`` that accepts ``DEBUG`` from loopback (``DEBUG SLEEP``)."""
+    server = RedisServer(tmp_path / "debug-redis")
+    server.extra = ["--enable-debug-command", "local"]
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()

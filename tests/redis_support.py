@@ -98,6 +98,17 @@ class RedisServer:
         self.process = None
 
 
+def asleep(server: RedisServer) -> bool:
+    """Whether Redis fails to answer a PING within 0.1 s (a raw socket: no client retries)."""
+    try:
+        with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as sock:
+            sock.settimeout(0.1)
+            sock.sendall(b"PING\r\n")
+            return not sock.recv(16).startswith(b"+PONG")
+    except OSError:  # timed out
+        return True
+
+
 def _bus_port_free() -> int:
     """A free port whose cluster bus port (10,000 above it) exists and is free too."""
     while True:

@@ -6,16 +6,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import socket
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 import pytest
 import redis
-from redis_support import RedisServer
+from redis_support import RedisServer, asleep
 
 from hubbub import hookimpl
 from hubbub.budgets import counter
@@ -243,29 +242,6 @@ async def test_counters_past_1e14_are_read_exactly(ledger: BudgetLedger) -> None
     assert (refused.unit, Decimal(refused.used)) == ("cost", cost)
     [t, c] = await ledger.totals([by_tokens.key, by_cost.key])
     assert (t.tokens, c.cost) == (tokens, cost)
-
-
-@pytest.fixture
-def debug_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A ``redis-server`` that accepts ``DEBUG`` from loopback (``DEBUG SLEEP``)."""
-    server = RedisServer(tmp_path / "debug-redis")
-    server.extra = ["--enable-debug-command", "local"]
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def asleep(server: RedisServer) -> bool:
-    """Whether Redis fails to answer a PING within 0.1 s (a raw socket: no client retries)."""
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as sock:
-            sock.settimeout(0.1)
-            sock.sendall(b"PING\r\n")
-            return not sock.recv(16).startswith(b"+PONG")
-    except OSError:  # timed out
-        return True
 
 
 @contextlib.asynccontextmanager

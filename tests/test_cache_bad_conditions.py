@@ -8,16 +8,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import socket
 import time
-from collections.abc import Awaitable, Callable, Iterator
-from pathlib import Path
+from collections.abc import Awaitable, Callable
 from typing import TypeVar
 
 import pytest
 import redis
 import redis.asyncio
-from redis_support import RedisServer
+from redis_support import RedisServer, asleep
 
 from hubbub.cache import FallbackCache
 from hubbub.runtime import Runtime
@@ -33,29 +31,6 @@ def toml(server: RedisServer) -> str:
         f'[redis]\nurl = "{server.url}"\ntimeout = 1\n'
         f'[cache]\nbackend = "redis"\nfallback = "memory"\ntimeout = {TIMEOUT}\n'
     )
-
-
-@pytest.fixture
-def debug_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    """A ``redis-server`` that accepts ``DEBUG`` from loopback (``DEBUG SLEEP``)."""
-    server = RedisServer(tmp_path / "debug-redis")
-    server.extra = ["--enable-debug-command", "local"]
-    server.start()
-    try:
-        yield server
-    finally:
-        server.stop()
-
-
-def asleep(server: RedisServer) -> bool:
-    """Whether Redis fails to answer a PING within 0.1 s (a raw socket: no client retries)."""
-    try:
-        with socket.create_connection(("127.0.0.1", server.port), timeout=0.5) as sock:
-            sock.settimeout(0.1)
-            sock.sendall(b"PING\r\n")
-            return not sock.recv(16).startswith(b"+PONG")
-    except OSError:  # timed out
-        return True
 
 
 async def status(runtime: Runtime) -> str:

@@ -354,3 +354,27 @@ async def test_a_streamed_reply_is_priced_at_the_model_that_answered() -> None:
     chunks = [chunk async for chunk in client.stream(ask("cheap"))]
     assert chunks[-1].usage is not None
     assert chunks[-1].usage.cost == Decimal("0.0015")  # 15 tokens at dear's price, exactly
+
+
+async def test_models_on_one_upstream_share_a_breaker() -> None:
+    class Shared(Script):
+        async def list_models(self) -> Sequence[ModelInfo]:
+            hosts = {"a": "http://one", "b": "http://one", "c": "http://two"}
+            return [ModelInfo(id=n, provider="script", upstream=hosts[n]) for n in self.scripts]
+
+    provider = Shared({"a": [upstream(503)], "b": ["never"], "c": ["from c"]})
+    client = client_for(
+        provider, fallbacks={"b": ["c"]}, retries=0, breaker_failures=2, breaker_reset=60
+    )
+    await client.start()
+    for _ in range(2):
+        with pytest.raises(ProviderError):
+            await answer(client, "a", "complete")
+    # "b" never failed, but its upstream did: it is skipped, and its fallback on another
+    # upstream answers.
+    assert await answer(client, "b", "complete") == "from c"
+    assert provider.calls == ["a", "a", "c"]
+    health = await client.health()
+    assert health.status == "degraded"
+    assert "a, b (" in health.detail
+    assert client.router.breaker_state("c") == "closed"

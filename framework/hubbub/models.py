@@ -331,6 +331,10 @@ class ModelInfo(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The model id the provider sends upstream (``gpt-4o-mini`` for a model clients call
     ``up-gpt``; a litellm id such as ``anthropic/claude-sonnet-4-5``): prices, limits and the
     tokenizer are looked up by it. ``None``: the same as :attr:`id`."""
+    upstream: str | None = None
+    """Where the provider sends the model's requests, as operators know it (a base URL without
+    credentials, such as ``https://api.openai.com/v1``): models with the same upstream share
+    one circuit breaker. ``None``: the model has a breaker of its own."""
     max_output_tokens: int | None = None
     """The most tokens the model writes in one reply; ``None``: the price table's figure, if it
     knows the model."""

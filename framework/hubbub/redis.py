@@ -59,12 +59,17 @@ def redacted_url(url: str) -> str:
 
 
 async def shared_redis(
-    resources: Resources, config: Config, *, needed_by: str = "a component"
+    resources: Resources,
+    config: Config,
+    *,
+    needed_by: str = "a component",
+    pool: str = "",
 ) -> redis.asyncio.Redis:
     """The runtime's client for ``[redis] url`` (one per URL, shared by every component that
     asks; a cluster client with ``[redis] cluster = true``), with ``[redis] timeout`` on
     connecting and on every reply. Connections are opened when first used, so this never waits
-    for Redis."""
+    for Redis. A component whose calls must not share connections with the others (its
+    timeouts cancel calls mid-flight) names a ``pool`` of its own."""
     url = redis_url(config, needed_by)
     timeout = config.redis.timeout
 
@@ -84,7 +89,8 @@ async def shared_redis(
         )
 
     client: redis.asyncio.Redis = await resources.acquire(
-        f"redis{'-cluster' if config.redis.cluster else ''}:{redacted_url(url)}",
+        f"redis{'-cluster' if config.redis.cluster else ''}:{redacted_url(url)}"
+        + (f"#{pool}" if pool else ""),
         make,
         close=lambda c: c.aclose(),
     )

@@ -137,6 +137,12 @@ def _route_litellm_logs() -> None:
         foreign.propagate = True
 
 
+def _vendor(model: str) -> str | None:
+    """The vendor a litellm model string names (``anthropic`` for ``anthropic/claude-...``):
+    its models share one circuit breaker. ``None`` without a prefix."""
+    return f"litellm:{model.split('/', 1)[0]}" if "/" in model else None
+
+
 def _wire(message: Message) -> dict[str, Any]:
     data: dict[str, Any] = {"role": message.role, "content": message.content}
     if message.name:
@@ -181,6 +187,7 @@ class LiteLLMProvider:
                 context_window=m.context_window or self._known_window(m.model or m.name),
                 supports_tools=m.supports_tools,
                 upstream_model=m.model,  # prices, limits and the tokenizer follow litellm's id
+                upstream=m.api_base or _vendor(m.model or m.name),
             )
             for m in self.models.values()
         ]

@@ -212,8 +212,13 @@ class RedisLedger:
         import redis.exceptions
 
         self._failures = (redis.exceptions.RedisError, OSError, TimeoutError)
+        # A pool of its own: the ledger's calls and health checks are bounded by timeouts that
+        # cancel them mid-flight, which must never leave the cache's connections half-used.
         client = await shared_redis(
-            self._context.resources, self._context.config, needed_by="budgets.backend"
+            self._context.resources,
+            self._context.config,
+            needed_by="budgets.backend",
+            pool="budgets",
         )
         self._client = client
         self._reserve = client.register_script(_RESERVE)

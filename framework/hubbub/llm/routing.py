@@ -3,8 +3,8 @@
 Every request names a model; ``[llm.fallbacks]`` may give it a chain of others to try when it
 fails. For each model of the chain in turn, the router:
 
-* skips it at once while its circuit breaker is open (an upstream that keeps failing is not
-  waited for again and again);
+* skips it at once while its upstream's circuit breaker is open (an upstream that keeps failing
+  is not waited for again and again; models on one upstream share a breaker);
 * tries it up to ``1 + [llm] retries`` times, each try bounded by ``[llm] request_timeout``,
   waiting between tries with exponential back-off and full jitter, or as long as the upstream
   asked (``Retry-After``), but only after a retryable failure (a timeout, a connection error,
@@ -106,17 +106,21 @@ class Router:
         self.fallbacks = {model: _unique(model, chain) for model, chain in fallbacks.items()}
         """Each model's fallbacks, in order, without repeats (a chain is never followed
         further: the fallbacks of a fallback are not tried)."""
-        self.breakers = {
-            model_id: CircuitBreaker(
-                f"model {model_id}",
-                failure_threshold=policy.breaker_failures,
-                reset_timeout=policy.breaker_reset,
-                clock=clock,
-                on_change=_log_change,
-            )
-            for model_id in models
-        }
-        """One circuit breaker per model."""
+        shared: dict[str, CircuitBreaker] = {}
+        self.breakers: dict[str, CircuitBreaker] = {}
+        """Each model's circuit breaker: one per upstream (:attr:`ModelInfo.upstream`), so
+        models on one upstream share it; a model without one has its own."""
+        for model_id, (_, info) in models.items():
+            key = f"upstream {info.upstream}" if info.upstream else f"model {model_id}"
+            if key not in shared:
+                shared[key] = CircuitBreaker(
+                    key,
+                    failure_threshold=policy.breaker_failures,
+                    reset_timeout=policy.breaker_reset,
+                    clock=clock,
+                    on_change=_log_change,
+                )
+            self.breakers[model_id] = shared[key]
 
     def check(self) -> None:
         """:class:`ConfigError` for a fallback chain naming a model no provider serves."""
@@ -139,9 +143,12 @@ class Router:
 
     def health(self) -> Health:
         """``degraded`` while a model's breaker is open, naming the models and why."""
+        served: dict[CircuitBreaker, list[str]] = {}
+        for model_id, breaker in sorted(self.breakers.items()):
+            served.setdefault(breaker, []).append(model_id)
         down = [
-            f"{model_id} ({breaker.last_error or 'failing'})"
-            for model_id, breaker in sorted(self.breakers.items())
+            f"{', '.join(model_ids)} ({breaker.last_error or 'failing'})"
+            for breaker, model_ids in served.items()
             if breaker.state == "open"
         ]
         if not down:
@@ -149,7 +156,7 @@ class Router:
         return Health(status="degraded", detail="upstream failing for " + "; ".join(down))
 
     def breaker_state(self, model_id: str) -> str:
-        """``closed``, ``open`` or ``half_open`` for ``model_id``'s upstream."""
+        """``closed``, ``open`` or ``half_open``: the breaker of ``model_id``'s upstream."""
         breaker = self.breakers.get(model_id)
         return "closed" if breaker is None else breaker.state
 
@@ -305,4 +312,4 @@ def _unique(model: str, chain: Iterable[str]) -> list[str]:
 
 def _log_change(old: str, new: str, breaker: CircuitBreaker) -> None:
     log = logger.warning if new == "open" else logger.info
-    log("circuit breaker of %s: %s -> %s (%s)", breaker.name[6:], old, new, breaker.last_error)
+    log("circuit breaker of %s: %s -> %s (%s)", breaker.name, old, new, breaker.last_error)

@@ -11,7 +11,7 @@ from urllib.parse import quote
 import msgspec
 
 from hubbub.errors import HubbubError, ProviderError, UnknownModelError
-from hubbub.http import HttpClient, HttpError, StreamingResponse
+from hubbub.http import HttpClient, HttpError, Response, StreamingResponse
 from hubbub.llm.pricing import PriceTable
 from hubbub.models import (
     ChatChunk,
@@ -258,6 +258,7 @@ class OpenAIProvider:
                 context_window=m.context_window or self.windows.get(m.name),
                 supports_tools=m.supports_tools,
                 upstream_model=m.upstream_model,
+                upstream=m.api_base,  # models on one api_base share a circuit breaker
                 max_output_tokens=m.max_output_tokens,
                 input_cost_per_token=m.input_cost_per_token,
                 output_cost_per_token=m.output_cost_per_token,
@@ -295,14 +296,11 @@ class OpenAIProvider:
             retryable=False,
         )
 
-    async def complete(self, request: ChatRequest) -> ChatResponse:
-        """Ask for the whole reply (``POST /chat/completions``)."""
-        route = self._route(request.model)
-        body = route.body(request, stream=False)
+    async def _post(self, route: Route, path: str, body: bytes) -> Response:
+        """``POST`` ``body`` to ``path`` of the model's upstream; its answer when it is a 200,
+        else the error its status or the transport's failure means."""
         try:
-            response = await route.client.request(
-                "POST", route.chat_path, body=body, headers=route.headers
-            )
+            response = await route.client.request("POST", path, body=body, headers=route.headers)
         except HttpError as exc:
             raise self._transport(route, exc) from None
         if response.status != 200:
@@ -313,6 +311,12 @@ class OpenAIProvider:
                 retry_after_ms=response.headers.get("retry-after-ms"),
                 retry_after_header=response.headers.get("retry-after"),
             )
+        return response
+
+    async def complete(self, request: ChatRequest) -> ChatResponse:
+        """Ask for the whole reply (``POST /chat/completions``)."""
+        route = self._route(request.model)
+        response = await self._post(route, route.chat_path, route.body(request, stream=False))
         try:
             completion = COMPLETION.decode(response.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
@@ -427,20 +431,7 @@ class OpenAIProvider:
         ``POST /embeddings`` for the configured model ``model``."""
         route = self._route(model)
         body = ENCODER.encode(WireEmbeddingsRequest(route.upstream_model, inputs))
-        try:
-            response = await route.client.request(
-                "POST", route.embeddings_path, body=body, headers=route.headers
-            )
-        except HttpError as exc:
-            raise self._transport(route, exc) from None
-        if response.status != 200:
-            raise status_error(
-                route.name,
-                response.status,
-                response.body[:MAX_ERROR_BYTES],
-                retry_after_ms=response.headers.get("retry-after-ms"),
-                retry_after_header=response.headers.get("retry-after"),
-            )
+        response = await self._post(route, route.embeddings_path, body)
         try:
             data = EMBEDDINGS.decode(response.body).data
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
