@@ -1,4 +1,4 @@
-"""The built-in calculator and current_time tools."""
+"""The built-in calculator, current_time and convert_time tools."""
 
 from __future__ import annotations
 
@@ -9,7 +9,23 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from hubbub_plugins.basic_tools import calculator, current_time
+from hubbub.errors import ToolError
+from hubbub_plugins import basic_tools
+
+
+async def calculator(expression: str) -> str:
+    """The calculator's answer, or ``error: <why>`` when it refuses (a tool error)."""
+    try:
+        return await basic_tools.calculator(expression)
+    except ToolError as exc:
+        return f"error: {exc}"
+
+
+async def current_time(timezone: str) -> str:
+    try:
+        return await basic_tools.current_time(timezone)
+    except ToolError as exc:
+        return f"error: {exc}"
 
 
 @pytest.mark.parametrize(
@@ -104,3 +120,36 @@ async def test_any_arithmetic_is_a_real_number_or_an_error(expression: str) -> N
     except ValueError:
         value = float(answer)  # else a real number, printed as one (no "j", "inf" or "nan")
         assert math.isfinite(value), answer
+
+
+@pytest.mark.parametrize(
+    ("time", "source", "target", "expected"),
+    [
+        ("2026-07-01T12:00", "Europe/Paris", "UTC", "2026-07-01T10:00:00+00:00"),
+        ("2026-01-15T09:30", "America/New_York", "Asia/Tokyo", "2026-01-15T23:30:00+09:00"),
+    ],
+)
+async def test_convert_time_between_zones(
+    time: str, source: str, target: str, expected: str
+) -> None:
+    assert await basic_tools.convert_time(time, source, target) == expected
+
+
+async def test_convert_time_of_day_uses_today() -> None:
+    answer = datetime.datetime.fromisoformat(
+        await basic_tools.convert_time("12:00", "UTC", "Asia/Kolkata")
+    )
+    assert (answer.hour, answer.minute) == (17, 30)
+
+
+@pytest.mark.parametrize(
+    ("time", "source", "message"),
+    [
+        ("noon", "UTC", "cannot read the time 'noon'"),
+        ("2026-01-01T00:00+02:00", "UTC", "without an offset"),
+        ("12:00", "Mars/Base", "unknown time zone 'Mars/Base'"),
+    ],
+)
+async def test_convert_time_refusals_are_tool_errors(time: str, source: str, message: str) -> None:
+    with pytest.raises(ToolError, match=message):
+        await basic_tools.convert_time(time, source, "UTC")

@@ -250,7 +250,7 @@ async def use_budget_ledger(runtime: Runtime, log: list[str]) -> None:
 
 
 async def use_tool(runtime: Runtime, log: list[str]) -> None:
-    call = ToolCall(id="call_1", name="echo_tool", arguments='{"text": "hi"}')
+    call = ToolCall(id="call_1", name="probe.echo_tool", arguments='{"text": "hi"}')
     result = await runtime.tools.call(call, ToolContext())
     assert (result.content, result.is_error) == ("hi", False)
 

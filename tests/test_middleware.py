@@ -12,6 +12,7 @@ from typing import Any
 import msgspec
 import pytest
 
+from hubbub.config import ToolsConfig
 from hubbub.contracts import CompleteNext, LLMMiddleware, StreamNext, ToolContext, ToolNext
 from hubbub.errors import (
     PermissionDeniedError,
@@ -654,8 +655,11 @@ class Redact(ToolMiddlewareBase):
         return result
 
 
+TOOLS = ToolsConfig(call_timeout=1)
+
+
 async def make_registry(*middleware: Any) -> ToolRegistry:
-    registry = ToolRegistry({"t": function_tools(echo)}, timeout=1, middleware=middleware)
+    registry = ToolRegistry({"t": function_tools(echo)}, config=TOOLS, middleware=middleware)
     await registry.start()
     return registry
 
@@ -666,7 +670,7 @@ async def test_tool_middleware_run_in_priority_order() -> None:
         ToolRecorder("10", log, priority=10), ToolRecorder("0", log), ToolRecorder("-5", log, -5)
     )
     result = await registry.call(
-        ToolCall(id="c", name="echo", arguments='{"text": "hi"}'), ToolContext()
+        ToolCall(id="c", name="t.echo", arguments='{"text": "hi"}'), ToolContext()
     )
     assert (result.content, result.is_error) == ("hi", False)
     assert log == ["enter -5", "enter 0", "enter 10", "exit 10", "exit 0", "exit -5"]
@@ -674,10 +678,10 @@ async def test_tool_middleware_run_in_priority_order() -> None:
 
 async def test_tool_middleware_can_redact_arguments() -> None:
     registry = await make_registry(Redact())
-    call = ToolCall(id="c", name="echo", arguments='{"text": "hi", "secret": "hunter2"}')
+    call = ToolCall(id="c", name="t.echo", arguments='{"text": "hi", "secret": "hunter2"}')
     result = await registry.call(call, ToolContext())
     assert result.content == "hi"  # the tool never saw the secret
-    assert (result.call_id, result.name) == ("c", "echo")
+    assert (result.call_id, result.name) == ("c", "t.echo")
 
 
 class Deny(ToolMiddlewareBase):
@@ -704,14 +708,14 @@ async def test_tool_middleware_can_refuse_a_call(raise_: bool) -> None:
         ran.append(text)
         return text
 
-    registry = ToolRegistry({"t": function_tools(spy)}, timeout=1, middleware=[Deny(raise_)])
+    registry = ToolRegistry({"t": function_tools(spy)}, config=TOOLS, middleware=[Deny(raise_)])
     await registry.start()
     result = await registry.call(
-        ToolCall(id="c", name="spy", arguments='{"text": "x"}'), ToolContext()
+        ToolCall(id="c", name="t.spy", arguments='{"text": "x"}'), ToolContext()
     )
     assert result.is_error
     assert "needs approval" in result.content
-    assert (result.call_id, result.name) == ("c", "spy")
+    assert (result.call_id, result.name) == ("c", "t.spy")
     assert ran == []
 
 
@@ -723,7 +727,7 @@ async def test_a_broken_tool_middleware_is_a_result_not_an_exception() -> None:
             raise KeyError("oops")
 
     registry = await make_registry(Broken())
-    result = await registry.call(ToolCall(id="c", name="echo", arguments="{}"), ToolContext())
+    result = await registry.call(ToolCall(id="c", name="t.echo", arguments="{}"), ToolContext())
     assert result.is_error
     assert "KeyError" in result.content
 
@@ -740,5 +744,7 @@ async def test_tool_middleware_see_unknown_tools_as_error_results() -> None:
             return result
 
     registry = await make_registry(Audit())
-    await registry.call(ToolCall(id="c", name="nope"), ToolContext())
-    assert [(r.is_error, r.content) for r in seen] == [(True, "error: no tool named 'nope'")]
+    await registry.call(ToolCall(id="c", name="t.nope"), ToolContext())
+    assert [(r.is_error, r.content) for r in seen] == [
+        (True, "error: no tool named 't.nope' is available")
+    ]

@@ -17,8 +17,8 @@ from hubbub.events import Event, Subscription
 from hubbub.models import ChatChunk, ChatRequest, Message, Principal, ToolCall, ToolSpec
 from hubbub.runtime import Runtime
 
-CALCULATOR = ToolSpec(name="calculator", description="arithmetic")
-CALL = 'call calculator {"expression": "1+2"}'
+CALCULATOR = ToolSpec(name="basic.calculator", description="arithmetic")
+CALL = 'call basic.calculator {"expression": "1+2"}'
 
 
 @pytest.fixture
@@ -118,7 +118,7 @@ async def test_tools_model_asks_for_the_offered_tool(runtime: Runtime) -> None:
     assert chunks == again  # the call id is deterministic too
     calls = [call for chunk in chunks for call in chunk.tool_calls or ()]
     assert len(calls) == 1
-    assert calls[0].name == "calculator"
+    assert calls[0].name == "basic.calculator"
     assert json.loads(calls[0].arguments) == {"expression": "1+2"}
     assert calls[0].id.startswith("call_")
     assert chunks[-1].finish_reason == "tool_calls"
@@ -126,19 +126,19 @@ async def test_tools_model_asks_for_the_offered_tool(runtime: Runtime) -> None:
 
 
 async def test_tools_model_answers_with_the_tool_result(runtime: Runtime) -> None:
-    call = ToolCall(id="call_1", name="calculator", arguments='{"expression": "1+2"}')
+    call = ToolCall(id="call_1", name="basic.calculator", arguments='{"expression": "1+2"}')
     request = ChatRequest(
         model="offline/tools",
         messages=[
             user(CALL),
             Message(role="assistant", tool_calls=[call]),
-            Message(role="tool", name="calculator", tool_call_id="call_1", content="3"),
+            Message(role="tool", name="basic.calculator", tool_call_id="call_1", content="3"),
         ],
         tools=[CALCULATOR],
     )
     chunks = await stream(runtime, request)
     text = "".join(c.delta for c in chunks)
-    assert text == "[offline tools] The tool calculator returned: 3"
+    assert text == "[offline tools] The tool basic.calculator returned: 3"
     assert chunks[-1].finish_reason == "stop"
     assert not any(c.tool_calls for c in chunks)
 
@@ -147,19 +147,20 @@ async def test_tools_model_answers_with_the_tool_result(runtime: Runtime) -> Non
     ("prompt", "tools", "expected"),
     [
         (
-            "call calculator {expression: 1+2",
+            "call basic.calculator {expression: 1+2",
             [CALCULATOR],
-            "[offline tools] The arguments for 'calculator' are not valid JSON: {expression: 1+2",
+            "[offline tools] The arguments for 'basic.calculator' are not valid JSON: "
+            "{expression: 1+2",
         ),
         (
             'call teleport {"to": "mars"}',
             [CALCULATOR],
-            "[offline tools] No tool named 'teleport' is available (available: calculator).",
+            "[offline tools] No tool named 'teleport' is available (available: basic.calculator).",
         ),
         (
             CALL,
             None,
-            "[offline tools] No tool named 'calculator' is available (available: none).",
+            "[offline tools] No tool named 'basic.calculator' is available (available: none).",
         ),
         (
             "what can you do?",
@@ -253,7 +254,7 @@ async def test_conversation_runs_the_calculator_through_the_tool_loop(
         reply = await runtime.conversations.reply(principal, conversation.id, request_id="r1")
         events = await drain(subscription)
 
-    assert reply.content == "[offline tools] The tool calculator returned: 3"
+    assert reply.content == "[offline tools] The tool basic.calculator returned: 3"
     assert reply.role == "assistant"
     assert reply.model == "offline/tools"
 
@@ -261,7 +262,7 @@ async def test_conversation_runs_the_calculator_through_the_tool_loop(
     assert [m.role for m in stored] == ["user", "assistant", "tool", "assistant"]
     asked, answered = stored[1], stored[2]
     assert asked.tool_calls is not None
-    assert asked.tool_calls[0].name == "calculator"
+    assert asked.tool_calls[0].name == "basic.calculator"
     assert answered.tool_call_id == asked.tool_calls[0].id
     assert answered.content == "3"
     assert stored[3] == reply
@@ -314,10 +315,10 @@ async def test_message_created_for_a_reply_is_the_empty_start(
 async def test_failed_tool_is_reported_to_the_model(runtime: Runtime, principal: Principal) -> None:
     conversation = await runtime.conversations.create(principal, model="offline/tools")
     await runtime.conversations.send(
-        principal, conversation.id, 'call calculator {"expression": "__import__(1)"}'
+        principal, conversation.id, 'call basic.calculator {"expression": "__import__(1)"}'
     )
     reply = await runtime.conversations.reply(principal, conversation.id)
-    assert reply.content.startswith("[offline tools] The tool calculator returned: error:")
+    assert reply.content.startswith("[offline tools] The tool basic.calculator returned: error:")
 
 
 async def test_tool_rounds_are_limited(
@@ -439,12 +440,16 @@ async def test_usage_counts_the_tools_offered_and_the_call_made(runtime: Runtime
     )
     assert bare.usage.prompt_tokens == 4 + cl100k(CALL)
     described = json.dumps(
-        {"name": "calculator", "description": "arithmetic", "parameters": CALCULATOR.parameters},
+        {
+            "name": "basic.calculator",
+            "description": "arithmetic",
+            "parameters": CALCULATOR.parameters,
+        },
         separators=(",", ":"),
     )
     assert offered.usage.prompt_tokens == bare.usage.prompt_tokens + cl100k(described)
     (call,) = offered.message.tool_calls or ()
-    assert offered.usage.completion_tokens == cl100k("calculator") + cl100k(call.arguments)
+    assert offered.usage.completion_tokens == cl100k("basic.calculator") + cl100k(call.arguments)
     assert offered.usage.cost == 0
 
 

@@ -14,7 +14,7 @@ from support import BASE_TOML, run_cli
 
 from hubbub.config import encode_config, load_config
 from hubbub.contracts import ToolContext
-from hubbub.errors import ProviderError
+from hubbub.errors import ProviderError, ToolError
 from hubbub.models import ChatRequest, Message, ToolCall
 from hubbub.redaction import (
     REDACTED,
@@ -201,7 +201,9 @@ def test_public_message_is_one_bounded_line() -> None:
 
 async def test_current_time_with_a_directory_of_the_zone_database_is_a_clean_error() -> None:
     for zone in ("Europe", "America", "x" * 300):
-        answer = await current_time(zone)
+        with pytest.raises(ToolError) as refused:
+            await current_time(zone)
+        answer = f"error: {refused.value}"
         assert answer.startswith("error: unknown time zone"), answer
         assert "/" not in answer.split("such as")[0], answer
         assert "Errno" not in answer
@@ -212,25 +214,25 @@ async def test_a_failing_tool_s_error_shows_no_path_nor_address(tmp_path: Path) 
         """Fails like library code does."""
         raise OSError(f"cannot read {tmp_path}/secret/internal.db via <socket.socket at 0x7f00>")
 
-    registry = ToolRegistry({"t": function_tools(leaky)}, timeout=1)
+    registry = ToolRegistry({"t": function_tools(leaky)})
     await registry.start()
-    result = await registry.call(ToolCall(id="c", name="leaky"), ToolContext())
+    result = await registry.call(ToolCall(id="c", name="t.leaky"), ToolContext())
     assert result.is_error
-    assert result.content == "error: tool 'leaky' failed: OSError: cannot read internal.db via"
+    assert result.content == "error: tool 't.leaky' failed: OSError: cannot read internal.db via"
     assert str(tmp_path) not in result.content
 
 
 async def test_tool_argument_errors_name_the_argument() -> None:
-    registry = ToolRegistry({"t": function_tools(current_time)}, timeout=1)
+    registry = ToolRegistry({"t": function_tools(current_time)})
     await registry.start()
     result = await registry.call(
-        ToolCall(id="c", name="current_time", arguments='{"timezone": 3}'), ToolContext()
+        ToolCall(id="c", name="t.current_time", arguments='{"timezone": 3}'), ToolContext()
     )
     assert result.is_error
     assert result.content == "error: invalid arguments: timezone: expected 'str', got 'int'"
     deep = '{"timezone": ' + "[" * 5000 + "]" * 5000 + "}"
     nested = await registry.call(
-        ToolCall(id="d", name="current_time", arguments=deep), ToolContext()
+        ToolCall(id="d", name="t.current_time", arguments=deep), ToolContext()
     )
     assert nested.content == "error: arguments are not valid JSON: nested too deeply"
 

@@ -250,7 +250,7 @@ async def test_registered_middleware_and_hooks_run_in_declared_order(tmp_path: P
         assert log == ["enter outer", "before hook", "enter inner",
                        "exit inner", "after hook", "exit outer"]  # fmt: skip
         result = await runtime.tools.call(
-            ToolCall(id="c1", name="calculator", arguments='{"expression": "2+2"}'),
+            ToolCall(id="c1", name="basic.calculator", arguments='{"expression": "2+2"}'),
             principal_context(),
         )
         assert result.content == "[four]"

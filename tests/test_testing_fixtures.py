@@ -75,7 +75,7 @@ async def test_by_default_exactly_the_builtins_load(hubbub_runtime: Runtime) -> 
     info = hubbub_runtime.plugins.info
     assert sorted(info) == builtin_plugins()
     assert {plugin.source for plugin in info.values()} == {"built-in"}
-    assert "calculator" in tool_names(hubbub_runtime)
+    assert "basic.calculator" in tool_names(hubbub_runtime)
 
 
 class TestNamedPlugins:
@@ -85,7 +85,7 @@ class TestNamedPlugins:
 
     async def test_only_the_named_entry_points_load(self, hubbub_runtime: Runtime) -> None:
         assert sorted(hubbub_runtime.plugins.info) == WITHOUT_TOOLS
-        assert "calculator" not in tool_names(hubbub_runtime)
+        assert "basic.calculator" not in tool_names(hubbub_runtime)
         assert "tools.basic" not in (await hubbub_runtime.health()).components
 
     async def test_the_client_adds_the_servers_own_plugin(
@@ -93,7 +93,7 @@ class TestNamedPlugins:
     ) -> None:
         assert sorted(hubbub_runtime.plugins.info) == sorted([*WITHOUT_TOOLS, "server"])
         tools = (await hubbub_client.get("/api/tools")).json()["tools"]
-        assert "calculator" not in [tool["name"] for tool in tools]
+        assert "basic.calculator" not in [tool["name"] for tool in tools]
 
 
 async def test_a_misspelled_plugin_name_is_an_error(tmp_path: Path) -> None:
@@ -113,12 +113,12 @@ class TestExtraPlugin:
         self, hubbub_runtime: Runtime
     ) -> None:
         assert hubbub_runtime.plugins.info["greeter"].source == "registered"
-        assert "greet" in tool_names(hubbub_runtime)
+        assert "greeter.greet" in tool_names(hubbub_runtime)
 
 
 async def test_a_plugin_object_of_another_test_is_not_registered(hubbub_runtime: Runtime) -> None:
     assert "greeter" not in hubbub_runtime.plugins.info
-    assert "greet" not in tool_names(hubbub_runtime)
+    assert "greeter.greet" not in tool_names(hubbub_runtime)
 
 
 async def test_runtimes_share_no_plugins(tmp_path: Path) -> None:
@@ -126,8 +126,8 @@ async def test_runtimes_share_no_plugins(tmp_path: Path) -> None:
         runtime_for(config_for(tmp_path / "a"), [Greeter()]) as with_greeter,
         runtime_for(config_for(tmp_path / "b")) as without,
     ):
-        assert "greet" in tool_names(with_greeter)
-        assert "greet" not in tool_names(without)
+        assert "greeter.greet" in tool_names(with_greeter)
+        assert "greeter.greet" not in tool_names(without)
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ async def test_the_engine_runs_a_scripted_tool_call_and_answers_from_it(
     hubbub_runtime: Runtime, hubbub_fake_llm: FakeLLM
 ) -> None:
     hubbub_fake_llm.script(
-        tool_call("calculator", {"expression": "6 * 7"}, call_id="call_1"),
+        tool_call("basic.calculator", {"expression": "6 * 7"}, call_id="call_1"),
         lambda request: reply(f"It is {request.messages[-1].content}."),
     )
     me = principal()
@@ -203,12 +203,12 @@ async def test_the_engine_runs_a_scripted_tool_call_and_answers_from_it(
     assert answer.content == "It is 42."
 
     first, second = hubbub_fake_llm.requests
-    assert "calculator" in [spec.name for spec in first.tools or ()]
+    assert "basic.calculator" in [spec.name for spec in first.tools or ()]
     assert first.metadata["conversation_id"] == conversation.id
     result = second.messages[-1]
     assert (result.role, result.content, result.tool_call_id) == ("tool", "42", "call_1")
     assert second.messages[-2].tool_calls == [
-        ToolCall(id="call_1", name="calculator", arguments='{"expression":"6 * 7"}')
+        ToolCall(id="call_1", name="basic.calculator", arguments='{"expression":"6 * 7"}')
     ]
     stored = (await hubbub_runtime.conversations.messages(me, conversation.id)).items
     assert [message.role for message in stored] == ["user", "assistant", "tool", "assistant"]

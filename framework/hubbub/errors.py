@@ -31,6 +31,7 @@ __all__ = [
     "ProviderTimeoutError",
     "QuotaExceededError",
     "TooManyRequestsError",
+    "ToolError",
     "UnknownModelError",
     "blame",
     "did_you_mean",
@@ -161,6 +162,16 @@ class PermissionDeniedError(HubbubError):
 
     status = 403
     code = "forbidden"
+
+
+class ToolError(HubbubError):
+    """A tool could not do what it was asked, for a reason the model can read and act on (a
+    refused address, a missing record). Raised from a tool (or tool middleware), it becomes the
+    call's result with ``is_error=True`` and ``content`` ``error: <message>``; it never reaches
+    an HTTP client as such."""
+
+    status = 422
+    code = "tool_error"
 
 
 class TooManyRequestsError(HubbubError):

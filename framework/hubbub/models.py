@@ -86,18 +86,38 @@ class ToolResult(msgspec.Struct, kw_only=True, omit_defaults=True):
 
 
 class ToolSpec(msgspec.Struct, kw_only=True, omit_defaults=True):
-    """How a tool presents itself to models and clients."""
+    """How a tool presents itself to models and clients, and the limits it runs under."""
 
     name: str
-    """Unique name (letters, digits, ``_`` and ``-``), used in tool calls."""
+    """Unique name, ``<namespace>.<name>`` (``time.get_current_time``): the namespace names
+    where the tool comes from (its provider's registration, an MCP server), so sources never
+    collide. Letters, digits, ``_`` and ``-`` in the namespace; also ``.`` after it; at most
+    128 characters."""
     description: str = ""
     """What the tool does, written for the model."""
     parameters: dict[str, Any] = msgspec.field(
         default_factory=lambda: {"type": "object", "properties": {}}
     )
-    """JSON Schema of the arguments object."""
+    """JSON Schema of the arguments object; arguments are validated against it before the
+    tool runs."""
     source: str = ""
     """The registration (plugin component) that provides the tool."""
+    output_schema: dict[str, Any] | None = None
+    """JSON Schema of the result's ``data``, when the tool declares one."""
+    timeout: float | None = None
+    """Seconds one call may take (waiting for a free slot included); ``None``: ``[tools]
+    call_timeout``. ``[[tools.rules]]`` may replace it."""
+    concurrency: int | None = None
+    """Calls of this tool that may run at once in one process; ``None``: ``[tools]
+    concurrency``."""
+    roles: list[str] = msgspec.field(default_factory=list)
+    """Roles of which a caller must hold one to use the tool; empty: anyone."""
+    scopes: list[str] = msgspec.field(default_factory=list)
+    """Scopes of which a restricted credential (one that names scopes) must hold one to use
+    the tool; unrestricted credentials pass. Empty: none needed."""
+    mock: bool = False
+    """The tool fakes an outside service (demonstrations, tests): its namespace is ``mock``,
+    and it is offered only when ``[tools] mock = true``."""
 
 
 class Usage(msgspec.Struct, kw_only=True, omit_defaults=True):
@@ -170,6 +190,9 @@ class Conversation(msgspec.Struct, kw_only=True, omit_defaults=True):
     appended message; listings are ordered by it, newest first."""
     metadata: dict[str, Any] = msgspec.field(default_factory=dict)
     """Free-form data for plugins, stored with the conversation; hubbub itself sets none."""
+    tools: list[str] | None = None
+    """The tools its replies may use, by name or pattern (``["basic.*"]``), within what its
+    owner may use; ``None``: all of those; ``[]``: none."""
     expires_at: float | None = None
     """When the store's sweeper deletes it with its messages (Unix seconds); ``None``: kept
     until deleted or idle past ``[retention] conversation_idle_days``."""
@@ -438,6 +461,9 @@ class Health(msgspec.Struct, kw_only=True, omit_defaults=True):
     """The backend serving now, when the component knows better than the runtime: a component
     that falls back while running (a Redis cache serving from memory while Redis is down)
     reports the stand-in here; ``None``: the backend the runtime started."""
+    parts: dict[str, Health] = msgspec.field(default_factory=dict)
+    """Parts of the component that fail separately (each MCP server of the MCP tool provider),
+    by name: ``/health/ready`` shows each as a line of its own, ``<component>.<part>``."""
 
 
 class ComponentHealth(msgspec.Struct, kw_only=True):

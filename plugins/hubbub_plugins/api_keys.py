@@ -13,6 +13,7 @@ before keep working.
 
     hubbub keys create --user alice --name laptop   # prints the key alone on its last line
     hubbub keys create --user ci --model offline/echo --scope chat --expires-in 30
+    hubbub keys create --user ci --tool 'basic.*' --tool time.get_current_time
     hubbub keys list [--user alice]
     hubbub keys revoke <id>
 
@@ -37,7 +38,7 @@ from hubbub import hookimpl
 from hubbub.auth import check_user_name
 from hubbub.auth.apikeys import METHOD, ApiKeyInfo, ApiKeys, check_label
 from hubbub.auth.roles import ADMIN, USER
-from hubbub.auth.scopes import check_models, check_scopes
+from hubbub.auth.scopes import check_models, check_scopes, check_tools
 from hubbub.contracts import Credentials
 from hubbub.errors import ComponentError, InvalidRequestError
 from hubbub.models import Health, Principal
@@ -193,6 +194,12 @@ def register_commands(cli: click.Group) -> None:
         "--model", "models", multiple=True, help="Restrict the key to this model (repeatable)."
     )
     @click.option(
+        "--tool",
+        "tools",
+        multiple=True,
+        help="Restrict the key to this tool, or pattern of tools such as 'basic.*' (repeatable).",
+    )
+    @click.option(
         "--expires-in",
         type=click.FloatRange(min=0, min_open=True, max=36_500),
         default=None,
@@ -205,6 +212,7 @@ def register_commands(cli: click.Group) -> None:
         admin: bool,
         scopes: tuple[str, ...],
         models: tuple[str, ...],
+        tools: tuple[str, ...],
         expires_in: float | None,
         config_path: str | None,
     ) -> None:
@@ -213,6 +221,7 @@ def register_commands(cli: click.Group) -> None:
         _usage("--name", lambda: check_label(name))
         _usage("--scope", lambda: check_scopes(scopes))
         _usage("--model", lambda: check_models(models))
+        _usage("--tool", lambda: check_tools(tools))
         roles = (USER, ADMIN) if admin else (USER,)
 
         async def make(runtime: Runtime) -> tuple[ApiKeyInfo, str]:
@@ -224,6 +233,7 @@ def register_commands(cli: click.Group) -> None:
                 roles=roles,
                 scopes=scopes,
                 models=models,
+                tools=tools,
                 expires_at=expires_at,
                 known_models=served,
             )
@@ -248,6 +258,8 @@ def register_commands(cli: click.Group) -> None:
             extras = []
             if info.models:
                 extras.append("models=" + ",".join(info.models))
+            if info.tools:
+                extras.append("tools=" + ",".join(info.tools))
             if info.scopes:
                 extras.append("scopes=" + ",".join(info.scopes))
             if ADMIN in info.roles:

@@ -1,7 +1,8 @@
 """Tool provider ``basic``: small, safe tools that work offline.
 
-* ``current_time``: the current date and time, in UTC or a named IANA time zone.
-* ``calculator``: evaluates an arithmetic expression (numbers, ``+ - * / // % **`` and
+* ``basic.current_time``: the current date and time, in UTC or a named IANA time zone.
+* ``basic.convert_time``: a wall-clock time in one IANA time zone, in another.
+* ``basic.calculator``: evaluates an arithmetic expression (numbers, ``+ - * / // % **`` and
   parentheses only; no names, no calls) over real numbers: a result that would be complex
   (``(-8) ** 0.5``), infinite or too large is refused with a message the model can read.
 """
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from hubbub import hookimpl
+from hubbub.errors import ToolError
 from hubbub.tools import function_tools
 
 if TYPE_CHECKING:
@@ -91,30 +93,55 @@ async def calculator(expression: str) -> str:
     """Evaluate an arithmetic expression such as "2 * (3 + 4) / 5". Supports + - * / // % **
     and parentheses."""
     if len(expression) > MAX_LENGTH:
-        return f"error: expression longer than {MAX_LENGTH} characters"
+        raise ToolError(f"expression longer than {MAX_LENGTH} characters")
     try:
         return str(_evaluate(ast.parse(expression, mode="eval")))
     except OverflowError:
-        return "error: result out of range"
+        raise ToolError("result out of range") from None
     except (SyntaxError, ValueError, ZeroDivisionError) as exc:
-        return f"error: {exc}"
+        raise ToolError(str(exc)) from None
+
+
+def _zone(name: str) -> ZoneInfo:
+    """The IANA time zone ``name``, or a :class:`ToolError` the model can act on."""
+    try:
+        return ZoneInfo(name)
+    except (ZoneInfoNotFoundError, ValueError, OSError):
+        # OSError: a key naming a directory of the zone database ("Europe"), or too long a
+        # name; its message would show where the database is installed.
+        shown = name if len(name) <= 64 else name[:64] + "..."
+        raise ToolError(
+            f"unknown time zone {shown!r} (expected a name such as 'Europe/Paris')"
+        ) from None
 
 
 async def current_time(timezone: str = "UTC") -> str:
     """The current date and time in ISO 8601, in the given IANA time zone (default UTC)."""
+    return datetime.datetime.now(_zone(timezone)).isoformat(timespec="seconds")
+
+
+async def convert_time(time: str, from_timezone: str, to_timezone: str) -> str:
+    """Convert a time of day ("14:30", today's date) or a date and time ("2026-03-29T01:30")
+    from one IANA time zone to another; answers in ISO 8601."""
+    source, target = _zone(from_timezone), _zone(to_timezone)
     try:
-        zone = ZoneInfo(timezone)
-    except (ZoneInfoNotFoundError, ValueError, OSError):
-        # OSError: a key naming a directory of the zone database ("Europe"), or too long a
-        # name; its message would show where the database is installed.
-        shown = timezone if len(timezone) <= 64 else timezone[:64] + "..."
-        return f"error: unknown time zone {shown!r} (expected a name such as 'Europe/Paris')"
-    return datetime.datetime.now(zone).isoformat(timespec="seconds")
+        if len(time) <= 8 and ":" in time:
+            clock = datetime.time.fromisoformat(time)
+            moment = datetime.datetime.combine(datetime.datetime.now(source).date(), clock)
+        else:
+            moment = datetime.datetime.fromisoformat(time[:64])
+    except ValueError:
+        raise ToolError(
+            f"cannot read the time {time[:64]!r} (expected '14:30' or '2026-03-29T01:30')"
+        ) from None
+    if moment.tzinfo is not None:
+        raise ToolError("give the time without an offset: from_timezone says where it is")
+    return moment.replace(tzinfo=source).astimezone(target).isoformat(timespec="seconds")
 
 
 @hookimpl
 def register_tools(register: Registrar) -> None:
     def build(context: ComponentContext[None]) -> StaticToolProvider:
-        return function_tools(calculator, current_time)
+        return function_tools(calculator, current_time, convert_time)
 
-    register("basic", build, description="calculator and current_time")
+    register("basic", build, description="calculator, current_time and convert_time")

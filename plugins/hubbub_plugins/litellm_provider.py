@@ -64,6 +64,7 @@ from hubbub.models import (
 )
 from hubbub.redaction import public_message
 from hubbub.resilience import parse_retry_after
+from hubbub.tools import WireNames
 from hubbub_plugins.openai_provider.wire import upstream_user
 
 if TYPE_CHECKING:
@@ -204,7 +205,7 @@ class LiteLLMProvider:
                     return window
         return None
 
-    def _arguments(self, request: ChatRequest) -> dict[str, Any]:
+    def _arguments(self, request: ChatRequest, names: WireNames) -> dict[str, Any]:
         entry = self.models.get(request.model)
         if entry is None:
             raise UnknownModelError(
@@ -212,7 +213,7 @@ class LiteLLMProvider:
             )
         arguments: dict[str, Any] = {
             "model": entry.model or entry.name,
-            "messages": [_wire(m) for m in request.messages],
+            "messages": [_wire(m) for m in names.messages_to_wire(request.messages)],
             "timeout": self.settings.timeout,
             "max_retries": 0,  # the LLM client retries and falls back, within its deadline
             **entry.options,
@@ -226,7 +227,7 @@ class LiteLLMProvider:
                 {
                     "type": "function",
                     "function": {
-                        "name": t.name,
+                        "name": names.to_wire(t.name),
                         "description": t.description,
                         "parameters": t.parameters,
                     },
@@ -234,7 +235,7 @@ class LiteLLMProvider:
                 for t in request.tools
             ]
             if request.tool_choice is not None:
-                arguments["tool_choice"] = request.tool_choice
+                arguments["tool_choice"] = names.choice_to_wire(request.tool_choice)
         for key in ("temperature", "max_tokens", "stop"):
             value = getattr(request, key)
             if value is not None:
@@ -295,23 +296,27 @@ class LiteLLMProvider:
         )
 
     async def complete(self, request: ChatRequest) -> ChatResponse:
-        arguments = self._arguments(request)
+        names = WireNames.of_request(request)
+        arguments = self._arguments(request, names)
         try:
             response = await self._litellm.acompletion(**arguments)
         except Exception as exc:
             raise self._error(request, exc) from None
         choice = response.choices[0]
-        calls = [
-            ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
-            for c in choice.message.tool_calls or ()
-        ]
+        calls = names.calls_from_wire(
+            [
+                ToolCall(id=c.id, name=c.function.name, arguments=c.function.arguments or "{}")
+                for c in choice.message.tool_calls or ()
+            ]
+        )
         usage = self._usage(getattr(response, "usage", None))
         return ChatResponse.of(
             request.model, choice.message.content or "", calls, usage, choice.finish_reason
         )
 
     async def stream(self, request: ChatRequest) -> AsyncIterator[ChatChunk]:
-        arguments = self._arguments(request)
+        names = WireNames.of_request(request)
+        arguments = self._arguments(request, names)
         arguments.update(stream=True, stream_options={"include_usage": True})
         calls: dict[int, dict[str, str]] = {}
         finish = "stop"
@@ -339,10 +344,12 @@ class LiteLLMProvider:
             raise self._error(request, exc) from None
         if calls:
             yield ChatChunk(
-                tool_calls=[
-                    ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
-                    for _, c in sorted(calls.items())
-                ]
+                tool_calls=names.calls_from_wire(
+                    [
+                        ToolCall(id=c["id"], name=c["name"], arguments=c["arguments"] or "{}")
+                        for _, c in sorted(calls.items())
+                    ]
+                )
             )
             finish = "tool_calls"
         yield ChatChunk(finish_reason=finish, usage=usage)

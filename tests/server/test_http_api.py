@@ -260,15 +260,15 @@ def test_tools_are_listed_with_json_schemas(alice: httpx.Client) -> None:
     response = alice.get("/api/tools")
     assert response.status_code == 200
     tools = {tool["name"]: tool for tool in response.json()["tools"]}
-    assert {"calculator", "current_time"} <= set(tools)
-    calculator = tools["calculator"]["parameters"]
+    assert {"basic.calculator", "basic.current_time"} <= set(tools)
+    calculator = tools["basic.calculator"]["parameters"]
     assert calculator["type"] == "object"
     assert calculator["properties"]["expression"]["type"] == "string"
     assert calculator["required"] == ["expression"]
-    clock = tools["current_time"]["parameters"]
+    clock = tools["basic.current_time"]["parameters"]
     assert clock["type"] == "object"
     assert clock["properties"]["timezone"]["type"] == "string"
-    assert tools["calculator"]["description"]
+    assert tools["basic.calculator"]["description"]
 
 
 def test_tools_need_authentication(anon: httpx.Client) -> None:

@@ -47,11 +47,15 @@ from hubbub.auth.provisioning import ProvisioningMarker
 from hubbub.auth.records import Records
 from hubbub.auth.roles import ADMIN, USER
 from hubbub.auth.scopes import (
+    allowed_tools,
     check_models,
     check_scopes,
+    check_tools,
     model_scopes,
     narrow,
+    narrow_tools,
     split_scopes,
+    tool_scopes,
 )
 from hubbub.auth.users import check_user_name
 from hubbub.contracts import AccountStore
@@ -122,6 +126,8 @@ class StoredKey(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
     """What it may do (empty: whatever its roles allow)."""
     models: frozenset[str] = frozenset()
     """The models it may use (empty: any)."""
+    tools: frozenset[str] = frozenset()
+    """The tools it may use, by name or pattern (empty: any its owner may)."""
     created_at: float
     """When it was created (Unix seconds)."""
     expires_at: float | None = None
@@ -140,6 +146,7 @@ class StoredKey(msgspec.Struct, kw_only=True, frozen=True, omit_defaults=True):
             roles=sorted(self.roles),
             scopes=sorted(self.scopes),
             models=sorted(self.models),
+            tools=sorted(self.tools),
             created_at=self.created_at,
             expires_at=self.expires_at,
             last_used_at=self.last_used_at,
@@ -168,6 +175,8 @@ class ApiKeyInfo(msgspec.Struct, kw_only=True):
     """Its scopes, sorted (empty: whatever its roles allow)."""
     models: list[str] = msgspec.field(default_factory=list)
     """The models it may use, sorted (empty: any)."""
+    tools: list[str] = msgspec.field(default_factory=list)
+    """The tools it may use, names or patterns, sorted (empty: any its owner may)."""
     created_at: float
     """When it was created (Unix seconds)."""
     expires_at: float | None = None
@@ -379,7 +388,7 @@ class ApiKeys:
             name=stored.owner,
             roles=stored.roles,
             auth_method=METHOD,
-            scopes=stored.scopes | model_scopes(stored.models),
+            scopes=stored.scopes | model_scopes(stored.models) | tool_scopes(stored.tools),
             credential_id=stored.id,
             expires_at=stored.expires_at,
         )
@@ -444,6 +453,7 @@ class ApiKeys:
         roles: Iterable[str] = (USER,),
         scopes: Iterable[str] = (),
         models: Iterable[str] = (),
+        tools: Iterable[str] = (),
         expires_at: float | None = None,
         known_models: Collection[str] | None = None,
     ) -> tuple[ApiKeyInfo, str]:
@@ -466,6 +476,7 @@ class ApiKeys:
             roles=_check_roles(roles),
             scopes=check_scopes(scopes),
             models=self._check_models(models, known_models),
+            tools=check_tools(tools),
             created_at=now,
             expires_at=_check_expiry(expires_at, now),
         )
@@ -522,15 +533,16 @@ class ApiKeys:
         roles: Iterable[str] | None = None,
         scopes: Iterable[str] | None = None,
         models: Iterable[str] | None = None,
+        tools: Iterable[str] | None = None,
         expires_at: float | None = None,
         known_models: Collection[str] | None = None,
     ) -> tuple[ApiKeyInfo, str]:
         """Create a key for ``caller`` itself (``POST /api/keys``), never with more than the
         caller holds: requested ``roles`` within the caller's (default: the caller's but
-        ``admin``, which must be asked for; ``user`` always), ``scopes`` and ``models`` within
-        the caller's when those are restricted (a key made with a restricted key inherits its
-        restrictions when it asks for none), and a key made with an expiring key expires no
-        later than it. Asking for more is a :class:`PermissionDeniedError` (403)."""
+        ``admin``, which must be asked for; ``user`` always), ``scopes``, ``models`` and
+        ``tools`` within the caller's when those are restricted (a key made with a restricted
+        key inherits its restrictions when it asks for none), and a key made with an expiring
+        key expires no later than it. Asking for more is a :class:`PermissionDeniedError` (403)."""
         held_roles = caller.roles | {USER}
         wanted = _check_roles(roles) if roles is not None else held_roles - {ADMIN}
         beyond = wanted - held_roles
@@ -544,6 +556,9 @@ class ApiKeys:
         )
         granted_models = narrow(
             held_models, check_models(models) if models is not None else None, "models"
+        )
+        granted_tools = narrow_tools(
+            allowed_tools(caller), check_tools(tools) if tools is not None else None
         )
         if caller.auth_method == METHOD and caller.expires_at is not None:
             if expires_at is None:
@@ -559,6 +574,7 @@ class ApiKeys:
             roles=wanted | {USER},
             scopes=granted_scopes,
             models=granted_models,
+            tools=granted_tools,
             expires_at=expires_at,
             known_models=known_models,
         )

@@ -10,11 +10,15 @@ A credential restricted to **models** carries one scope ``model:<id>`` per model
 means every credential that has scopes (an API key, an access token) can be restricted the same
 way, and the :class:`~hubbub.models.Principal` needs no field of its own for it.
 
+A credential restricted to **tools** carries one scope ``tool:<pattern>`` per tool (or pattern of
+tools, ``tool:basic.*``) it may use: a principal holding any such scope may use only the tools
+they match (:func:`allowed_tools`, applied by :class:`hubbub.tools.access.ToolAccess`).
+
 **What hubbub checks.** Besides models, three scopes guard account management
 (:func:`require_scope`): ``sessions`` (``/api/auth/sessions``, logout), ``keys`` (``/api/keys``)
 and ``admin`` (``/api/admin/...``, with the ``admin`` role). A credential holding any scope that
-is not a model is restricted to the scopes it holds there; one holding none (or only models)
-is not. Other scopes (``chat``, ...) are free for plugins to define and check.
+is not a model or a tool is restricted to the scopes it holds there; one holding none (or only
+models and tools) is not. Other scopes (``chat``, ...) are free for plugins to define and check.
 
 **Narrowing** (:func:`narrow`): whoever makes a credential from another grants at most what
 theirs holds. Restricted scopes (or models) stay restricted: asking for none inherits them, and
@@ -23,6 +27,7 @@ asking for one outside them is refused (:class:`~hubbub.errors.PermissionDeniedE
 
 from __future__ import annotations
 
+import fnmatch
 import re
 from collections.abc import Iterable
 
@@ -35,19 +40,27 @@ __all__ = [
     "MAX_SCOPES",
     "MODEL_PREFIX",
     "SESSIONS",
+    "TOOL_PREFIX",
     "allowed_models",
+    "allowed_tools",
     "check_model",
     "check_models",
     "check_scopes",
+    "check_tools",
     "model_scopes",
     "narrow",
+    "narrow_tools",
     "require_scope",
     "split_scopes",
+    "tool_scopes",
     "visible_models",
 ]
 
 MODEL_PREFIX = "model:"
 """How a scope naming an allowed model starts."""
+
+TOOL_PREFIX = "tool:"
+"""How a scope naming an allowed tool (or pattern of tools) starts."""
 
 MAX_SCOPES = 32
 """The most scopes (or models) one credential may name."""
@@ -75,12 +88,62 @@ def check_scopes(values: Iterable[str], *, field: str = "scopes") -> frozenset[s
     apart, see :func:`check_models`)."""
     words = _words(values, 128, "scope", field)
     for index, word in enumerate(words):
-        if word.startswith(MODEL_PREFIX):
+        for prefix, what in ((MODEL_PREFIX, "models"), (TOOL_PREFIX, "tools")):
+            if word.startswith(prefix):
+                raise InvalidRequestError(
+                    f"scope {word!r}: restrict {what} with the {what} list, not a scope",
+                    field=f"{field}[{index}]",
+                )
+    return frozenset(words)
+
+
+_TOOL_PATTERN = re.compile(r"[A-Za-z0-9_.*-]{1,160}")
+
+
+def check_tools(values: Iterable[str], *, field: str = "tools") -> frozenset[str]:
+    """The tool names or patterns ``values`` (``basic.*``) if each is well-formed
+    (:class:`InvalidRequestError` naming ``field`` otherwise)."""
+    words = _words(values, 160, "tool", field)
+    for index, word in enumerate(words):
+        if not _TOOL_PATTERN.fullmatch(word):
             raise InvalidRequestError(
-                f"scope {word!r}: restrict models with the models list, not a scope",
+                f"tool {word!r} is not a tool name or pattern: use letters, digits, '_', '-', "
+                "'.' and '*'",
                 field=f"{field}[{index}]",
             )
     return frozenset(words)
+
+
+def narrow_tools(held: frozenset[str] | None, requested: frozenset[str] | None) -> frozenset[str]:
+    """The tool patterns a new credential gets, made by a caller restricted to ``held``
+    (``None``: not restricted): like :func:`narrow`, where a requested name without ``*``
+    that one of ``held`` matches is within it too."""
+    if not held or not requested:
+        return narrow(held or frozenset(), requested, "tools")
+    beyond = {
+        pattern
+        for pattern in requested
+        if pattern not in held
+        and ("*" in pattern or not any(fnmatch.fnmatchcase(pattern, h) for h in held))
+    }
+    if beyond:
+        raise PermissionDeniedError(
+            f"you cannot grant tools your credentials do not hold: {', '.join(sorted(beyond))}"
+        )
+    return requested
+
+
+def tool_scopes(tools: Iterable[str]) -> frozenset[str]:
+    """The scopes that restrict a principal to ``tools`` (names or patterns)."""
+    return frozenset(TOOL_PREFIX + tool for tool in tools)
+
+
+def allowed_tools(principal: Principal) -> frozenset[str] | None:
+    """The tool patterns ``principal`` is restricted to; ``None``: not restricted to tools."""
+    tools = frozenset(
+        scope[len(TOOL_PREFIX) :] for scope in principal.scopes if scope.startswith(TOOL_PREFIX)
+    )
+    return tools or None
 
 
 def check_models(values: Iterable[str], *, field: str = "models") -> frozenset[str]:
@@ -95,13 +158,14 @@ def model_scopes(models: Iterable[str]) -> frozenset[str]:
 
 
 def split_scopes(scopes: Iterable[str]) -> tuple[frozenset[str], frozenset[str]]:
-    """``scopes`` as (the scopes that are not about models, the models they allow)."""
+    """``scopes`` as (the scopes that are about neither models nor tools, the models they
+    allow); see :func:`allowed_tools` for the tools."""
     plain: set[str] = set()
     models: set[str] = set()
     for scope in scopes:
         if scope.startswith(MODEL_PREFIX):
             models.add(scope[len(MODEL_PREFIX) :])
-        else:
+        elif not scope.startswith(TOOL_PREFIX):
             plain.add(scope)
     return frozenset(plain), frozenset(models)
 

@@ -33,6 +33,9 @@ __all__ = [
     "EventsConfig",
     "LLMConfig",
     "LoggingConfig",
+    "McpConfig",
+    "McpOAuthConfig",
+    "McpServerConfig",
     "MemoryConfig",
     "PasswordsConfig",
     "PluginsConfig",
@@ -43,6 +46,8 @@ __all__ = [
     "Secret",
     "ServerConfig",
     "SessionsConfig",
+    "ToolFilter",
+    "ToolRule",
     "ToolsConfig",
     "default_home",
 ]
@@ -470,13 +475,175 @@ class BudgetsConfig(_Section, frozen=True):
     process that crashed holding one frees it then. Keep it above the longest reply."""
 
 
+ToolPattern = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.*-]{1,160}$")]
+"""A tool name, or a pattern of names where ``*`` stands for any characters (``time.*``,
+``*.search``, ``*``)."""
+
+ToolNamespace = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+"""The first part of a tool's name (``time`` in ``time.get_current_time``): letters, digits,
+``_`` and ``-``, at most 32 characters."""
+
+
+class ToolFilter(_Section, frozen=True):
+    """Which tools one user may use (``[tools.users.<id>]``): those matching ``allow`` and
+    neither ``deny`` nor ``[tools] deny``."""
+
+    allow: list[ToolPattern] | None = None
+    """Tools allowed, by name or pattern (``["basic.*", "time.get_current_time"]``), in place
+    of ``[tools] allow``; a tool matching none is refused. Unset: ``[tools] allow``."""
+    deny: list[ToolPattern] = msgspec.field(default_factory=list)
+    """Tools refused to this user even when ``allow`` matches them."""
+
+
+class ToolRule(_Section, frozen=True):
+    """Limits and permissions of the tools whose names match ``match`` (``[[tools.rules]]``);
+    the first rule matching a tool applies, and each of its fields set replaces what the tool
+    declares itself."""
+
+    match: ToolPattern
+    """The tools this rule is about: a name or a pattern (``web.*``)."""
+    timeout: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
+    """Seconds one call may take, waiting for a free slot included (more than 0, at most
+    86400); unset: the tool's own, else ``[tools] call_timeout``."""
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] | None = None
+    """Calls of one tool that may run at once in this process (1 to 10,000); more wait for a
+    slot. Unset: the tool's own, else ``[tools] concurrency``."""
+    roles: list[Annotated[str, msgspec.Meta(min_length=1, max_length=64)]] | None = None
+    """Only callers holding one of these roles may use the tools (``["admin"]``); ``[]``:
+    anyone; unset: what the tool declares."""
+    scopes: list[Annotated[str, msgspec.Meta(min_length=1, max_length=128)]] | None = None
+    """Scopes a restricted credential (an API key or token that names scopes) must hold one
+    of to use the tools; unrestricted credentials pass. ``[]``: none needed; unset: what the
+    tool declares."""
+
+
 class ToolsConfig(_Section, frozen=True):
-    """Tools models may call."""
+    """Tools models may call, their limits, and who may use them."""
 
     providers: list[str] | None = None
     """Tool providers to start, by registered name; all registered ones when unset."""
     call_timeout: Annotated[float, msgspec.Meta(gt=0, le=86400)] = 30.0
-    """Seconds a tool call may take before it fails (more than 0, at most 86400)."""
+    """Seconds a tool call may take before it fails (more than 0, at most 86400), unless the
+    tool or a rule says otherwise."""
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 64
+    """Calls of one tool that may run at once in this process (1 to 10,000), unless the tool
+    or a rule says otherwise; more wait for a slot within their timeout."""
+    parallel_calls: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
+    """Tool calls of one model reply run at once (1 to 64); the rest wait their turn."""
+    allow: list[ToolPattern] = msgspec.field(default_factory=lambda: ["*"])
+    """Tools every user may use, by name or pattern; a tool matching none is refused to
+    everybody without a filter of their own in ``[tools.users]``."""
+    deny: list[ToolPattern] = msgspec.field(default_factory=list)
+    """Tools refused to everybody, whatever else allows them."""
+    users: dict[str, ToolFilter] = msgspec.field(default_factory=dict)
+    """Filters for particular users, by user id (``[tools.users.usr_123] allow =
+    ["basic.*"]``): one replaces ``allow`` for that user; ``deny`` still applies."""
+    rules: list[ToolRule] = msgspec.field(default_factory=list)
+    """Limits and permissions by tool name (``[[tools.rules]]``), first match wins."""
+    mock: bool = False
+    """Offer the demonstration tools that fake an outside service (names in ``mock.``, their
+    descriptions say so). Off by default: a model must never mistake them for real ones."""
+
+
+McpServerName = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_-]{1,32}$")]
+"""An MCP server's name in the configuration: its tools' namespace."""
+
+
+class McpOAuthConfig(_Section, frozen=True):
+    """OAuth 2 client credentials for an HTTP MCP server that requires a token
+    (``[mcp.servers.oauth]``). The token is fetched from ``token_url``, refreshed when it
+    expires, and sent to this server only."""
+
+    token_url: Annotated[str, msgspec.Meta(pattern=r"^https?://")]
+    """The authorization server's token endpoint."""
+    client_id: Annotated[str, msgspec.Meta(min_length=1, max_length=512)]
+    """This client's id at the authorization server."""
+    client_secret: Secret | None = None
+    """This client's secret (``{ env = "NAME" }`` or ``{ file = "PATH" }``)."""
+    scope: str | None = None
+    """Scopes asked for, separated by spaces."""
+    audience: str | None = None
+    """The ``audience`` (or resource) asked for, when the authorization server needs one."""
+
+
+class McpServerConfig(_Section, frozen=True):
+    """One MCP server whose tools hubbub offers (``[[mcp.servers]]``).
+
+    stdio servers are programs hubbub starts and talks to over their standard streams: that is
+    running code on this host, so only this file can declare them, never an API call."""
+
+    name: McpServerName
+    """Unique name; its tools are offered as ``<name>.<tool>`` (``time.get_current_time``)."""
+    transport: Literal["stdio", "http"]
+    """``stdio``: hubbub starts ``command``; ``http``: hubbub connects to ``url`` (MCP's
+    streamable HTTP transport)."""
+    command: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    """stdio: the program to run (looked up on ``PATH`` when not a path)."""
+    args: list[str] = msgspec.field(default_factory=list)
+    """stdio: its arguments."""
+    env: dict[str, Secret] = msgspec.field(default_factory=dict)
+    """stdio: variables added to a minimal environment (``PATH``, ``HOME``, locale); values are
+    strings or secrets (``{ env = "NAME" }``). hubbub's own environment is not passed on."""
+    cwd: str | None = None
+    """stdio: the directory it runs in; default: hubbub's."""
+    url: Annotated[str, msgspec.Meta(pattern=r"^https?://")] | None = None
+    """http: the server's MCP endpoint (``https://tools.example.com/mcp``)."""
+    headers: dict[str, Secret] = msgspec.field(default_factory=dict)
+    """http: headers sent with every request (values are strings or secrets:
+    ``{ Authorization = { env = "TOOLS_TOKEN" } }``); sent to this server only."""
+    oauth: McpOAuthConfig | None = None
+    """http: get a bearer token with OAuth 2 client credentials."""
+    tools: list[ToolPattern] | None = None
+    """Which of its tools to offer, by their name on the server or a pattern; all when
+    unset."""
+    call_timeout: Annotated[float, msgspec.Meta(gt=0, le=86400)] | None = None
+    """Seconds one call may take; default ``[tools] call_timeout``."""
+    connect_timeout: Annotated[float, msgspec.Meta(gt=0, le=600)] = 10.0
+    """Seconds to start (or reach) the server and list its tools before it counts as down."""
+    enabled: bool = True
+    """``false`` keeps the entry without starting the server."""
+
+    def __post_init__(self) -> None:
+        if self.transport == "stdio":
+            if not self.command:
+                raise ValueError(f"MCP server {self.name!r}: a stdio server needs a command")
+            if self.url or self.headers or self.oauth:
+                raise ValueError(
+                    f"MCP server {self.name!r}: url, headers and oauth are for http servers"
+                )
+        else:
+            if not self.url:
+                raise ValueError(f"MCP server {self.name!r}: an http server needs a url")
+            if self.command or self.args or self.env or self.cwd:
+                raise ValueError(
+                    f"MCP server {self.name!r}: command, args, env and cwd are for stdio servers"
+                )
+
+
+class McpConfig(_Section, frozen=True):
+    """MCP: servers whose tools hubbub offers, and hubbub's own tools served at ``/mcp``."""
+
+    servers: list[McpServerConfig] = msgspec.field(default_factory=list)
+    """The ``[[mcp.servers]]`` entries."""
+    serve: bool = True
+    """Serve hubbub's tools (and a ``chat`` tool) over MCP at ``/mcp``, to callers with the
+    same credentials and tool permissions as the rest of the API."""
+    reconnect_delay: Annotated[float, msgspec.Meta(gt=0, le=60)] = 0.5
+    """Seconds before reconnecting to a server that went down; doubles on each failure up to
+    ``reconnect_max_delay`` (more than 0, at most 60)."""
+    reconnect_max_delay: Annotated[float, msgspec.Meta(gt=0, le=3600)] = 30.0
+    """The longest wait between two reconnection attempts (more than 0, at most 3600)."""
+    ping_interval: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 15.0
+    """Seconds between liveness pings to each connected server; one that does not answer
+    within ``connect_timeout`` is down and reconnected. 0: no pings."""
+
+    def __post_init__(self) -> None:
+        names = [server.name for server in self.servers]
+        twice = sorted({name for name in names if names.count(name) > 1})
+        if twice:
+            raise ValueError(f"MCP server names must be unique: {', '.join(twice)}")
+        if self.reconnect_delay > self.reconnect_max_delay:
+            raise ValueError("reconnect_delay must not exceed reconnect_max_delay")
 
 
 class PluginsConfig(_Section, frozen=True):
@@ -573,6 +740,8 @@ class Config(_Section, frozen=True):
     """The ``[budgets]`` table and its ``[budgets.user|key|global]`` tables."""
     tools: ToolsConfig = msgspec.field(default_factory=ToolsConfig)
     """The ``[tools]`` table."""
+    mcp: McpConfig = msgspec.field(default_factory=McpConfig)
+    """The ``[mcp]`` table."""
     plugins: PluginsConfig = msgspec.field(default_factory=PluginsConfig)
     """The ``[plugins]`` table and its ``[plugins.<name>]`` tables."""
 

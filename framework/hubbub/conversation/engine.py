@@ -25,10 +25,10 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any, Literal
 
-from hubbub.auth.scopes import check_model
+from hubbub.auth.scopes import check_model, check_tools
 from hubbub.contracts import CacheBackend, MemoryStore
 from hubbub.conversation.context import ContextBuilder
 from hubbub.conversation.ending import write_to_end
@@ -136,17 +136,24 @@ class ConversationEngine:
         title: str = "",
         model: str | None = None,
         expires_at: float | None = None,
+        tools: Sequence[str] | None = None,
     ) -> Conversation:
         """Start a conversation owned by ``owner``; with ``expires_at`` (Unix seconds, in the
-        future) the sweeper deletes it then."""
+        future) the sweeper deletes it then; with ``tools`` (names or patterns) its replies
+        may use only those of the owner's tools."""
         if model is not None:
             self.llm.resolve(model)
         _expiry(expires_at)
+        allowed = _tools(tools)
         async with self.quotas.writing(owner.id):
             await self.quotas.check_conversation(owner.id)
             conversation = await self.memory.create_conversation(
                 Conversation(
-                    owner=owner.id, title=_title(title), model=model, expires_at=expires_at
+                    owner=owner.id,
+                    title=_title(title),
+                    model=model,
+                    expires_at=expires_at,
+                    tools=allowed,
                 )
             )
         self._changed("created", owner, conversation.id, conversation)
@@ -173,9 +180,14 @@ class ConversationEngine:
         title: str | None = None,
         model: str | None = None,
         expires_at: float | None = None,
+        tools: Sequence[str] | None = None,
     ) -> Conversation:
-        """Rename a conversation, change its model or when it expires."""
+        """Rename a conversation, change its model, when it expires or the tools its replies
+        may use (``["*"]``: all the owner may)."""
+        allowed = _tools(tools)
         conversation = await self.get(owner, conversation_id)
+        if allowed is not None:
+            conversation.tools = allowed
         if expires_at is not None:
             conversation.expires_at = _expiry(expires_at)
         if title is not None:
@@ -343,13 +355,14 @@ class ConversationEngine:
             writer = ReplyWriter(
                 memory=self.memory,
                 llm=self.llm,
-                tools=self.tools,
+                tools=self.tools.for_caller(owner, conversation=conversation),
                 owner=owner,
                 conversation=conversation,
                 model_id=model_id,
                 request_id=request_id,
                 publish=Publisher(self.events, conversation.id, owner.id),
                 max_tool_rounds=self.max_tool_rounds,
+                parallel_calls=self.tools.config.parallel_calls,
                 context=self.context,
             )
             with log_context(conversation_id=conversation.id, model=model_id):
@@ -363,6 +376,11 @@ def _title(title: str) -> str:
     if len(title) > MAX_TITLE:
         raise InvalidRequestError(f"title is longer than {MAX_TITLE} characters", field="title")
     return title
+
+
+def _tools(tools: Sequence[str] | None) -> list[str] | None:
+    """``tools`` checked (names or patterns of tools), sorted; ``None`` stays ``None``."""
+    return None if tools is None else sorted(check_tools(tools))
 
 
 def _expiry(expires_at: float | None) -> float | None:

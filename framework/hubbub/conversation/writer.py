@@ -6,8 +6,9 @@ its answer (``status`` thinking, ``message.created``, ``message.delta``; text th
 together is one delta, see :mod:`hubbub.llm.coalesce`) and stores it; while the model asks for
 tools, it runs them (``status`` calling_tool, ``tool.started``, ``tool.finished``, the result's
 ``message.created``) and asks again, up to ``max_tool_rounds`` rounds (the last offers no
-tools). What it has produced and not stored yet is kept in :attr:`ReplyWriter.progress`, so that
-a reply stopped early keeps it (:mod:`hubbub.conversation.ending`).
+tools); the calls of one message run at once. What it has produced and not stored yet is
+kept in :attr:`ReplyWriter.progress`, so that a reply stopped early keeps it
+(:mod:`hubbub.conversation.ending`).
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ from hubbub.models import (
     Usage,
     now,
 )
-from hubbub.tools import ToolRegistry
+from hubbub.tools import ToolSet
 
 __all__ = ["Publisher", "ReplyWriter"]
 
@@ -72,8 +73,9 @@ class ReplyWriter:
     """Where the conversation's messages are read and the reply's stored."""
     llm: LLMClient
     """Asked for the reply."""
-    tools: ToolRegistry
-    """Offered to the model, and run when it asks."""
+    tools: ToolSet
+    """The tools the owner may use in this conversation: offered to the model, and run when
+    it asks."""
     owner: Principal
     """Whose conversation it is (tools run on their behalf)."""
     conversation: Conversation
@@ -86,6 +88,8 @@ class ReplyWriter:
     """Publishes the reply's events."""
     max_tool_rounds: int
     """Rounds of tool calls at most; the round after the last offers no tools."""
+    parallel_calls: int
+    """Tool calls of one model message run at once, at most."""
     context: ContextBuilder
     """Builds what the model is shown of the conversation."""
     progress: Progress = field(default_factory=Progress)
@@ -107,8 +111,7 @@ class ReplyWriter:
             history.append(message)
             if not message.tool_calls:
                 return message
-            for call in message.tool_calls:
-                history.append(await self._run_tool(call, context))
+            history.extend(await self._run_tools(message.tool_calls, context))
         raise AssertionError("unreachable: the last round offers no tools")  # pragma: no cover
 
     async def _stream_one(self, history: list[Message], tools: list[ToolSpec] | None) -> Message:
@@ -155,14 +158,27 @@ class ReplyWriter:
 
         return await self._append(message, done)
 
+    async def _run_tools(self, calls: list[ToolCall], context: ToolContext) -> list[Message]:
+        """Run ``calls`` at once (``parallel_calls`` at most), each result stored as soon as
+        it is there; return the results' messages in the calls' order."""
+        if len(calls) == 1:
+            return [await self._run_tool(calls[0], context)]
+        slots = asyncio.Semaphore(self.parallel_calls)
+
+        async def one(call: ToolCall) -> Message:
+            async with slots:
+                return await self._run_tool(call, context)
+
+        async with asyncio.TaskGroup() as group:
+            running = [group.create_task(one(call)) for call in calls]
+        return [task.result() for task in running]
+
     async def _run_tool(self, call: ToolCall, context: ToolContext) -> Message:
         self.publish(Status(state="calling_tool", detail=call.name))
         self.publish(ToolStarted(call=call))
         started = time.perf_counter()
         result = await self.tools.call(call, context)
-        self.publish(
-            ToolFinished(result=result, duration_ms=(time.perf_counter() - started) * 1000)
-        )
+        self.publish(ToolFinished.of(result, (time.perf_counter() - started) * 1000))
 
         def done(stored: Message) -> None:
             self.progress.answered(call)

@@ -108,6 +108,12 @@ class Status(Event, tag="status", frozen=True):
     (``retrying``, ``fallback``); empty otherwise."""
 
 
+SUMMARY_CHARS = 200
+"""The longest :attr:`ToolFinished.summary`."""
+EVENT_CONTENT_CHARS = 16 * 1024
+"""The most of a tool result's content a :class:`ToolFinished` event carries."""
+
+
 class ToolStarted(Event, tag="tool.started", frozen=True):
     """A tool call began."""
 
@@ -119,9 +125,31 @@ class ToolFinished(Event, tag="tool.finished", frozen=True):
     """A tool call ended (``result.is_error`` says whether it failed)."""
 
     result: ToolResult
-    """What the tool produced; ``result.call_id`` names the call."""
+    """What the tool produced; ``result.call_id`` names the call. Its ``content`` is cut at
+    16 KiB here (the stored ``tool`` message has it whole)."""
     duration_ms: float = 0.0
     """How long the call took, in milliseconds."""
+    summary: str = ""
+    """The start of the result, on one line (at most 200 characters), for a status line."""
+    error: str | None = None
+    """Why the call failed (the result's content) when it did; ``None`` when it succeeded."""
+
+    @classmethod
+    def of(cls, result: ToolResult, duration_ms: float) -> ToolFinished:
+        """The event for ``result``, which took ``duration_ms``."""
+        content = result.content
+        line = " ".join(content[:400].split())
+        summary = line if len(line) <= SUMMARY_CHARS else line[: SUMMARY_CHARS - 3] + "..."
+        if len(content) > EVENT_CONTENT_CHARS:
+            result = msgspec.structs.replace(
+                result, content=content[:EVENT_CONTENT_CHARS] + "...", data=None
+            )
+        return cls(
+            result=result,
+            duration_ms=duration_ms,
+            summary=summary,
+            error=summary if result.is_error else None,
+        )
 
 
 class ConversationUpdated(Event, tag="conversation.updated", frozen=True):

@@ -36,13 +36,14 @@ class Entry:
     resources: Resources | None = None
 
 
-async def check(entry: Entry, limit: float) -> tuple[str, ComponentHealth]:
-    """Ask one component for its health within ``limit`` seconds. A stand-in serving in
-    place of the configured backend (chosen at start, or reported by the component now through
-    :attr:`Health.backend`) is at best ``degraded``."""
+async def check(entry: Entry, limit: float) -> list[tuple[str, ComponentHealth]]:
+    """Ask one component for its health within ``limit`` seconds: its line, then one line per
+    part it reports (``<label>.<part>``). A stand-in serving in place of the configured backend
+    (chosen at start, or reported by the component now through :attr:`Health.backend`) is at
+    best ``degraded``."""
     if entry.component is None:
         detail = entry.note or "not running"
-        return entry.label, ComponentHealth(status="down", backend=entry.serving, detail=detail)
+        return [(entry.label, ComponentHealth(status="down", backend=entry.serving, detail=detail))]
     began = time.perf_counter()
     try:
         async with asyncio.timeout(limit):
@@ -58,17 +59,36 @@ async def check(entry: Entry, limit: float) -> tuple[str, ComponentHealth]:
         status = "degraded" if status == "ok" else status
         why = entry.note or f"{entry.configured!r} is not available"
         detail = f"fallback serving because {why}" + (f"; {detail}" if detail else "")
-    return entry.label, ComponentHealth(
-        status=status, backend=backend, detail=detail, latency_ms=latency
-    )
+    lines = [
+        (
+            entry.label,
+            ComponentHealth(status=status, backend=backend, detail=detail, latency_ms=latency),
+        )
+    ]
+    for name, part in sorted(health.parts.items()):
+        lines.append(
+            (
+                f"{entry.label}.{name}",
+                ComponentHealth(
+                    status=part.status,
+                    backend=part.backend or backend,
+                    detail=part.detail,
+                    latency_ms=latency,
+                ),
+            )
+        )
+    return lines
 
 
 def aggregate(
-    entries: Sequence[Entry], checks: Sequence[tuple[str, ComponentHealth]], *, running: bool
+    entries: Sequence[Entry],
+    checks: Sequence[Sequence[tuple[str, ComponentHealth]]],
+    *,
+    running: bool,
 ) -> RuntimeHealth:
     """``down`` when the runtime is not running or a critical component is down, ``degraded``
-    when anything is not ``ok``, else ``ok``."""
-    components = dict(checks)
+    when anything is not ``ok`` (a part of a component included), else ``ok``."""
+    components = {label: health for lines in checks for label, health in lines}
     critical_down = any(
         components[entry.label].status == "down" for entry in entries if entry.critical
     )

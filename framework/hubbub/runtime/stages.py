@@ -165,7 +165,7 @@ async def _llm_client(runtime: Runtime) -> None:
 async def _tool_registry(runtime: Runtime) -> None:
     registry = ToolRegistry(
         runtime.components("tools"),
-        timeout=runtime.config.tools.call_timeout,
+        config=runtime.config.tools,
         middleware=list(runtime.components("tool_middleware").values()),
     )
     await runtime.start_core("tools", "registry", registry, critical=False)

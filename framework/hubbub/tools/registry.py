@@ -1,36 +1,95 @@
-"""The tool registry: every tool of the started tool providers, by name, and the one place tool
-calls run: through the tool middleware (:mod:`hubbub.middleware`), then with their timeout."""
+"""The tool registry: every tool of the started tool providers, by full name, and the one place
+tool calls run.
+
+A call goes: the tool middleware (:mod:`hubbub.middleware`), then innermost the registry's own
+path: find the tool, check the caller may use it (:mod:`hubbub.tools.access`), decode and
+validate the arguments (every problem goes back to the model as an error result it can read),
+wait for a free slot of the tool (its concurrency) and run it, both within its timeout. A call
+never raises.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any
 
 import msgspec
 
+from hubbub.config import ToolRule, ToolsConfig
 from hubbub.contracts import Tool, ToolContext, ToolMiddleware, ToolProvider
-from hubbub.errors import HubbubError
+from hubbub.errors import HubbubError, ToolError
 from hubbub.middleware import chain_tool
-from hubbub.models import Health, ToolCall, ToolResult, ToolSpec
+from hubbub.models import Conversation, Health, Principal, ToolCall, ToolResult, ToolSpec
 from hubbub.redaction import describe_error
+from hubbub.tools.access import ToolAccess
+from hubbub.tools.names import matches, name_problem, namespace_of, qualify
+from hubbub.tools.validation import SchemaValidator
 
-__all__ = ["ToolRegistry"]
+__all__ = ["ToolRegistry", "ToolSet"]
 
 logger = logging.getLogger("hubbub.tools")
 
+MOCK = "mock"
+"""The namespace of tools that fake an outside service."""
+
+MAX_CONTENT = 1_000_000
+"""The most characters of a result's content kept (and shown to the model); the rest is cut
+with a note saying so."""
+
+
+@dataclass(slots=True)
+class _Entry:
+    """One tool as the registry runs it."""
+
+    provider: str
+    tool: Tool
+    spec: ToolSpec
+    """The effective spec: full name, source, ``[[tools.rules]]`` applied."""
+    check: Callable[[dict[str, Any]], str | None]
+    """What is wrong with some arguments, or ``None``."""
+    slots: asyncio.Semaphore
+    timeout: float
+
+
+def _effective(spec: ToolSpec, name: str, source: str, rule: ToolRule | None) -> ToolSpec:
+    changes: dict[str, Any] = {"name": name, "source": source}
+    if rule is not None:
+        for field in ("timeout", "concurrency", "roles", "scopes"):
+            value = getattr(rule, field)
+            if value is not None:
+                changes[field] = value
+    return msgspec.structs.replace(spec, **changes)
+
+
+def _checker(tool: Tool) -> Callable[[dict[str, Any]], str | None]:
+    validate = getattr(tool, "validate", None)  # FunctionTool: its own type
+    if callable(validate):
+        return validate  # type: ignore[no-any-return]
+    validator = SchemaValidator(tool.spec.parameters)
+    if validator.schema_problem:
+        logger.warning(
+            "tool %s has an invalid argument schema (%s): its arguments are not checked",
+            tool.spec.name,
+            validator.schema_problem,
+        )
+    return validator.problem
+
 
 class ToolRegistry:
-    """Every tool of the started providers, by name.
+    """Every tool of the started providers, by full name (``<namespace>.<name>``).
 
     Providers' tool lists are read again whenever tools are listed (and when a call names a
-    tool not seen yet), so a provider whose tools change (an MCP server) needs no restart. Two
-    providers offering one name is a conflict: the first provider (in configuration order)
-    keeps the name, the conflict is logged and health says ``degraded``.
+    tool not seen yet), so a provider whose tools change (an MCP server) needs no restart;
+    tools that did not change keep their state (their concurrency slots). A namespace belongs
+    to the first provider (in configuration order) offering it: another provider's tools in it
+    are a conflict, logged and reported ``degraded`` in health; so are invalid names.
 
     :param providers: the started tool providers, by registered name, in configuration order.
-    :param timeout: seconds a tool may run.
+    :param config: the ``[tools]`` table (timeouts, limits, filters, rules, mock tools).
     :param middleware: the tool middleware, in registration order (the chain orders them by
         ``priority``; ties keep this order). The registry only calls them: they are components
         their owner starts and stops.
@@ -40,43 +99,82 @@ class ToolRegistry:
         self,
         providers: Mapping[str, ToolProvider],
         *,
-        timeout: float,
+        config: ToolsConfig | None = None,
         middleware: Sequence[ToolMiddleware] = (),
     ) -> None:
         self.providers = dict(providers)
-        self.timeout = timeout
+        self.config = config or ToolsConfig()
         self.middleware: tuple[ToolMiddleware, ...] = tuple(
             sorted(middleware, key=lambda m: m.priority)
         )
         """The middleware every call goes through, in chain order: outermost first."""
-        self._call = chain_tool(self.middleware, self._run)
-        self._tools: dict[str, tuple[str, Tool]] = {}
+        self._entries: dict[str, _Entry] = {}
+        self._seen: dict[str, tuple[Tool, ...]] = {}
         self.conflicts: list[str] = []
-        """Tool names offered twice, explained."""
+        """Tools hidden because of their name (a namespace offered twice, an invalid name),
+        explained."""
 
     async def start(self) -> None:
         self.refresh()
 
     def refresh(self) -> None:
         """Read every provider's tools again."""
-        tools: dict[str, tuple[str, Tool]] = {}
+        tools = {name: tuple(provider.tools()) for name, provider in self.providers.items()}
+        if all(
+            len(tools[name]) == len(self._seen.get(name, ()))
+            and all(a is b for a, b in zip(tools[name], self._seen.get(name, ()), strict=True))
+            for name in tools
+        ):
+            return  # nothing changed: the common case, kept cheap
+        entries: dict[str, _Entry] = {}
+        owners: dict[str, str] = {}
         conflicts = []
-        for provider_name, provider in self.providers.items():
-            for tool in provider.tools():
-                name = tool.spec.name
-                if name in tools:
+        for provider_name, offered in tools.items():
+            for tool in offered:
+                name = qualify(provider_name, tool.spec.name)
+                problem = name_problem(name)
+                namespace = namespace_of(name)
+                owner = owners.setdefault(namespace, provider_name)
+                if problem is None and tool.spec.mock != (namespace == MOCK):
+                    problem = (
+                        "a tool that fakes an outside service must be in the 'mock' namespace"
+                        if tool.spec.mock
+                        else "the 'mock' namespace is for tools that fake an outside service"
+                    )
+                if problem is None and owner != provider_name:
+                    problem = f"its namespace {namespace!r} belongs to tool provider {owner!r}"
+                if problem is None and name in entries:
+                    problem = "the provider offers this name twice"
+                if problem is not None:
                     conflicts.append(
-                        f"tool {name!r} is offered by both tool provider {tools[name][0]!r} "
-                        f"and {provider_name!r}; {tools[name][0]!r} keeps it"
+                        f"tool {name!r} of tool provider {provider_name!r} is hidden: {problem}"
                     )
                     continue
-                tools[name] = (provider_name, tool)
+                entries[name] = self._entry(provider_name, tool, name)
         for conflict in set(conflicts) - set(self.conflicts):
             logger.error("%s", conflict)
-        self._tools, self.conflicts = tools, conflicts
+        self._entries, self.conflicts, self._seen = entries, conflicts, tools
+
+    def _entry(self, provider: str, tool: Tool, name: str) -> _Entry:
+        old = self._entries.get(name)
+        if old is not None and old.tool is tool:
+            return old
+        rule = next((r for r in self.config.rules if matches((r.match,), name)), None)
+        spec = _effective(tool.spec, name, provider, rule)
+        return _Entry(
+            provider=provider,
+            tool=tool,
+            spec=spec,
+            check=_checker(tool),
+            slots=asyncio.Semaphore(spec.concurrency or self.config.concurrency),
+            timeout=spec.timeout or self.config.call_timeout,
+        )
+
+    def _offered(self, entry: _Entry) -> bool:
+        return self.config.mock or not entry.spec.mock
 
     async def health(self) -> Health:
-        detail = f"{len(self._tools)} tools"
+        detail = f"{len(self._entries)} tools"
         if self.conflicts:
             return Health(status="degraded", detail=f"{detail}; " + "; ".join(self.conflicts))
         return Health(detail=detail)
@@ -85,35 +183,35 @@ class ToolRegistry:
         """The providers are components of their own; nothing to release here."""
 
     def specs(self) -> list[ToolSpec]:
-        """Every tool's spec (with ``source`` set to its provider), sorted by name."""
+        """Every tool offered (those faking a service only when ``[tools] mock = true``),
+        sorted by name, whoever asks: :meth:`for_caller` filters them for a caller."""
         self.refresh()
-        return [
-            msgspec.structs.replace(tool.spec, source=provider)
-            for _, (provider, tool) in sorted(self._tools.items())
-        ]
+        return [e.spec for _, e in sorted(self._entries.items()) if self._offered(e)]
+
+    def for_caller(
+        self, principal: Principal | None, *, conversation: Conversation | None = None
+    ) -> ToolSet:
+        """The tools ``principal`` may use, in ``conversation`` when given (see
+        :mod:`hubbub.tools.access`)."""
+        return ToolSet(self, ToolAccess.of(principal, self.config, conversation))
 
     async def call(self, call: ToolCall, context: ToolContext) -> ToolResult:
-        """Run ``call`` through the middleware. Every failure (unknown tool, bad JSON,
-        exception, timeout, a middleware's refusal) comes back as a result with
-        ``is_error=True`` that the model can read; it is never raised."""
-        try:
-            return await self._call(call, context)
-        except HubbubError as exc:  # a middleware refused the call
-            return _failed(call, f"error: {exc}")
-        except Exception as exc:
-            logger.exception("tool middleware failed on %s", call.name, extra={"tool": call.name})
-            return _failed(call, f"error: tool {call.name!r} failed: {describe_error(exc)}")
+        """Run ``call`` for ``context.principal`` (outside any conversation's own filter):
+        ``for_caller(context.principal).call(call, context)``."""
+        return await self.for_caller(context.principal).call(call, context)
 
-    async def _run(self, call: ToolCall, context: ToolContext) -> ToolResult:
-        """The innermost handler: find the tool, decode the arguments, run it in time."""
-        started = time.perf_counter()
-
-        found = self._tools.get(call.name)
-        if found is None:
+    def _find(self, name: str) -> _Entry | None:
+        entry = self._entries.get(name)
+        if entry is None:
             self.refresh()
-            found = self._tools.get(call.name)
-        if found is None:
-            return _failed(call, f"error: no tool named {call.name!r}")
+            entry = self._entries.get(name)
+        return entry if entry is not None and self._offered(entry) else None
+
+    async def _run(self, access: ToolAccess, call: ToolCall, context: ToolContext) -> ToolResult:
+        """The innermost handler: find the tool, check access and arguments, run it in time."""
+        entry = self._find(call.name)
+        if entry is None or not access.allows(entry.spec):
+            return _failed(call, f"error: no tool named {call.name!r} is available")
         try:
             arguments = msgspec.json.decode(call.arguments or "{}")
         except (msgspec.DecodeError, RecursionError, ValueError) as exc:
@@ -121,18 +219,63 @@ class ToolRegistry:
             return _failed(call, f"error: arguments are not valid JSON: {reason}")
         if not isinstance(arguments, dict):
             return _failed(call, "error: arguments must be a JSON object")
+        problem = entry.check(arguments)
+        if problem is not None:
+            return _failed(call, f"error: invalid arguments: {problem}")
+        started = time.perf_counter()
         try:
-            async with asyncio.timeout(self.timeout):
-                result = await found[1].call(arguments, context)
+            async with asyncio.timeout(entry.timeout), entry.slots:
+                result = await entry.tool.call(arguments, context)
         except TimeoutError:
             return _failed(
-                call, f"error: tool {call.name!r} did not finish within {self.timeout:g} s"
+                call, f"error: tool {call.name!r} did not finish within {entry.timeout:g} s"
             )
+        except ToolError as exc:
+            return _failed(call, f"error: {exc}")
         except Exception as exc:
             logger.exception("tool %s failed", call.name, extra={"tool": call.name})
             return _failed(call, f"error: tool {call.name!r} failed: {describe_error(exc)}")
         logger.debug("tool %s ran in %.1f ms", call.name, (time.perf_counter() - started) * 1000)
-        return msgspec.structs.replace(result, call_id=call.id, name=call.name)
+        content = result.content
+        if len(content) > MAX_CONTENT:
+            cut = len(content) - MAX_CONTENT
+            content = f"{content[:MAX_CONTENT]}\n[{cut} more characters cut]"
+        return msgspec.structs.replace(result, call_id=call.id, name=call.name, content=content)
+
+
+class ToolSet:
+    """The tools one caller may use in one place, and the way to call them
+    (:meth:`ToolRegistry.for_caller`)."""
+
+    __slots__ = ("_access", "_call", "_registry")
+
+    def __init__(self, registry: ToolRegistry, access: ToolAccess) -> None:
+        self._registry = registry
+        self._access = access
+        self._call = chain_tool(
+            registry.middleware, lambda call, context: registry._run(access, call, context)
+        )
+
+    def specs(self) -> list[ToolSpec]:
+        """The tools the caller may use, sorted by name."""
+        return [spec for spec in self._registry.specs() if self._access.allows(spec)]
+
+    def allows(self, name: str) -> bool:
+        """Whether the caller may use the tool ``name`` (which exists now)."""
+        entry = self._registry._find(name)
+        return entry is not None and self._access.allows(entry.spec)
+
+    async def call(self, call: ToolCall, context: ToolContext) -> ToolResult:
+        """Run ``call`` through the middleware. Every failure (unknown or forbidden tool, bad
+        JSON, invalid arguments, exception, timeout, a middleware's refusal) comes back as a
+        result with ``is_error=True`` that the model can read; it is never raised."""
+        try:
+            return await self._call(call, context)
+        except HubbubError as exc:  # a middleware refused the call
+            return _failed(call, f"error: {exc}")
+        except Exception as exc:
+            logger.exception("tool middleware failed on %s", call.name, extra={"tool": call.name})
+            return _failed(call, f"error: tool {call.name!r} failed: {describe_error(exc)}")
 
 
 def _failed(call: ToolCall, message: str) -> ToolResult:

@@ -22,6 +22,7 @@ from hubbub.models import (
     ToolCall,
     Usage,
 )
+from hubbub.tools import WireNames
 from hubbub_plugins.openai_provider.failures import (
     MAX_ERROR_BYTES,
     shown,
@@ -116,12 +117,13 @@ class Route:
         )
         """The other options, as JSON members spliced into every body."""
 
-    def body(self, request: ChatRequest, *, stream: bool) -> bytes:
-        """The JSON body for ``request``."""
+    def body(self, request: ChatRequest, names: WireNames, *, stream: bool) -> bytes:
+        """The JSON body for ``request``, tools named as ``names`` says."""
         wire = request_of(
             request,
             self.upstream_model,
             self.defaults,
+            names,
             tools=self.supports_tools,
             stream=stream,
             send_user=self.send_user,
@@ -316,14 +318,18 @@ class OpenAIProvider:
     async def complete(self, request: ChatRequest) -> ChatResponse:
         """Ask for the whole reply (``POST /chat/completions``)."""
         route = self._route(request.model)
-        response = await self._post(route, route.chat_path, route.body(request, stream=False))
+        names = WireNames.of_request(request)
+        body = route.body(request, names, stream=False)
+        response = await self._post(route, route.chat_path, body)
         try:
             completion = COMPLETION.decode(response.body)
         except (msgspec.DecodeError, msgspec.ValidationError) as exc:
             raise self._undecodable(route, exc) from None
-        return self._response(route, request, completion)
+        return self._response(route, request, completion, names)
 
-    def _response(self, route: Route, request: ChatRequest, completion: Completion) -> ChatResponse:
+    def _response(
+        self, route: Route, request: ChatRequest, completion: Completion, names: WireNames
+    ) -> ChatResponse:
         if completion.error is not None or not completion.choices:
             raise self._stream_failure(route, completion)
         choice = completion.choices[0]
@@ -332,7 +338,7 @@ class OpenAIProvider:
         calls: list[ToolCall] = []
         if message is not None:
             text = message.content or message.refusal or ""
-            calls = _calls(message.tool_calls)
+            calls = names.calls_from_wire(_calls(message.tool_calls))
         return ChatResponse.of(
             request.model, text, calls, _usage(completion.usage), choice.finish_reason
         )
@@ -354,7 +360,8 @@ class OpenAIProvider:
         the first chunk is raised from the first ``anext``; one after it from the iterator.
         Leaving the iterator early closes the connection: the upstream sees it at once."""
         route = self._route(request.model)
-        body = route.body(request, stream=True)
+        names = WireNames.of_request(request)
+        body = route.body(request, names, stream=True)
         try:
             async with route.client.stream(
                 "POST", route.chat_path, body=body, headers=route.stream_headers
@@ -422,7 +429,7 @@ class OpenAIProvider:
                 retryable=True,
             )
         if calls is not None:
-            yield ChatChunk(tool_calls=calls.result())
+            yield ChatChunk(tool_calls=names.calls_from_wire(calls.result()))
             finish = "tool_calls"
         yield ChatChunk(finish_reason=finish or "stop", usage=usage or Usage())
 

@@ -14,6 +14,7 @@ from typing import Any
 import msgspec
 
 from hubbub.models import ChatRequest, Message, ToolSpec
+from hubbub.tools import WireNames
 
 __all__ = [
     "CHUNK",
@@ -130,9 +131,11 @@ def wire_messages(messages: list[Message]) -> list[WireMessage]:
     return wired
 
 
-def wire_tools(tools: list[ToolSpec]) -> list[WireTool]:
-    """hubbub's tool specs as the API takes them."""
-    return [WireTool(WireFunction(t.name, t.parameters, t.description)) for t in tools]
+def wire_tools(tools: list[ToolSpec], names: WireNames) -> list[WireTool]:
+    """hubbub's tool specs as the API takes them, named as ``names`` says."""
+    return [
+        WireTool(WireFunction(names.to_wire(t.name), t.parameters, t.description)) for t in tools
+    ]
 
 
 def body_fragment(options: dict[str, Any]) -> bytes:
@@ -157,6 +160,7 @@ def request_of(
     request: ChatRequest,
     model: str,
     defaults: dict[str, Any],
+    names: WireNames,
     *,
     tools: bool,
     stream: bool,
@@ -164,15 +168,16 @@ def request_of(
 ) -> WireRequest:
     """The body for ``request`` sent to ``model``: its own values first, then ``defaults`` (the
     model's defaultable ``options``); tools only when ``tools`` (the model supports them); the
-    request's ``user`` only when ``send_user``, and then hashed (:func:`upstream_user`)."""
+    request's ``user`` only when ``send_user``, and then hashed (:func:`upstream_user`). Tool
+    names are shown as ``names`` says (the API allows no ``.`` in them)."""
     offered = request.tools if tools else None
     wire = WireRequest(
         model,
-        wire_messages(request.messages),
+        wire_messages(names.messages_to_wire(request.messages)),
         stream,
         STREAM_OPTIONS if stream else None,
-        wire_tools(offered) if offered else None,
-        request.tool_choice if offered else None,
+        wire_tools(offered, names) if offered else None,
+        names.choice_to_wire(request.tool_choice) if offered else None,
         request.temperature,
         request.max_tokens,
         request.stop,

@@ -17,6 +17,7 @@ from litestar.openapi.datastructures import ResponseSpec
 from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
+from hubbub.auth.scopes import MAX_SCOPES
 from hubbub.events import format_id
 from hubbub.log import current_context
 from hubbub.models import Conversation, Message, Page
@@ -38,6 +39,10 @@ ModelId = Annotated[str, msgspec.Meta(min_length=1, description="A model id `/v1
 Expiry = Annotated[float, msgspec.Meta(gt=0, description="Unix seconds, in the future.")]
 
 
+ToolName = Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
+"""A tool's name or a pattern of names (``time.*``)."""
+
+
 class CreateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     """Body of ``POST /api/conversations``."""
 
@@ -47,6 +52,9 @@ class CreateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     expires_at: Expiry | None = None
     """When the conversation is deleted with its messages (Unix seconds, in the future); kept
     until deleted (or ``[retention] conversation_idle_days``) when unset."""
+    tools: Annotated[list[ToolName], msgspec.Meta(max_length=MAX_SCOPES)] | None = None
+    """The tools its replies may use, by name or pattern (``["basic.*"]``), among those you may
+    use (``GET /api/tools``); all of those when unset, none when ``[]``."""
 
 
 class UpdateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -56,6 +64,9 @@ class UpdateConversation(msgspec.Struct, kw_only=True, forbid_unknown_fields=Tru
     model: ModelId | None = None
     expires_at: Expiry | None = None
     """A new expiry (Unix seconds, in the future)."""
+    tools: Annotated[list[ToolName], msgspec.Meta(max_length=MAX_SCOPES)] | None = None
+    """The tools its replies may use from now on, by name or pattern (``["*"]``: all you may
+    use; ``[]``: none)."""
 
 
 class SendMessage(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
@@ -93,7 +104,11 @@ class ConversationsController(Controller):
         self, runtime: RuntimeDep, principal: Caller, data: JSONBody[CreateConversation]
     ) -> Conversation:
         return await runtime.conversations.create(
-            principal, title=data.title, model=data.model, expires_at=data.expires_at
+            principal,
+            title=data.title,
+            model=data.model,
+            expires_at=data.expires_at,
+            tools=data.tools,
         )
 
     @get(
@@ -130,6 +145,7 @@ class ConversationsController(Controller):
             title=data.title,
             model=data.model,
             expires_at=data.expires_at,
+            tools=data.tools,
         )
 
     @delete(

@@ -2,9 +2,9 @@
 
 * ``GET /api/keys``: the caller's keys, newest first (revoked and expired ones included), never
   a secret.
-* ``POST /api/keys`` ``{"name", "scopes"?, "models"?, "expires_at"?, "roles"?}``: a new key for
-  the caller, answered 201 with the key itself in ``key``, shown this once. Nobody grants more
-  than they hold (:meth:`hubbub.auth.apikeys.ApiKeys.grant`): 403 otherwise.
+* ``POST /api/keys`` ``{"name", "scopes"?, "models"?, "tools"?, "expires_at"?, "roles"?}``:
+  a new key for the caller, answered 201 with the key itself in ``key``, shown this once.
+  Nobody grants more than they hold (:meth:`hubbub.auth.apikeys.ApiKeys.grant`): 403 otherwise.
 * ``DELETE /api/keys/{id}``: revoke one of the caller's keys, on every process; another user's
   key is a 404.
 """
@@ -39,6 +39,9 @@ class NewKey(msgspec.Struct, kw_only=True, forbid_unknown_fields=True):
     models: Annotated[list[Word], msgspec.Meta(max_length=MAX_SCOPES)] | None = None
     """The models the key may use (ids `/v1/models` lists); default: those your credentials
     may (all, unless they are restricted)."""
+    tools: Annotated[list[Word], msgspec.Meta(max_length=MAX_SCOPES)] | None = None
+    """The tools the key may use, by name or pattern (`basic.*`); default: those your
+    credentials may (all you may use, unless they are restricted)."""
     expires_at: Annotated[float, msgspec.Meta(gt=0)] | None = None
     """When the key stops working (Unix seconds); default: never (or when the key you use
     expires)."""
@@ -86,6 +89,7 @@ class KeysController(Controller):
             roles=data.roles,
             scopes=data.scopes,
             models=data.models,
+            tools=data.tools,
             expires_at=data.expires_at,
             known_models=[model.id for model in runtime.llm.models()],
         )

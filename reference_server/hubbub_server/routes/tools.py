@@ -14,8 +14,8 @@ __all__ = ["list_tools"]
 @get(
     "/api/tools",
     tags=["tools"],
-    summary="Tools models may call, with JSON Schemas",
+    summary="The tools you may use, with JSON Schemas",
     responses=PROBLEM_RESPONSES,
 )
 async def list_tools(runtime: RuntimeDep, principal: Caller) -> dict[str, list[ToolSpec]]:
-    return {"tools": runtime.tools.specs()}
+    return {"tools": runtime.tools.for_caller(principal).specs()}
