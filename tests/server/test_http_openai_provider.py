@@ -4,6 +4,7 @@ and litellm's ``openai/<model>`` with ``api_base`` pointing at the same upstream
 
 from __future__ import annotations
 
+import re
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -222,3 +223,28 @@ def test_a_client_leaving_a_stream_stops_the_upstream_request(
     assert slow[-1].completed_at is None
     assert slow[-1].disconnected_at is not None
     assert slow[-1].disconnected_at - left < 1.0  # the issue's bound: within a second
+
+
+@PROVIDERS
+def test_hubbub_tools_reach_the_upstream_under_names_it_accepts(
+    server: LiveServer, upstream: OpenAIUpstream, names: dict[str, str]
+) -> None:
+    """OpenAI allows no '.' in a function's name: ``basic.calculator`` is offered as
+    ``basic__calculator``, and the call the model makes under that name runs the real tool."""
+    upstream_model = "native-tools" if names is NATIVE else "lite-tools"
+    before = len(seen_by_upstream(upstream, upstream_model))
+    with server.client(server.keys["alice"][1]) as alice:
+        cid = alice.post("/api/conversations", json={"model": names["tools"]}).json()["id"]
+        sent = alice.post(
+            f"/api/conversations/{cid}/messages",
+            json={"content": 'call basic__calculator {"expression": "2+3"}', "wait": True},
+        )
+        assert sent.status_code == 200, sent.text
+        assert sent.json()["reply"]["content"] == "The tool answered: 5"
+        stored = alice.get(f"/api/conversations/{cid}/messages").json()["items"]
+    assert stored[1]["tool_calls"][0]["name"] == "basic.calculator"  # hubbub's own name
+    first, second = seen_by_upstream(upstream, upstream_model)[before:]
+    offered = [tool["function"]["name"] for tool in first["tools"]]
+    assert "basic__calculator" in offered
+    assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", name) for name in offered), offered
+    assert second["messages"][1]["tool_calls"][0]["function"]["name"] == "basic__calculator"
