@@ -40,6 +40,7 @@ from hubbub_server.options import AllowEveryMethod
 from hubbub_server.problems import EXCEPTION_HANDLERS
 from hubbub_server.request import JSONRequest
 from hubbub_server.routes import ROUTES
+from hubbub_server.routes.mcp import mount_mcp
 from hubbub_server.security import provide_principal, require_caller
 from hubbub_server.shutdown import Shutdown, ShutdownPlan
 from hubbub_server.streams import StreamLimits
@@ -175,6 +176,7 @@ class HubbubPlugin(InitPlugin):
         if cors := cors_config(self.runtime.config):  # CORS stays off (or the app's) without
             app_config.cors_config = cors
         app_config.lifespan.append(self._lifespan)
+        mount_mcp(app_config, self.runtime)  # /mcp, its lifespan inside the runtime's
         # Litestar 2 takes the body limit from its constructor argument only: an app built
         # around this plugin passes it too (create_app does).
         app_config.request_max_body_size = self.runtime.config.server.max_body_bytes
