@@ -97,7 +97,10 @@ class HttpClient:
     fragment. ``ssl_context``: for ``https``; by default a verifying
     :func:`ssl.create_default_context`. ``max_connections``: requests in flight at once, hence
     connections open (0: unbounded); ``max_waiters``: requests queued beyond them before
-    :class:`~hubbub.http.PoolFullError` (0: unbounded). ``connect_timeout`` and
+    :class:`~hubbub.http.PoolFullError` (0: unbounded). ``connect_address``: an IP address to
+    connect to instead of resolving the host (the host still names the ``Host`` header and the
+    TLS server name checked against the certificate): pins a connection to an address checked
+    beforehand (see :mod:`hubbub.net`). ``connect_timeout`` and
     ``read_timeout`` in seconds (``None``: none). ``keepalive_expiry``: idle connections older
     than this are closed, not reused. ``max_response_bytes``: the largest body
     :meth:`request` and :meth:`StreamingResponse.read` accept; ``max_header_bytes``: the
@@ -118,6 +121,7 @@ class HttpClient:
         keepalive_expiry: float = 30.0,
         max_response_bytes: int = 32 * 2**20,
         max_header_bytes: int = 64 * 2**10,
+        connect_address: str | None = None,
     ) -> None:
         parts = urlsplit(base_url)
         scheme = parts.scheme.lower()
@@ -153,6 +157,7 @@ class HttpClient:
             ssl_context.set_alpn_protocols(["http/1.1"])
 
         self._host = host
+        self._connect_host = connect_address or host
         self._port = port
         self._ssl = ssl_context
         named = f"[{host}]" if ":" in host else host
@@ -424,7 +429,7 @@ class HttpClient:
             async with asyncio.timeout(self._connect_timeout):
                 _, conn = await loop.create_connection(
                     factory,
-                    self._host,
+                    self._connect_host,
                     self._port,
                     ssl=tls,
                     server_hostname=self._host if tls is not None else None,
