@@ -33,7 +33,7 @@ TUTORIAL = ROOT / "docs" / "plugins" / "first-plugin.md"
 # The template's defaults.
 DISTRIBUTION = "hubbub-example-plugin"
 PLUGIN = "example_plugin"
-TOOL = "greet"
+TOOL = "example_plugin.greet"
 
 # The ``hubbub`` console script, run by this interpreter.
 HUBBUB = [sys.executable, "-c", "from hubbub.cli import main; main()"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 import pytest
@@ -512,3 +512,22 @@ def test_wire_names_fit_model_apis_and_come_back() -> None:
     assert all(re.fullmatch(r"[A-Za-z0-9_-]{1,64}", s) for s in shown), shown
     assert [wire.from_wire(s) for s in shown] == names
     assert wire.from_wire("unknown") == "unknown"
+
+
+async def test_annotated_constraints_reach_the_schema_and_are_enforced() -> None:
+    async def pick(
+        count: Annotated[int, msgspec.Meta(ge=1, le=50, description="How many.")],
+    ) -> str:
+        return str(count)
+
+    registry = registry_of(pick)
+    (spec,) = registry.specs()
+    assert spec.parameters["properties"]["count"] == {
+        "type": "integer",
+        "minimum": 1,
+        "maximum": 50,
+        "description": "How many.",
+    }
+    refused = await registry.call(call("t.pick", '{"count": 0}'), ToolContext())
+    assert refused.content == "error: invalid arguments: count: expected 'int' >= 1"
+    assert (await registry.call(call("t.pick", '{"count": 7}'), ToolContext())).content == "7"

@@ -356,9 +356,11 @@ class Tool(Protocol):
         """Name, description and JSON Schema of the arguments."""
 
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
-        """Run the tool. Arguments were validated against ``spec.parameters``' shape by the
-        caller only as far as being a JSON object; validate the rest and report problems as a
-        result with ``is_error=True`` rather than raising."""
+        """Run the tool. The registry has validated ``arguments`` against ``spec.parameters``
+        (a :class:`~hubbub.tools.FunctionTool` against its own type) before calling. Report an
+        expected failure by raising :class:`hubbub.errors.ToolError` (or returning a result with
+        ``is_error=True``); any other exception is reported to the model as a failure of the
+        tool."""
 
 
 class ToolProvider(Component, Protocol):

@@ -98,6 +98,36 @@ def _item_struct(t: mi.Type) -> type[msgspec.Struct] | None:
     return None
 
 
+def _named_struct(t: mi.Type) -> type[msgspec.Struct] | None:
+    """The struct of each value when ``t`` is a table of tables by name (``dict[str,
+    SomeStruct]``)."""
+    if isinstance(t, mi.DictType) and isinstance(t.value_type, mi.StructType):
+        return t.value_type.cls
+    return None
+
+
+def _nested(path: str, struct_type: type[msgspec.Struct], level: int) -> list[str]:
+    """The tables inside ``struct_type`` (at TOML ``path``), each with a heading of ``level``
+    and its keys, and theirs in turn: an optional table (``[budgets.user]``), an array of
+    tables (``[[mcp.servers]]``) or tables by name (``[tools.users.<name>]``)."""
+    out: list[str] = []
+    docs = field_docs(struct_type)
+    for field in _fields(struct_type):
+        key = f"{path}.{field.encode_name}"
+        if (inner := _subtable(field)) is not None:
+            heading, inner_path = f"[{key}]", key
+        elif (inner := _item_struct(field.type)) is not None:
+            heading, inner_path = f"[[{key}]]", key
+        elif (inner := _named_struct(field.type)) is not None:
+            heading, inner_path = f"[{key}.<name>]", f"{key}.<name>"
+        else:
+            continue
+        out += [f"{'#' * level} `{heading}`", "", _text(docs.get(field.name, "")), ""]
+        out += [*_table(inner, _fields(inner)), ""]
+        out += _nested(inner_path, inner, level + 1)
+    return out
+
+
 def _default(field: mi.Field) -> Any:
     if field.default_factory is not msgspec.NODEFAULT:
         return field.default_factory()
@@ -242,12 +272,7 @@ def render_markdown(plugin_settings: Mapping[str, type[msgspec.Struct]] | None =
     for name, struct_type in tables:
         out += [f"## `[{name}]`", "", _text(inspect.getdoc(struct_type) or ""), ""]
         out += [*_table(struct_type, _fields(struct_type)), ""]
-        docs = field_docs(struct_type)
-        for field in _fields(struct_type):
-            inner = _subtable(field)
-            if inner is not None:
-                out += [f"### `[{name}.{field.encode_name}]`", "", _text(docs.get(field.name, ""))]
-                out += ["", *_table(inner, _fields(inner)), ""]
+        out += _nested(name, struct_type, 3)
         out += [f"Environment: `HUBBUB_{name.upper()}__<KEY>`.", ""]
         if struct_type is PluginsConfig:
             out += [

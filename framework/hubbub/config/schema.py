@@ -536,8 +536,9 @@ class ToolsConfig(_Section, frozen=True):
     deny: list[ToolPattern] = msgspec.field(default_factory=list)
     """Tools refused to everybody, whatever else allows them."""
     users: dict[str, ToolFilter] = msgspec.field(default_factory=dict)
-    """Filters for particular users, by user id (``[tools.users.usr_123] allow =
-    ["basic.*"]``): one replaces ``allow`` for that user; ``deny`` still applies."""
+    """Filters for particular users, by user id (the account name for local accounts and API
+    keys: ``[tools.users.alice] allow = ["basic.*"]``): its ``allow`` replaces ``[tools]
+    allow`` for that user; ``[tools] deny`` still applies."""
     rules: list[ToolRule] = msgspec.field(default_factory=list)
     """Limits and permissions by tool name (``[[tools.rules]]``), first match wins."""
     mock: bool = False

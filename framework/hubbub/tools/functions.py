@@ -109,7 +109,7 @@ class FunctionTool:
             raise ValueError(f"tool {func.__name__!r}: concurrency must be at least 1")
         self._func = func
         tool_name = name or func.__name__
-        hints = get_type_hints(func)
+        hints = get_type_hints(func, include_extras=True)
         self._context_param: str | None = None
         self._struct_param: str | None = None
         fields: list[Any] = []

@@ -174,7 +174,9 @@ class ToolRegistry:
         return self.config.mock or not entry.spec.mock
 
     async def health(self) -> Health:
-        detail = f"{len(self._entries)} tools"
+        offered = sum(1 for entry in self._entries.values() if self._offered(entry))
+        hidden = len(self._entries) - offered
+        detail = f"{offered} tools" + (f" ({hidden} mock tools hidden)" if hidden else "")
         if self.conflicts:
             return Health(status="degraded", detail=f"{detail}; " + "; ".join(self.conflicts))
         return Health(detail=detail)

@@ -22,7 +22,7 @@ from hubbub.testing import (
 
 PLUGIN = "{{ cookiecutter.plugin_name }}"
 DISTRIBUTION = "{{ cookiecutter.project_slug }}"
-TOOL = "{{ cookiecutter.tool_name }}"
+TOOL = f"{PLUGIN}.{{ cookiecutter.tool_name }}"  # namespaced by the registration
 PLUGINS = [*builtin_plugins(), PLUGIN]
 WITH_SINK = f'[events]\nsinks = ["log", "{PLUGIN}"]\n'
 
