@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from hubbub import hookimpl
+from hubbub.errors import ComponentError
 from hubbub.events import ToolFinished, ToolStarted
-from hubbub.models import Principal, ToolCall
+from hubbub.models import Message, Principal, ToolCall
 from hubbub.registry import ComponentContext, Registrar
 from hubbub.runtime import Runtime
 from hubbub.testing import FakeLLM, reply
@@ -145,3 +146,33 @@ async def test_a_conversation_s_tools_filter_what_is_offered_and_what_runs(
     assert (answer.content == "x done") is ran
     if not ran:  # the model asked anyway: refused as unknown
         assert answer.content == "error: no tool named 'slow.wait' is available"
+
+
+async def test_a_failure_to_store_a_result_of_parallel_calls_is_the_error_itself(
+    make_runtime: Callable[..., Runtime], principal: Principal
+) -> None:
+    """Not an ExceptionGroup (a 500 with ``internal_error``): the store's own error, as when
+    one call alone fails to store its result."""
+    slow, fake = Slow(), FakeLLM()
+    fake.script(
+        reply(
+            tool_calls=calls(
+                ("slow.wait", '{"label": "a", "seconds": 0}'),
+                ("slow.wait", '{"label": "b", "seconds": 0}'),
+            )
+        ),
+        reply("never"),
+    )
+    async with make_runtime(CONFIG, slow, fake) as runtime:
+        store = runtime.memory
+        append = store.append_message
+
+        async def failing(message: Message) -> Message:
+            if message.role == "tool":
+                raise ComponentError("the store is unavailable")
+            return await append(message)
+
+        store.append_message = failing  # type: ignore[method-assign]
+        conversation = await runtime.conversations.create(principal)
+        with pytest.raises(ComponentError, match="the store is unavailable"):
+            await runtime.conversations.post_message(principal, conversation.id, "go", wait=True)

@@ -4,6 +4,7 @@ permissions, and calls that go wrong."""
 from __future__ import annotations
 
 import asyncio
+import json
 from collections.abc import Callable
 from typing import Annotated, Any
 
@@ -26,6 +27,7 @@ from hubbub.tools import (
     function_tools,
     tool,
 )
+from hubbub.tools.validation import SchemaValidator
 
 
 async def greet(name: str, excited: bool = False) -> str:
@@ -531,3 +533,117 @@ async def test_annotated_constraints_reach_the_schema_and_are_enforced() -> None
     refused = await registry.call(call("t.pick", '{"count": 0}'), ToolContext())
     assert refused.content == "error: invalid arguments: count: expected 'int' >= 1"
     assert (await registry.call(call("t.pick", '{"count": 7}'), ToolContext())).content == "7"
+
+
+# -- hostile schemas, arguments and results ----------------------------------------------
+
+
+def schema_tool(parameters: dict[str, Any]) -> Handmade:
+    handmade = Handmade()
+    handmade.spec = ToolSpec(name="srv.lookup", parameters=parameters)
+    return handmade
+
+
+async def test_a_schema_referring_to_another_document_is_never_fetched_and_fails_closed() -> None:
+    import socket
+
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    listener.setblocking(False)
+    url = f"http://127.0.0.1:{listener.getsockname()[1]}/meta-data"
+    handmade = schema_tool({"type": "object", "properties": {"id": {"$ref": url}}})
+    registry = ToolRegistry({"mcp": StaticToolProvider([handmade])})
+    try:
+        result = await registry.call(call("srv.lookup", '{"id": 1}'), ToolContext())
+        with pytest.raises(BlockingIOError):
+            listener.accept()  # nobody connected
+    finally:
+        listener.close()
+    assert result.is_error
+    assert result.content == (
+        f"error: invalid arguments: the tool's schema refers to {url!r}, which is not checked"
+    )
+    assert handmade.calls == []
+
+
+async def test_a_catastrophic_pattern_is_cut_short(monkeypatch: pytest.MonkeyPatch) -> None:
+    from hubbub.tools import validation
+
+    monkeypatch.setattr(validation, "PATTERN_SECONDS", 0.05)
+    handmade = schema_tool(
+        {"type": "object", "properties": {"s": {"type": "string", "pattern": "(a|aa)+$"}}}
+    )
+    registry = ToolRegistry({"mcp": StaticToolProvider([handmade])})
+    result = await registry.call(call("srv.lookup", '{"s": "' + "a" * 60 + 'b"}'), ToolContext())
+    assert result.is_error
+    assert "took too long to check against the pattern '(a|aa)+$'" in result.content
+    assert handmade.calls == []
+
+
+async def test_arguments_larger_than_allowed_are_refused_before_decoding() -> None:
+    registry = registry_of(greet, config=ToolsConfig(max_argument_bytes=1024))
+    big = '{"name": "' + "x" * 2000 + '"}'
+    result = await registry.call(call("t.greet", big), ToolContext())
+    assert result.content == (
+        "error: arguments of 2012 bytes are more than the 1024 a tool call may carry"
+    )
+
+
+async def test_large_arguments_are_checked_off_the_event_loop(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import threading
+
+    handmade = Handmade()
+    threads: list[str] = []
+    check = SchemaValidator(handmade.spec.parameters).problem
+
+    def spying(arguments: dict[str, Any]) -> str | None:
+        threads.append(threading.current_thread().name)
+        return check(arguments)
+
+    registry = ToolRegistry({"mcp": StaticToolProvider([handmade])})
+    registry.refresh()
+    registry._entries["srv.lookup"].check = spying
+    tags = json.dumps(["t" * 10] * 4000)
+    await registry.call(call("srv.lookup", '{"id": 1, "tags": ' + tags + "}"), ToolContext())
+    await registry.call(call("srv.lookup", '{"id": 1}'), ToolContext())
+    assert threads[0] != threading.main_thread().name
+    assert threads[1] == threading.main_thread().name
+
+
+async def test_large_structured_data_is_dropped_and_events_stay_small() -> None:
+    from hubbub.events import ToolFinished
+
+    async def huge() -> dict[str, str]:
+        return {"blob": "x" * 1_200_000}
+
+    async def medium() -> dict[str, str]:
+        return {"blob": "y" * 20_000}
+
+    async def text() -> str:
+        return "plain"
+
+    registry = registry_of(huge, medium, text)
+    dropped = await registry.call(call("t.huge"), ToolContext())
+    assert dropped.data is None
+    assert dropped.content.endswith("more characters cut]")
+    kept = await registry.call(call("t.medium"), ToolContext())
+    assert kept.data == {"blob": "y" * 20_000}
+    event = ToolFinished.of(kept, 1.0)
+    assert event.result.data is None  # too large for an event: the stored message has it
+    assert event.result.content == kept.content[:16384] + "..."
+    small = ToolFinished.of(ToolResult(call_id="c", name="n", content="ok", data={"a": 1}), 1)
+    assert small.result.data == {"a": 1}
+    plain = await registry.call(call("t.text"), ToolContext())
+    assert (plain.content, plain.data) == ("plain", None)  # the content, not twice
+
+
+async def test_a_tool_set_runs_tools_for_its_own_caller() -> None:
+    registry = registry_of(who)
+    ada = principal("ada")
+    result = await registry.for_caller(ada).call(
+        call("t.who"), ToolContext(principal=principal("mallory"))
+    )
+    assert result.content == "ada"

@@ -31,6 +31,7 @@ import fnmatch
 import re
 from collections.abc import Iterable
 
+from hubbub.config.schema import TOOL_PATTERN
 from hubbub.errors import InvalidRequestError, PermissionDeniedError
 from hubbub.models import ModelInfo, Principal
 
@@ -97,7 +98,7 @@ def check_scopes(values: Iterable[str], *, field: str = "scopes") -> frozenset[s
     return frozenset(words)
 
 
-_TOOL_PATTERN = re.compile(r"[A-Za-z0-9_.*-]{1,160}")
+_TOOL_PATTERN = re.compile(TOOL_PATTERN)
 
 
 def check_tools(values: Iterable[str], *, field: str = "tools") -> frozenset[str]:
@@ -105,7 +106,7 @@ def check_tools(values: Iterable[str], *, field: str = "tools") -> frozenset[str
     (:class:`InvalidRequestError` naming ``field`` otherwise)."""
     words = _words(values, 160, "tool", field)
     for index, word in enumerate(words):
-        if not _TOOL_PATTERN.fullmatch(word):
+        if not _TOOL_PATTERN.match(word):
             raise InvalidRequestError(
                 f"tool {word!r} is not a tool name or pattern: use letters, digits, '_', '-', "
                 "'.' and '*'",
@@ -118,6 +119,12 @@ def narrow_tools(held: frozenset[str] | None, requested: frozenset[str] | None) 
     """The tool patterns a new credential gets, made by a caller restricted to ``held``
     (``None``: not restricted): like :func:`narrow`, where a requested name without ``*``
     that one of ``held`` matches is within it too."""
+    if requested is not None and not requested:
+        raise InvalidRequestError(
+            "give at least one tool (a key cannot be restricted to none); leave tools out for "
+            "every tool you may use",
+            field="tools",
+        )
     if not held or not requested:
         return narrow(held or frozenset(), requested, "tools")
     beyond = {

@@ -475,7 +475,11 @@ class BudgetsConfig(_Section, frozen=True):
     process that crashed holding one frees it then. Keep it above the longest reply."""
 
 
-ToolPattern = Annotated[str, msgspec.Meta(pattern=r"^[A-Za-z0-9_.*-]{1,160}$")]
+TOOL_PATTERN = r"^[A-Za-z0-9_.*-]{1,160}$"
+"""What a tool name or pattern of names may be: letters, digits, ``_``, ``-``, ``.`` and ``*``,
+at most 160 characters."""
+
+ToolPattern = Annotated[str, msgspec.Meta(pattern=TOOL_PATTERN)]
 """A tool name, or a pattern of names where ``*`` stands for any characters (``time.*``,
 ``*.search``, ``*``)."""
 
@@ -530,6 +534,9 @@ class ToolsConfig(_Section, frozen=True):
     or a rule says otherwise; more wait for a slot within their timeout."""
     parallel_calls: Annotated[int, msgspec.Meta(ge=1, le=64)] = 8
     """Tool calls of one model reply run at once (1 to 64); the rest wait their turn."""
+    max_argument_bytes: Annotated[int, msgspec.Meta(ge=1024, le=16 * 1024 * 1024)] = 256 * 1024
+    """The largest arguments (JSON text, in bytes) a tool call may carry (1 KiB to 16 MiB);
+    larger ones are refused with an error the model can read, before they are decoded."""
     allow: list[ToolPattern] = msgspec.field(default_factory=lambda: ["*"])
     """Tools every user may use, by name or pattern; a tool matching none is refused to
     everybody without a filter of their own in ``[tools.users]``."""

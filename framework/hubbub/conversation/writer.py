@@ -25,6 +25,7 @@ import msgspec
 from hubbub.contracts import MemoryStore, ToolContext
 from hubbub.conversation.context import ContextBuilder
 from hubbub.conversation.running import Progress
+from hubbub.errors import HubbubError
 from hubbub.events import (
     EventBus,
     MessageCompleted,
@@ -169,8 +170,11 @@ class ReplyWriter:
             async with slots:
                 return await self._run_tool(call, context)
 
-        async with asyncio.TaskGroup() as group:
-            running = [group.create_task(one(call)) for call in calls]
+        try:
+            async with asyncio.TaskGroup() as group:
+                running = [group.create_task(one(call)) for call in calls]
+        except BaseExceptionGroup as failed:  # the same error one call alone would raise
+            raise _first_error(failed) from None
         return [task.result() for task in running]
 
     async def _run_tool(self, call: ToolCall, context: ToolContext) -> Message:
@@ -209,3 +213,18 @@ class ReplyWriter:
             raise
         then(stored)
         return stored
+
+
+def _first_error(group: BaseExceptionGroup[BaseException]) -> BaseException:
+    """The error of ``group`` to raise in its place: the first :class:`HubbubError` (it has
+    its own status and code), else the first that is not a cancellation."""
+    errors: list[BaseException] = []
+    pending: list[BaseException] = [group]
+    while pending:
+        error = pending.pop(0)
+        if isinstance(error, BaseExceptionGroup):
+            pending[:0] = error.exceptions
+        elif not isinstance(error, asyncio.CancelledError):
+            errors.append(error)
+    chosen = next((e for e in errors if isinstance(e, HubbubError)), None)
+    return chosen or (errors[0] if errors else group)

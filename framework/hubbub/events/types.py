@@ -111,7 +111,9 @@ class Status(Event, tag="status", frozen=True):
 SUMMARY_CHARS = 200
 """The longest :attr:`ToolFinished.summary`."""
 EVENT_CONTENT_CHARS = 16 * 1024
-"""The most of a tool result's content a :class:`ToolFinished` event carries."""
+"""The most of a tool result's content a :class:`ToolFinished` event carries; larger ``data``
+(encoded) is left out of the event."""
+_ENCODER = msgspec.json.Encoder()
 
 
 class ToolStarted(Event, tag="tool.started", frozen=True):
@@ -144,6 +146,8 @@ class ToolFinished(Event, tag="tool.finished", frozen=True):
             result = msgspec.structs.replace(
                 result, content=content[:EVENT_CONTENT_CHARS] + "...", data=None
             )
+        elif result.data is not None and len(_ENCODER.encode(result.data)) > EVENT_CONTENT_CHARS:
+            result = msgspec.structs.replace(result, data=None)
         return cls(
             result=result,
             duration_ms=duration_ms,

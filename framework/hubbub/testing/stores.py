@@ -70,8 +70,14 @@ class MemoryStoreContract:
             model="offline/echo",
             metadata={"tags": ["a", "b"], "n": 1},
             expires_at=now() + 3600,
+            tools=["basic.*", "time.get_current_time"],
         )
         assert await store.get_conversation(created.id) == created
+        no_tools = await _conversation(store, _owner(), tools=[])
+        assert (await store.get_conversation(no_tools.id)) == no_tools
+        read = await store.get_conversation(no_tools.id)
+        assert read is not None
+        assert read.tools == []  # no tools at all, which is not "unset"
 
     async def test_an_unknown_conversation_is_none(self, store: MemoryStore) -> None:
         assert await store.get_conversation(new_id("conv_")) is None

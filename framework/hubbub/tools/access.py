@@ -1,4 +1,8 @@
-"""Who may use which tool: deny by default, every filter must let a tool through.
+"""Who may use which tool: every filter must let a tool through, and a filter lets through only
+what it names (deny by default). The configuration's own filter, ``[tools] allow``, names every
+tool (``["*"]``) unless set otherwise: an operator who adds a tool provider or an MCP server
+offers its tools to every user until ``[tools] allow``, ``[tools.users]`` or a
+``[[tools.rules]]`` entry (``roles``) says otherwise.
 
 A caller may use a tool when all of these allow it:
 

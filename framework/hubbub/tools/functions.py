@@ -178,7 +178,7 @@ class FunctionTool:
             kwargs[self._context_param] = context
         value = await self._func(**kwargs)
         if isinstance(value, str):
-            return ToolResult(call_id="", name=self._spec.name, content=value, data=value)
+            return ToolResult(call_id="", name=self._spec.name, content=value)
         data = msgspec.to_builtins(value)
         content = msgspec.json.encode(data).decode()
         return ToolResult(call_id="", name=self._spec.name, content=content, data=data)

@@ -88,8 +88,10 @@ class WireNames:
             if name in self._to:
                 continue
             wire = self._wire(name)
-            if wire in self._back:  # two names met on one wire name
-                wire = self._hashed(name)
+            salt = 0
+            while wire in self._back:  # two names met on one wire name
+                wire = self._hashed(f"{name}#{salt}" if salt else name)
+                salt += 1
             self._to[name] = wire
             self._back[wire] = name
 

@@ -38,7 +38,11 @@ MOCK = "mock"
 
 MAX_CONTENT = 1_000_000
 """The most characters of a result's content kept (and shown to the model); the rest is cut
-with a note saying so."""
+with a note saying so. Structured ``data`` larger than this once encoded is dropped."""
+
+OFF_LOOP_ARGUMENTS = 32 * 1024
+"""Arguments larger than this (bytes of JSON) are checked against their schema on a worker
+thread, off the event loop."""
 
 
 @dataclass(slots=True)
@@ -195,7 +199,7 @@ class ToolRegistry:
     ) -> ToolSet:
         """The tools ``principal`` may use, in ``conversation`` when given (see
         :mod:`hubbub.tools.access`)."""
-        return ToolSet(self, ToolAccess.of(principal, self.config, conversation))
+        return ToolSet(self, ToolAccess.of(principal, self.config, conversation), principal)
 
     async def call(self, call: ToolCall, context: ToolContext) -> ToolResult:
         """Run ``call`` for ``context.principal`` (outside any conversation's own filter):
@@ -214,6 +218,13 @@ class ToolRegistry:
         entry = self._find(call.name)
         if entry is None or not access.allows(entry.spec):
             return _failed(call, f"error: no tool named {call.name!r} is available")
+        size = len(call.arguments.encode()) if call.arguments else 0
+        if size > self.config.max_argument_bytes:
+            return _failed(
+                call,
+                f"error: arguments of {size} bytes are more than the "
+                f"{self.config.max_argument_bytes} a tool call may carry",
+            )
         try:
             arguments = msgspec.json.decode(call.arguments or "{}")
         except (msgspec.DecodeError, RecursionError, ValueError) as exc:
@@ -221,7 +232,10 @@ class ToolRegistry:
             return _failed(call, f"error: arguments are not valid JSON: {reason}")
         if not isinstance(arguments, dict):
             return _failed(call, "error: arguments must be a JSON object")
-        problem = entry.check(arguments)
+        if size > OFF_LOOP_ARGUMENTS:
+            problem = await asyncio.to_thread(entry.check, arguments)
+        else:
+            problem = entry.check(arguments)
         if problem is not None:
             return _failed(call, f"error: invalid arguments: {problem}")
         started = time.perf_counter()
@@ -238,22 +252,21 @@ class ToolRegistry:
             logger.exception("tool %s failed", call.name, extra={"tool": call.name})
             return _failed(call, f"error: tool {call.name!r} failed: {describe_error(exc)}")
         logger.debug("tool %s ran in %.1f ms", call.name, (time.perf_counter() - started) * 1000)
-        content = result.content
-        if len(content) > MAX_CONTENT:
-            cut = len(content) - MAX_CONTENT
-            content = f"{content[:MAX_CONTENT]}\n[{cut} more characters cut]"
-        return msgspec.structs.replace(result, call_id=call.id, name=call.name, content=content)
+        return _bounded(result, call)
 
 
 class ToolSet:
     """The tools one caller may use in one place, and the way to call them
     (:meth:`ToolRegistry.for_caller`)."""
 
-    __slots__ = ("_access", "_call", "_registry")
+    __slots__ = ("_access", "_call", "_principal", "_registry")
 
-    def __init__(self, registry: ToolRegistry, access: ToolAccess) -> None:
+    def __init__(
+        self, registry: ToolRegistry, access: ToolAccess, principal: Principal | None
+    ) -> None:
         self._registry = registry
         self._access = access
+        self._principal = principal
         self._call = chain_tool(
             registry.middleware, lambda call, context: registry._run(access, call, context)
         )
@@ -270,7 +283,10 @@ class ToolSet:
     async def call(self, call: ToolCall, context: ToolContext) -> ToolResult:
         """Run ``call`` through the middleware. Every failure (unknown or forbidden tool, bad
         JSON, invalid arguments, exception, timeout, a middleware's refusal) comes back as a
-        result with ``is_error=True`` that the model can read; it is never raised."""
+        result with ``is_error=True`` that the model can read; it is never raised. The tool
+        runs for the caller the set was made for, whoever ``context`` names."""
+        if context.principal is not self._principal:
+            context = msgspec.structs.replace(context, principal=self._principal)
         try:
             return await self._call(call, context)
         except HubbubError as exc:  # a middleware refused the call
@@ -278,6 +294,25 @@ class ToolSet:
         except Exception as exc:
             logger.exception("tool middleware failed on %s", call.name, extra={"tool": call.name})
             return _failed(call, f"error: tool {call.name!r} failed: {describe_error(exc)}")
+
+
+def _bounded(result: ToolResult, call: ToolCall) -> ToolResult:
+    """``result`` answering ``call``, its content cut at :data:`MAX_CONTENT` characters and
+    its ``data`` dropped when larger than that."""
+    content, data = result.content, result.data
+    if len(content) > MAX_CONTENT:
+        cut = len(content) - MAX_CONTENT
+        content = f"{content[:MAX_CONTENT]}\n[{cut} more characters cut]"
+    if data is not None and not isinstance(data, bool | int | float):
+        try:
+            too_large = len(msgspec.json.encode(data)) > MAX_CONTENT
+        except (TypeError, ValueError, OverflowError):  # not JSON: clients could not read it
+            too_large = True
+        if too_large:
+            data = None
+    return msgspec.structs.replace(
+        result, call_id=call.id, name=call.name, content=content, data=data
+    )
 
 
 def _failed(call: ToolCall, message: str) -> ToolResult:

@@ -18,6 +18,7 @@ from litestar.params import FromPath, JSONBody, Parameter
 from litestar.response import ServerSentEvent
 
 from hubbub.auth.scopes import MAX_SCOPES
+from hubbub.config.schema import TOOL_PATTERN
 from hubbub.events import format_id
 from hubbub.log import current_context
 from hubbub.models import Conversation, Message, Page
@@ -39,7 +40,7 @@ ModelId = Annotated[str, msgspec.Meta(min_length=1, description="A model id `/v1
 Expiry = Annotated[float, msgspec.Meta(gt=0, description="Unix seconds, in the future.")]
 
 
-ToolName = Annotated[str, msgspec.Meta(min_length=1, max_length=160)]
+ToolName = Annotated[str, msgspec.Meta(pattern=TOOL_PATTERN)]
 """A tool's name or a pattern of names (``time.*``)."""
 
 
