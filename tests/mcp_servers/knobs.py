@@ -8,7 +8,9 @@ Tools: ``echo`` (text), ``add`` (structured output), ``pid``, ``env`` (the envir
 sees, as JSON), ``crash`` (exits the process mid-call), ``hang`` (never answers),
 ``slow`` (answers after ``seconds``), ``fail`` (an ``isError`` result), ``image`` (an image
 block and a text block), ``grow`` (adds a tool ``extra`` and sends ``tools/list_changed``),
-``weird name!`` (a name hubbub must sanitise).
+``weird name!`` (a name hubbub must sanitise), ``crowd`` (adds many tools, a long description,
+a huge schema), ``chatter`` (sends ``list_changed`` again and again), ``big`` (a huge result),
+``noise`` (writes lines that are not JSON to stdout).
 """
 
 from __future__ import annotations
@@ -118,6 +120,56 @@ async def grow(ctx: Context) -> str:
     return "grown"
 
 
+@server.tool()
+async def crowd(ctx: Context, count: int, description_chars: int = 0, schema_bytes: int = 0) -> str:
+    """Add ``count`` tools (``crowd_0000``...), one ``wordy`` whose description has
+    ``description_chars`` characters (when more than 0) and one ``bulky`` whose input schema is
+    about ``schema_bytes`` bytes of JSON (when more than 0); tell the client."""
+
+    def member() -> str:
+        """One of a crowd."""
+        return "here"
+
+    for number in range(count):
+        server.add_tool(member, name=f"crowd_{number:04d}")
+    if description_chars:
+        server.add_tool(member, name="wordy", description="w" * description_chars)
+    if schema_bytes:
+        bulky = server._tool_manager.add_tool(member, name="bulky")
+        huge = {"type": "object", "description": "b" * schema_bytes}
+        server._tool_manager._tools["bulky"] = bulky.model_copy(update={"parameters": huge})
+    await ctx.session.send_tool_list_changed()
+    return "crowded"
+
+
+@server.tool()
+async def chatter(ctx: Context, times: int, pause: float = 0.0) -> str:
+    """Send ``tools/list_changed`` ``times`` times, ``pause`` seconds apart (the list does not
+    change)."""
+    for _ in range(times):
+        await ctx.session.send_tool_list_changed()
+        await anyio.sleep(pause)
+    return "chattered"
+
+
+@server.tool()
+def big(size: int) -> str:
+    """A text of ``size`` characters."""
+    return "x" * size
+
+
+@server.tool()
+def noise(lines: int) -> str:
+    """Write ``lines`` lines that are not JSON to stdout (stdio only), then answer."""
+    # (to the pipe the messages go through: the server moves them off fd 1)
+    os.write(_WIRE[0], "".join(f"not json {number}\n" for number in range(lines)).encode())
+    return "noisy"
+
+
+_WIRE = [1]
+"""A copy of the process's stdout, taken before the stdio server diverts fd 1."""
+
+
 def _weird() -> str:
     """A tool whose name has characters hubbub does not allow."""
     return "weird"
@@ -219,10 +271,12 @@ def _recorder(app: Any) -> Any:
     return recorded
 
 
-def _http(port: int, token: str | None, client_secret: str | None, ttl: int) -> None:
+def _http(
+    port: int, token: str | None, client_secret: str | None, ttl: int, json_response: bool
+) -> None:
     import uvicorn
 
-    app: Any = server.streamable_http_app()
+    app: Any = server.streamable_http_app(json_response=json_response)
     if token is not None or client_secret is not None:
         app = _guard(app, token, client_secret, ttl)
     app = _recorder(app)
@@ -236,14 +290,16 @@ def main() -> None:
     parser.add_argument("--token", help="a bearer token every request must carry")
     parser.add_argument("--client-secret", help="serve /token for the client 'hubbub'")
     parser.add_argument("--token-ttl", type=int, default=3600)
+    parser.add_argument("--json", action="store_true", help="answer with JSON, not SSE")
     parser.add_argument("--tag", help="ignored: lets a test find its processes")
     options = parser.parse_args()
     sys.stderr.write("knobs server starting\n")
     sys.stderr.flush()
     if options.transport == "stdio":
+        _WIRE[0] = os.dup(1)
         server.run("stdio")
     else:
-        _http(options.port, options.token, options.client_secret, options.token_ttl)
+        _http(options.port, options.token, options.client_secret, options.token_ttl, options.json)
 
 
 if __name__ == "__main__":

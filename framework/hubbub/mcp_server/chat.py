@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import mcp_types as types
 import msgspec
 
+from hubbub.auth.scopes import check_model
 from hubbub.conversation.engine import ConversationEngine
 from hubbub.errors import HubbubError
 from hubbub.models import Principal
@@ -97,6 +98,19 @@ def _error(text: str) -> types.CallToolResult:
     )
 
 
+async def _discard(engine: ConversationEngine, principal: Principal, conversation_id: str) -> None:
+    """Delete the conversation made for a turn that failed before it began (so each failure
+    does not leave an empty conversation behind)."""
+    try:
+        await engine.delete(principal, conversation_id)
+    except HubbubError as exc:  # the failure reported is the turn's, not this one
+        logger.warning(
+            "could not delete the conversation %s of a failed chat turn: %s",
+            conversation_id,
+            public_message(exc),
+        )
+
+
 async def run_chat(
     engine: ConversationEngine,
     principal: Principal,
@@ -112,10 +126,16 @@ async def run_chat(
         args = msgspec.convert(arguments or {}, ChatArguments)
     except msgspec.ValidationError as exc:
         return _error(f"invalid arguments: {exc}")
+    conversation_id = args.conversation_id
+    created = False
     try:
-        conversation_id = args.conversation_id
         if conversation_id is None:
+            # what would fail the turn, checked before a conversation is made for it
+            if args.model is not None:
+                engine.llm.resolve(args.model)
+            check_model(principal, args.model or engine.llm.default_model)
             conversation_id = (await engine.create(principal)).id
+            created = True
         _, reply = await engine.post_message(
             principal,
             conversation_id,
@@ -125,6 +145,8 @@ async def run_chat(
             request_id=request_id,
         )
     except HubbubError as exc:
+        if created and conversation_id is not None:
+            await _discard(engine, principal, conversation_id)
         return _error(public_message(exc))
     if reply is None:  # pragma: no cover - wait=True always returns the reply
         return _error("the reply did not complete")

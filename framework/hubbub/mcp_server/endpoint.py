@@ -49,11 +49,6 @@ class McpEndpoint:
         self._manager: StreamableHTTPSessionManager | None = None
         logging.getLogger(_TRANSPORT_LOGGER).addFilter(_QUIET)  # the same filter: added once
 
-    @property
-    def is_running(self) -> bool:
-        """Whether :meth:`running` is active (requests can be served)."""
-        return self._manager is not None
-
     @contextlib.asynccontextmanager
     async def running(self) -> AsyncIterator[None]:
         """Run a session manager while the block runs (the app's lifespan); requests in flight

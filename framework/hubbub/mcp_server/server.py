@@ -44,9 +44,15 @@ class _Handlers:
     def __init__(self, runtime: Runtime) -> None:
         self.runtime = runtime
 
+    def chat_spec(self) -> ToolSpec:
+        """The ``chat`` tool's effective spec: the first ``[[tools.rules]]`` matching ``chat``
+        applied, as the registry applies them to every tool."""
+        return self.runtime.tools.with_rules(_CHAT_SPEC)
+
     def chat_allowed(self, principal: Principal) -> bool:
-        """Whether the caller's tool filters let ``chat`` through."""
-        return ToolAccess.of(principal, self.runtime.config.tools).allows(_CHAT_SPEC)
+        """Whether the caller's tool filters and the rules about ``chat`` (its roles and
+        scopes) let ``chat`` through."""
+        return ToolAccess.of(principal, self.runtime.config.tools).allows(self.chat_spec())
 
     async def list_tools(
         self, ctx: ServerRequestContext[Any, Any], params: types.PaginatedRequestParams | None

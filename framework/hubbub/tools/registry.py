@@ -59,8 +59,8 @@ class _Entry:
     timeout: float
 
 
-def _effective(spec: ToolSpec, name: str, source: str, rule: ToolRule | None) -> ToolSpec:
-    changes: dict[str, Any] = {"name": name, "source": source}
+def _effective(spec: ToolSpec, source: str, rule: ToolRule | None) -> ToolSpec:
+    changes: dict[str, Any] = {"source": source}
     if rule is not None:
         for field in ("timeout", "concurrency", "roles", "scopes"):
             value = getattr(rule, field)
@@ -163,8 +163,7 @@ class ToolRegistry:
         old = self._entries.get(name)
         if old is not None and old.tool is tool:
             return old
-        rule = next((r for r in self.config.rules if matches((r.match,), name)), None)
-        spec = _effective(tool.spec, name, provider, rule)
+        spec = self.with_rules(msgspec.structs.replace(tool.spec, name=name), provider)
         return _Entry(
             provider=provider,
             tool=tool,
@@ -173,6 +172,13 @@ class ToolRegistry:
             slots=asyncio.Semaphore(spec.concurrency or self.config.concurrency),
             timeout=spec.timeout or self.config.call_timeout,
         )
+
+    def with_rules(self, spec: ToolSpec, source: str = "") -> ToolSpec:
+        """``spec`` (of a tool named in full) as the registry runs it: from ``source``, with
+        the first ``[[tools.rules]]`` entry matching its name applied. Tools served apart from
+        the registry (``/mcp``'s ``chat``) are judged by it too."""
+        rule = next((r for r in self.config.rules if matches((r.match,), spec.name)), None)
+        return _effective(spec, source, rule)
 
     def _offered(self, entry: _Entry) -> bool:
         return self.config.mock or not entry.spec.mock

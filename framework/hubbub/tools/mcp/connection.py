@@ -3,6 +3,13 @@
 :func:`connect` is an async context manager: entered and left in the one task that owns the
 connection (the server's supervisor), as the ``mcp`` package requires of its transports and
 sessions. Other tasks use the :class:`Connection`'s session, which is safe to share.
+
+Limits on what a server sends: over HTTP every response body is bounded by
+:data:`~hubbub.tools.mcp.http_limits.MAX_RESPONSE_BYTES` (:mod:`hubbub.tools.mcp.http_limits`),
+and each event of an event stream too; over stdio each message (line) by
+:data:`~hubbub.tools.mcp.stdio.MAX_MESSAGE_BYTES` (:mod:`hubbub.tools.mcp.stdio`, which spawns
+the server and reads its stdout in linear time). Lines of a stdio server's stdout that are not
+JSON-RPC are reported as warnings, at most :data:`NOISE_BURST` per :data:`STDERR_WINDOW`.
 """
 
 from __future__ import annotations
@@ -22,12 +29,13 @@ import mcp_types
 from anyio.abc import TaskGroup
 from anyio.streams.memory import MemoryObjectReceiveStream, MemoryObjectSendStream
 from mcp import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
 from mcp.client.streamable_http import streamable_http_client
 from mcp.shared.message import SessionMessage
 
 from hubbub.config import McpServerConfig
+from hubbub.tools.mcp.http_limits import MAX_RESPONSE_BYTES, BoundedTransport
 from hubbub.tools.mcp.oauth import BearerAuth, ClientCredentials
+from hubbub.tools.mcp.stdio import stdio_transport
 
 __all__ = [
     "CLIENT_INFO",
@@ -43,13 +51,18 @@ CLIENT_INFO = mcp_types.Implementation(name="hubbub", version="1")
 
 INHERITED = ("PATH", "HOME", "LANG", "LC_ALL", "TZ")
 """Variables of hubbub's environment a stdio server gets (when set); nothing else of it.
-(The ``mcp`` package adds ``LOGNAME``, ``SHELL``, ``TERM`` and ``USER`` when set.)"""
+(The transport adds ``LOGNAME``, ``SHELL``, ``TERM`` and ``USER`` when set, as the ``mcp``
+package does.)"""
 
 STDERR_LINE_MAX = 2000
 """Characters of one stderr line logged; the rest is cut."""
 STDERR_BURST = 100
 """Lines of a server's stderr logged per :data:`STDERR_WINDOW`; more are counted, not logged."""
 STDERR_WINDOW = 60.0
+"""Seconds of the window :data:`STDERR_BURST` counts lines in."""
+NOISE_BURST = 10
+"""Warnings about what a server sent that is not a message (a stdout line that is not JSON,
+a transport error) logged per :data:`STDERR_WINDOW`; more are counted, then reported in one."""
 STDERR_DRAIN = 0.5
 """Seconds given to log a stopped server's last stderr lines."""
 
@@ -73,6 +86,33 @@ def child_environment(
     return env
 
 
+class Throttle:
+    """Lets at most ``burst`` events through per :data:`STDERR_WINDOW`; counts the others."""
+
+    def __init__(self, burst: int) -> None:
+        self.burst = burst
+        self._window = time.monotonic()
+        self._count = 0
+        self.dropped = 0
+        """Events held back since the last :meth:`take_dropped`."""
+
+    def allow(self) -> bool:
+        """Whether one more event may be logged now (else it is counted)."""
+        now = time.monotonic()
+        if now - self._window > STDERR_WINDOW:
+            self._window, self._count = now, 0
+        if self._count >= self.burst:
+            self.dropped += 1
+            return False
+        self._count += 1
+        return True
+
+    def take_dropped(self) -> int:
+        """How many were held back since the last call (and reset that count)."""
+        dropped, self.dropped = self.dropped, 0
+        return dropped
+
+
 class StderrLog:
     """Logs a child's stderr, line by line, bounded: long lines cut, at most
     :data:`STDERR_BURST` lines per :data:`STDERR_WINDOW` (the rest counted and reported)."""
@@ -83,12 +123,9 @@ class StderrLog:
         self._window = time.monotonic()
         self._count = 0
         self._dropped = 0
-        self.lines = 0
-        """Lines received in all."""
 
     def line(self, text: str) -> None:
         """Log one line (without its newline)."""
-        self.lines += 1
         now = time.monotonic()
         if now - self._window > STDERR_WINDOW:
             self.flush()
@@ -154,6 +191,12 @@ class Connection:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     """Set when the server says its tool list changed; whoever reads the list again clears
     it first."""
+    failure: list[str] = field(default_factory=list)
+    """Why the transport ended the connection, when it knows (a message too large)."""
+
+    def why_closed(self, default: str) -> str:
+        """Why the connection ended: what the transport said, else ``default``."""
+        return self.failure[-1] if self.failure else default
 
 
 async def _relay(
@@ -184,22 +227,39 @@ async def connect(
     ``connect_timeout``). Leaving the context closes the session and the transport: a stdio
     server's process is told to stop, then terminated, then killed."""
     closed, changed = asyncio.Event(), asyncio.Event()
+    noise = Throttle(NOISE_BURST)
+
+    def report_noise() -> None:
+        if dropped := noise.take_dropped():
+            logger.warning(
+                "MCP server %s: %d more transport errors (unparsable lines...) not logged "
+                "(more than %d a minute)",
+                config.name,
+                dropped,
+                NOISE_BURST,
+                extra={"mcp_server": config.name},
+            )
 
     async def on_message(message: Any) -> None:
         if isinstance(message, mcp_types.ToolListChangedNotification):
             changed.set()
         elif isinstance(message, Exception):
+            if not noise.allow():
+                return
+            report_noise()
             logger.warning(
                 "MCP server %s: transport error: %s",
                 config.name,
-                message,
+                str(message)[:STDERR_LINE_MAX],
                 extra={"mcp_server": config.name},
             )
 
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(report_noise)  # the last count, when the connection ends
         refused: list[int] = []  # HTTP statuses >= 400 the server answered with
+        failure: list[str] = []  # why the transport ended the connection, when it knows
         if config.transport == "stdio":
-            read, write = await _open_stdio(config, stack, logger)
+            read, write = await _open_stdio(config, stack, logger, failure)
         else:
             read, write = await _open_http(config, stack, credentials, call_timeout, refused)
         relay_send, relay_receive = anyio.create_memory_object_stream[SessionMessage | Exception](0)
@@ -218,11 +278,14 @@ async def connect(
             if refused:
                 raise ServerDown(f"the server answered HTTP {refused[-1]}") from exc
             raise
-        yield Connection(session=session, closed=closed, changed=changed)
+        yield Connection(session=session, closed=closed, changed=changed, failure=failure)
 
 
 async def _open_stdio(
-    config: McpServerConfig, stack: contextlib.AsyncExitStack, logger: logging.Logger
+    config: McpServerConfig,
+    stack: contextlib.AsyncExitStack,
+    logger: logging.Logger,
+    failure: list[str],
 ) -> Any:
     assert config.command is not None
     stderr = StderrLog(logging.getLogger(f"hubbub.tools.mcp.{config.name}"), config.name)
@@ -246,14 +309,16 @@ async def _open_stdio(
             group.cancel_scope.cancel()
 
         stack.push_async_callback(stop_pump)
-        parameters = StdioServerParameters(
-            command=config.command,
-            args=list(config.args),
-            env=child_environment(config),
-            cwd=config.cwd,
-            encoding_error_handler="replace",
+        streams = await stack.enter_async_context(
+            stdio_transport(
+                config.command,
+                list(config.args),
+                env=child_environment(config),
+                cwd=config.cwd,
+                errlog=errlog,
+                failure=failure,
+            )
         )
-        streams = await stack.enter_async_context(stdio_client(parameters, errlog=errlog))
         errlog.close()  # the child has its copy; the pipe ends when the child (tree) exits
         pipe = os.fdopen(read_fd, "rb", buffering=0)
         pump_started = True
@@ -290,6 +355,11 @@ async def _open_http(
             ),
             auth=BearerAuth(credentials) if credentials is not None else None,
             event_hooks={"response": [note]},
+            transport=BoundedTransport(limit=MAX_RESPONSE_BYTES),
         )
     )
-    return await stack.enter_async_context(streamable_http_client(config.url, http_client=client))
+    return await stack.enter_async_context(
+        streamable_http_client(
+            config.url, http_client=client, max_sse_event_size=MAX_RESPONSE_BYTES
+        )
+    )

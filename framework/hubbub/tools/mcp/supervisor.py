@@ -28,6 +28,17 @@ STOP_GRACE = 10.0
 """Seconds the supervisor waits for its connection to close when stopped (a stdio server gets
 2 s to exit after its stdin closes, 2 more after SIGTERM, then SIGKILL)."""
 
+MAX_PAGES = 100
+"""Pages of a tool listing read at most: a server that never stops paging is cut there."""
+
+MAX_LISTED = 10_000
+"""Tools of one listing read at most (before the server's ``tools`` patterns and the limits of
+:mod:`hubbub.tools.mcp.tools` apply): paging stops there."""
+
+REFRESH_INTERVAL = 1.0
+"""The least seconds between two listings of a server's tools: ``list_changed`` notifications
+arriving faster are coalesced into one listing per interval."""
+
 
 def _reason(error: BaseException) -> str:
     """Why a connection failed, in a few words."""
@@ -80,6 +91,11 @@ class ServerSupervisor:
         """The live connection, while the server is up."""
         self.tools: list[McpTool] = []
         """Its tools while it is up (empty while down)."""
+        self.problems: list[str] = []
+        """What the last listing left out or changed (too many tools, schemas too large...)."""
+        self.listings = 0
+        """How many times its tools were listed."""
+        self._listed_at = -REFRESH_INTERVAL
         self.reason = "not connected yet"
         """Why it is down, while it is."""
         self.next_try: float | None = None
@@ -161,7 +177,7 @@ class ServerSupervisor:
         """Connect, list the tools, watch the connection; raise why it ended. Closing the
         connection is bounded by the server's ``connect_timeout`` (an HTTP server that no
         longer answers would hold its session's ``DELETE``); a stdio server is stopped
-        whatever happens (the ``mcp`` package shields that)."""
+        whatever happens (:func:`~hubbub.tools.mcp.stdio.stdio_transport` shields that)."""
         self.next_try = None
         failure = "the connection ended"
         with anyio.CancelScope() as teardown:
@@ -194,6 +210,7 @@ class ServerSupervisor:
                 finally:
                     self.connection = None
                     self.tools = []
+                    self.problems = []
                     teardown.deadline = anyio.current_time() + self.config.connect_timeout
         if teardown.cancelled_caught:
             self._log.warning(
@@ -219,8 +236,18 @@ class ServerSupervisor:
                     waiter.cancel()
                 await asyncio.gather(*waits, return_exceptions=True)
             if connection.closed.is_set():
-                raise ServerDown("the server closed the connection")
+                raise ServerDown(connection.why_closed("the server closed the connection"))
             if connection.changed.is_set():
+                # at most one listing per REFRESH_INTERVAL: notifications arriving meanwhile
+                # are answered by the one listing after the wait
+                wait = self._listed_at + REFRESH_INTERVAL - time.monotonic()
+                if wait > 0:
+                    try:
+                        await asyncio.wait_for(connection.closed.wait(), wait)
+                    except TimeoutError:
+                        pass
+                    else:
+                        raise ServerDown(connection.why_closed("the server closed the connection"))
                 connection.changed.clear()
                 with anyio.fail_after(self.config.connect_timeout):
                     self.tools = await self._list(connection)
@@ -240,16 +267,36 @@ class ServerSupervisor:
                 ) from None
 
     async def _list(self, connection: Connection) -> list[McpTool]:
+        """Read the server's tools (its pages, within :data:`MAX_PAGES` and
+        :data:`MAX_LISTED`); note what was left out in :attr:`problems`."""
+        self._listed_at = time.monotonic()
+        self.listings += 1
         listed: list[mcp_types.Tool] = []
         cursor: str | None = None
-        for _ in range(100):  # pages: a server that never stops paging is cut
+        cut: str | None = None
+        for _ in range(MAX_PAGES):
             params = mcp_types.PaginatedRequestParams(cursor=cursor) if cursor else None
             page = await connection.session.list_tools(params=params)
             listed.extend(page.tools)
             cursor = page.next_cursor
             if not cursor:
                 break
-        return build_tools(self.config, listed, self)
+            if len(listed) >= MAX_LISTED:
+                cut = f"listing cut after {len(listed)} tools"
+                break
+        else:
+            cut = f"listing cut after {MAX_PAGES} pages"
+        listing = build_tools(self.config, listed[:MAX_LISTED], self, previous=self.tools)
+        problems = ([cut] if cut else []) + listing.problems
+        if problems and problems != self.problems:  # once, not at every listing
+            self._log.warning(
+                "MCP server %s: %s",
+                self.name,
+                "; ".join(problems),
+                extra={**self._extra, "tools": len(listing.tools)},
+            )
+        self.problems = problems
+        return listing.tools
 
     # -- calls --------------------------------------------------------------------------------
 
@@ -263,18 +310,24 @@ class ServerSupervisor:
             return await connection.session.call_tool(name, arguments)
         except MCPError as exc:
             if exc.error.code == mcp_types.CONNECTION_CLOSED or connection.closed.is_set():
-                raise ToolError(f"MCP server {self.name!r} went down during the call") from None
+                raise self._went_down(connection) from None
             raise ToolError(
                 f"MCP server {self.name!r} refused the call: {exc.error.message}"
             ) from None
         except (anyio.BrokenResourceError, anyio.ClosedResourceError):
-            raise ToolError(f"MCP server {self.name!r} went down during the call") from None
+            raise self._went_down(connection) from None
         except Exception as exc:
             if connection.closed.is_set() or self.connection is not connection:
-                raise ToolError(f"MCP server {self.name!r} went down during the call") from None
+                raise self._went_down(connection) from None
             raise ToolError(
                 f"MCP server {self.name!r} sent an unusable answer: {describe_error(exc)}"
             ) from None
+
+    def _went_down(self, connection: Connection) -> ToolError:
+        message = f"MCP server {self.name!r} went down during the call"
+        if connection.failure:
+            message = f"{message}: {connection.failure[-1]}"
+        return ToolError(message)
 
     # -- health -------------------------------------------------------------------------------
 
@@ -283,7 +336,8 @@ class ServerSupervisor:
         backend = self.config.transport
         if self.up:
             count = len(self.tools)
-            return Health(status="ok", backend=backend, detail=f"{count} tool{'s' * (count != 1)}")
+            detail = "; ".join([f"{count} tool{'s' * (count != 1)}", *self.problems])
+            return Health(status="ok", backend=backend, detail=detail)
         detail = self.reason
         if self.next_try is not None:
             wait = max(0.0, self.next_try - time.monotonic())

@@ -5,8 +5,10 @@ from __future__ import annotations
 
 import base64
 import binascii
+import json
 import re
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Protocol
 
 import mcp_types
@@ -19,13 +21,29 @@ if TYPE_CHECKING:
     from hubbub.config import McpServerConfig
 
 __all__ = [
+    "MAX_DESCRIPTION",
+    "MAX_SCHEMA_BYTES",
+    "MAX_TOOLS",
+    "Listing",
     "McpTool",
+    "build_tools",
     "describe_block",
     "safe_names",
     "to_result",
 ]
 
 _UNSAFE = re.compile(r"[^A-Za-z0-9_.-]")
+
+MAX_TOOLS = 256
+"""The most tools hubbub takes from one MCP server (the first ones by name); the rest are left
+out and its health says how many."""
+
+MAX_DESCRIPTION = 4000
+"""Characters of a tool's description kept; longer ones are cut (with an ellipsis)."""
+
+MAX_SCHEMA_BYTES = 64 * 1024
+"""The largest input (or output) schema of a tool, in bytes of JSON: a tool with a larger one
+is hidden and its server's health says so."""
 
 
 class Caller(Protocol):
@@ -130,23 +148,81 @@ class McpTool:
         return to_result(self._spec.name, result)
 
 
+@dataclass(frozen=True)
+class Listing:
+    """The tools hubbub takes from a server's listing, and what it left out."""
+
+    tools: list[McpTool]
+    """The tools offered, sorted by name."""
+    problems: list[str] = field(default_factory=list)
+    """What was left out or changed, in a few words each (for the server's health)."""
+
+
+def _schema_size(schema: dict[str, Any] | None) -> int:
+    if schema is None:
+        return 0
+    try:
+        return len(json.dumps(schema, separators=(",", ":")).encode())
+    except (TypeError, ValueError):
+        return MAX_SCHEMA_BYTES + 1
+
+
 def build_tools(
-    config: McpServerConfig, listed: Sequence[mcp_types.Tool], caller: Caller
-) -> list[McpTool]:
-    """The tools of a server's listing that its ``tools`` patterns let through, by name."""
+    config: McpServerConfig,
+    listed: Sequence[mcp_types.Tool],
+    caller: Caller,
+    previous: Sequence[McpTool] = (),
+) -> Listing:
+    """The tools of a server's listing that its ``tools`` patterns let through, by name, within
+    the limits (:data:`MAX_TOOLS`, :data:`MAX_DESCRIPTION`, :data:`MAX_SCHEMA_BYTES`).
+
+    A tool of ``previous`` (the last listing) whose original name and spec did not change is
+    reused as it is: the registry then keeps its state (its concurrency slots)."""
     unique = {tool.name: tool for tool in reversed(listed)}  # a name listed twice: the first
-    offered = [
-        tool for name, tool in unique.items() if config.tools is None or matches(config.tools, name)
+    offered = sorted(
+        (
+            tool
+            for name, tool in unique.items()
+            if config.tools is None or matches(config.tools, name)
+        ),
+        key=lambda tool: tool.name,
+    )
+    problems: list[str] = []
+    oversized = [
+        tool.name
+        for tool in offered
+        if max(_schema_size(tool.input_schema), _schema_size(tool.output_schema)) > MAX_SCHEMA_BYTES
     ]
+    if oversized:
+        offered = [tool for tool in offered if tool.name not in oversized]
+        shown = ", ".join(repr(name[:64]) for name in oversized[:3])
+        more = f" and {len(oversized) - 3} more" if len(oversized) > 3 else ""
+        problems.append(
+            f"{len(oversized)} hidden (schema over {MAX_SCHEMA_BYTES // 1024} KiB: {shown}{more})"
+        )
+    if len(offered) > MAX_TOOLS:
+        problems.append(f"{len(offered) - MAX_TOOLS} left out (more than {MAX_TOOLS} tools)")
+        offered = offered[:MAX_TOOLS]
+    cut = 0
     names = safe_names(config.name, [tool.name for tool in offered])
+    reusable = {tool.original: tool for tool in previous if tool.caller is caller}
     tools = []
     for tool in offered:
+        description = tool.description or tool.title or ""
+        if len(description) > MAX_DESCRIPTION:
+            description = description[: MAX_DESCRIPTION - 1] + "…"
+            cut += 1
         spec = ToolSpec(
             name=names[tool.name],
-            description=tool.description or tool.title or "",
+            description=description,
             parameters=dict(tool.input_schema),
             output_schema=dict(tool.output_schema) if tool.output_schema is not None else None,
             timeout=config.call_timeout,
         )
-        tools.append(McpTool(spec, tool.name, caller))
-    return sorted(tools, key=lambda t: t.spec.name)
+        old = reusable.get(tool.name)
+        tools.append(
+            old if old is not None and old.spec == spec else McpTool(spec, tool.name, caller)
+        )
+    if cut:
+        problems.append(f"{cut} description{'s' * (cut != 1)} cut to {MAX_DESCRIPTION} characters")
+    return Listing(sorted(tools, key=lambda t: t.spec.name), problems)
