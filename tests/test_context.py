@@ -8,7 +8,6 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-import msgspec
 import pytest
 
 from hubbub import hookimpl
@@ -182,14 +181,13 @@ async def test_a_huge_tool_result_does_not_push_the_next_request_past_the_window
     async with runtime_for(_config(tmp_path, fake), [fake, HugeTool()]) as runtime:
         engine = runtime.conversations
         conversation = await engine.create(ALICE)
-        fake.script(tool_call("dump", {}), reply("done"))
+        fake.script(tool_call("huge_tool.dump", {}), reply("done"))
         await engine.post_message(ALICE, conversation.id, "dump it", wait=True)
         second = fake.requests[-1]
         roles = [m.role for m in second.messages]
         assert roles[-3:] == ["user", "assistant", "tool"]  # the turn kept whole, in order
         assert second.messages[-1].content.endswith("cut to fit the model's context window]")
-        tools = msgspec.json.encode(second.tools or []).decode()
-        shown = await _tokens(second) + await TokenCounter().count(second.model, tools)
+        shown = await TokenCounter().count_prompt(second.model, second.messages, second.tools)
         assert shown <= 600 - 100
         stored = (await engine.messages(ALICE, conversation.id)).items
         assert stored[-2].role == "tool"

@@ -165,7 +165,7 @@ async def test_a_reply_cancelled_while_a_tool_runs_answers_the_call_and_ends_the
         def register_tools(self, register: Any) -> None:
             register("slow", lambda context: function_tools(slow_lookup))
 
-    fake = FakeLLM(tool_call("slow_lookup", {"query": "x"}, text="Let me look."), reply("ok"))
+    fake = FakeLLM(tool_call("slow.slow_lookup", {"query": "x"}, text="Let me look."), reply("ok"))
     config = '[llm]\ndefault_model = "fake/model"\n'
     async with make_runtime(config, fake, SlowTools()) as runtime:
         engine = runtime.conversations

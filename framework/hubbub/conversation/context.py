@@ -141,9 +141,7 @@ class ContextBuilder:
         instead."""
         budget = self.budget(model_id)
         if tools:
-            budget -= await self.counter.count(
-                model_id, _TOOLS_ENCODER.encode(list(tools)).decode()
-            )
+            budget -= await self.counter.count_prompt(model_id, [], tools)  # as sent
         counts = await self.counter.count_messages(model_id, context)
         total = sum(counts)
         if total <= budget:
@@ -188,9 +186,6 @@ class ContextBuilder:
 
 SHOWN = frozenset({"memories", "summary"})
 """The ``metadata["hubbub"]`` of the system messages this module adds."""
-
-_TOOLS_ENCODER = msgspec.json.Encoder()
-
 
 def _current_turn(messages: Sequence[Message]) -> int:
     """Where the current turn (the last user message and what follows) starts."""
