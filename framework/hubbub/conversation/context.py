@@ -187,6 +187,7 @@ class ContextBuilder:
 SHOWN = frozenset({"memories", "summary"})
 """The ``metadata["hubbub"]`` of the system messages this module adds."""
 
+
 def _current_turn(messages: Sequence[Message]) -> int:
     """Where the current turn (the last user message and what follows) starts."""
     for index in range(len(messages) - 1, -1, -1):
