@@ -61,3 +61,37 @@ def test_gateway_bench_quick_measures_the_fast_path_against_the_bare_forwarder(
         assert re.search(rf"(PASS|FAIL) +hubbub {mode}: req/s at -c 32 >= 60% of bare", out)
         assert re.search(rf"(PASS|FAIL) +hubbub {mode}: p50 added at -c 1 <= 0\.3 ms", out)
     assert "client, upstream and servers share it" in out
+
+
+@pytest.mark.timeout(120)
+def test_tools_bench_quick_prints_every_figure(tmp_path: Path) -> None:
+    """Issue 20's bench/tools.py whole: every row measured (none "not available"), each beside
+    its group's baseline, the machine line printed, the medians written with --json."""
+    figures = tmp_path / "tools.json"
+    out = run("tools.py", "--quick", "--json", str(figures), timeout=90)
+    assert "not available" not in out, out
+    number = r"-?\d+\.\d+"
+    rows = {
+        "local": ["registry, no middleware", "registry, 1 pass-through middleware",
+                  "+ events, no storage", "conversation path (events, sqlite)"],
+        "reply": ["offline/tools reply, 1 tool call"],
+        "stdio": ["hubbub McpTool.call", "hubbub registry (ToolSet.call)"],
+        "http": ["hubbub McpTool.call", "hubbub registry (ToolSet.call)"],
+    }  # fmt: skip
+    baselines = {"local": "direct function call", "reply": "offline/echo reply"}
+    if (Path(sys.executable).with_name("mcp-server-time")).exists():
+        rows["time"] = ["hubbub registry (ToolSet.call)"]
+    medians = json.loads(figures.read_text())["medians"]
+    for group, names in rows.items():
+        baseline = baselines.get(group, "mcp ClientSession (direct)")
+        assert medians[f"{group}: {baseline}"]["ms"] > 0
+        assert re.search(rf"^  {re.escape(baseline)} +{number} ms/call", out, re.M), out
+        for name in names:
+            line = rf"^  {re.escape(name)} +{number} ms/call .* added [+-]{number} ms, ratio"
+            assert re.search(line, out, re.M), (name, out)
+            figure = medians[f"{group}: {name}"]
+            assert figure["ms"] > 0
+            base = medians[f"{group}: {baseline}"]["ms"]
+            assert figure["ratio"] == pytest.approx(figure["ms"] / base)
+    assert len(medians) == len(rows) + sum(len(names) for names in rows.values())
+    assert f"{os.cpu_count()}-core machine: the client and the MCP servers share it" in out
