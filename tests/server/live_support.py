@@ -14,7 +14,7 @@ import sys
 import textwrap
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -305,6 +305,23 @@ def data_frames(lines: list[str]) -> list[Any]:
             payload = line[len("data:") :].strip()
             frames.append(payload if payload == "[DONE]" else json.loads(payload))
     return frames
+
+
+def read_events(
+    response: httpx.Response, until: Callable[[dict[str, Any]], bool], timeout: float = 10
+) -> list[dict[str, Any]]:
+    """The events of the SSE ``response`` (``{"event": type, **data}``, heartbeats left out) up
+    to and including the first for which ``until`` holds, within ``timeout`` seconds."""
+    events: list[dict[str, Any]] = []
+    deadline = time.monotonic() + timeout
+    for frame in sse_frames(response.iter_lines()):
+        if frame["event"] is not None:
+            events.append({"event": frame["event"], **json.loads(frame["data"])})
+            if until(events[-1]):
+                return events
+        if time.monotonic() > deadline:
+            break
+    raise AssertionError(f"the expected event did not arrive: {events}")
 
 
 def sse_frames(lines: Iterator[str]) -> Iterator[dict[str, Any]]:

@@ -20,7 +20,7 @@ from typing import Any
 
 import httpx
 import pytest
-from live_support import LiveServer, running, sse_frames
+from live_support import LiveServer, read_events, running
 
 TIME_SERVER = Path(sys.executable).parent / "mcp-server-time"
 
@@ -107,14 +107,11 @@ def test_the_time_server_answers_with_events_and_a_reply(
     ):
         sent = alice.post(f"/api/conversations/{cid}/messages", json={"content": CALL})
         assert sent.status_code == 202, sent.text
-        frames: list[dict[str, Any]] = []
-        for frame in sse_frames(events.iter_lines()):
-            if frame["event"] is None:
-                continue
-            frames.append({"event": frame["event"], **json.loads(frame["data"])})
-            last = frames[-1]
-            if last["event"] == "message.completed" and not last["message"].get("tool_calls"):
-                break
+        frames = read_events(
+            events,
+            lambda f: f["event"] == "message.completed" and not f["message"].get("tool_calls"),
+            timeout=20,
+        )
     kinds = [f["event"] for f in frames]
     started = frames[kinds.index("tool.started")]
     finished = frames[kinds.index("tool.finished")]

@@ -5,14 +5,13 @@ from __future__ import annotations
 
 import json
 import re
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
-from live_support import LiveServer, assert_problem, running, sse_frames
+from live_support import LiveServer, assert_problem, read_events, running
 
 TOML = """
 [llm]
@@ -64,21 +63,6 @@ def ask(client: httpx.Client, content: str, **conversation: Any) -> tuple[str, d
     return cid, sent.json()["reply"]
 
 
-def read_until(
-    response: httpx.Response, until: Callable[[dict[str, Any]], bool], timeout: float = 10
-) -> list[dict[str, Any]]:
-    frames = []
-    deadline = time.monotonic() + timeout
-    for frame in sse_frames(response.iter_lines()):
-        if frame["event"] is not None:
-            frames.append({"event": frame["event"], **json.loads(frame["data"])})
-            if until(frames[-1]):
-                return frames
-        if time.monotonic() > deadline:
-            break
-    raise AssertionError(f"the expected frame did not arrive: {frames}")
-
-
 def test_a_tool_reply_streams_its_tool_events_and_stores_the_result(
     server: LiveServer, alice: httpx.Client
 ) -> None:
@@ -92,7 +76,7 @@ def test_a_tool_reply_streams_its_tool_events_and_stores_the_result(
             json={"content": 'call basic.calculator {"expression": "6 * 7"}'},
         )
         assert sent.status_code == 202, sent.text
-        frames = read_until(
+        frames = read_events(
             events,
             lambda f: f["event"] == "message.completed" and not f["message"].get("tool_calls"),
         )

@@ -152,14 +152,6 @@ class FunctionTool:
     def spec(self) -> ToolSpec:
         return self._spec
 
-    def validate(self, arguments: dict[str, Any]) -> str | None:
-        """What is wrong with ``arguments`` (in words for the model), or ``None``."""
-        try:
-            msgspec.convert(arguments, self._arguments)
-        except msgspec.ValidationError as exc:
-            return argument_problem(exc)
-        return None
-
     async def call(self, arguments: dict[str, Any], context: ToolContext) -> ToolResult:
         try:
             parsed = msgspec.convert(arguments, self._arguments)
